@@ -1,0 +1,19 @@
+//! chainlog: a verifiable key-value database. Each database is an append-only, hash-chained
+//! log of transactions with a Merkle tree over its whole history.
+//!
+//! # Layout
+//!
+//! Layers depend one way, top to bottom (ARCHITECTURE.md):
+//!
+//! - [`integrity`]: pure functions: digests, the hash chain, Merkle trees, proofs and their
+//!   verification. Depends on nothing else here.
+//! - [`storage`]: bytes on disk: crc32 frames, segment files, recovery of a torn tail, the
+//!   memory maps. Knows nothing of hashes or keys.
+//! - [`index`]: key -> versions, in memory and in sorted run files.
+//! - [`ledger`]: one database: the only writer; composes storage, integrity and index; owns
+//!   commit order, group commit, checkpoints, recovery and the offline check.
+
+pub mod index;
+pub mod integrity;
+pub mod ledger;
+pub mod storage;
