@@ -1,0 +1,68 @@
+//! Bytes on disk. Knows nothing of hashes, keys or transactions.
+//!
+//! - [`frame`]: length + crc32 framed records and their decoding (`Incomplete` vs `Corrupt`).
+//! - [`segment`]: append-only segment files of frames, with a header and a size limit.
+//! - [`records`]: files of fixed-size, individually checksummed records.
+//! - [`fs`]: the one place that creates, renames, syncs and locks files and directories.
+//! - `mmap`: the only `unsafe` in the crate, mapping sealed segments read-only.
+
+pub mod frame;
+pub mod fs;
+mod mmap;
+pub mod records;
+pub mod segment;
+
+use std::path::PathBuf;
+
+/// What is wrong with bytes that were read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    #[error("frame header checksum mismatch")]
+    FrameHeaderCrc,
+    #[error("frame payload checksum mismatch")]
+    FramePayloadCrc,
+    #[error("frame length {0} is zero or above the limit")]
+    FrameLength(u32),
+    #[error("frame runs past the end of a sealed file")]
+    FrameTruncated,
+    #[error("bad file header (magic, version or kind)")]
+    FileHeader,
+    #[error("record checksum mismatch")]
+    RecordCrc,
+    #[error("file is shorter than its records say")]
+    ShortFile,
+    #[error("undecodable record: {0}")]
+    Decode(&'static str),
+    #[error("hash chain broken: {0}")]
+    Chain(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt data in {path} at offset {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: Corruption,
+    },
+    #[error("{path} is locked by another process")]
+    Locked { path: PathBuf },
+}
+
+impl StorageError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> StorageError {
+        StorageError::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: Corruption) -> StorageError {
+        StorageError::Corrupt { path: path.into(), offset, reason }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

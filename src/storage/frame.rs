@@ -1,0 +1,104 @@
+//! Framed records: `u32 payload_len | u32 crc32(payload) | u32 crc32(first 8 bytes) | payload`,
+//! little-endian (docs/format.md, "Frames").
+//!
+//! The header has its own checksum so that a damaged length is told apart from a frame whose
+//! end was never written: a header that checks out but runs past the end of the data is
+//! [`FrameError::Incomplete`] (a torn tail), anything that fails a checksum is
+//! [`FrameError::Corrupt`].
+
+use super::Corruption;
+
+pub const FRAME_HEADER_BYTES: usize = 12;
+
+/// Largest payload a frame may carry (one transaction: up to 1024 values of 32 MiB would not
+/// fit; the ledger limits a tx to this).
+pub const FRAME_PAYLOAD_BYTES_MAX: u32 = 256 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// The data ends before the frame does; `needed` is the frame's full length when known.
+    Incomplete { needed: Option<usize> },
+    Corrupt(Corruption),
+}
+
+/// Appends one frame holding `payload` to `out`.
+pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(!payload.is_empty() && payload.len() <= FRAME_PAYLOAD_BYTES_MAX as usize);
+    let len = (payload.len() as u32).to_le_bytes();
+    let pcrc = crc32fast::hash(payload).to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(&pcrc);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&pcrc);
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Total bytes a frame of `payload_len` takes.
+pub fn framed_len(payload_len: usize) -> usize {
+    FRAME_HEADER_BYTES + payload_len
+}
+
+/// Decodes the frame at the start of `buf`: its payload and its total length.
+pub fn decode(buf: &[u8]) -> Result<(&[u8], usize), FrameError> {
+    if buf.len() < FRAME_HEADER_BYTES {
+        return Err(FrameError::Incomplete { needed: None });
+    }
+    let word = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+    let (len, pcrc, hcrc) = (word(0), word(4), word(8));
+    if crc32fast::hash(&buf[..8]) != hcrc {
+        return Err(FrameError::Corrupt(Corruption::FrameHeaderCrc));
+    }
+    if len == 0 || len > FRAME_PAYLOAD_BYTES_MAX {
+        return Err(FrameError::Corrupt(Corruption::FrameLength(len)));
+    }
+    let total = FRAME_HEADER_BYTES + len as usize;
+    if buf.len() < total {
+        return Err(FrameError::Incomplete { needed: Some(total) });
+    }
+    let payload = &buf[FRAME_HEADER_BYTES..total];
+    if crc32fast::hash(payload) != pcrc {
+        return Err(FrameError::Corrupt(Corruption::FramePayloadCrc));
+    }
+    Ok((payload, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip(payload in proptest::collection::vec(any::<u8>(), 1..2000)) {
+            let mut buf = Vec::new();
+            encode(&payload, &mut buf);
+            let (p, n) = decode(&buf).unwrap();
+            prop_assert_eq!(p, &payload[..]);
+            prop_assert_eq!(n, buf.len());
+        }
+
+        #[test]
+        fn any_truncation_is_incomplete(payload in proptest::collection::vec(any::<u8>(), 1..500), cut in 0usize..512) {
+            let mut buf = Vec::new();
+            encode(&payload, &mut buf);
+            let cut = cut % buf.len();
+            let incomplete = matches!(decode(&buf[..cut]), Err(FrameError::Incomplete { .. }));
+            prop_assert!(incomplete, "cut at {} not incomplete", cut);
+        }
+
+        #[test]
+        fn any_bit_flip_is_detected(payload in proptest::collection::vec(any::<u8>(), 1..500), bit in 0usize..4096) {
+            let mut buf = Vec::new();
+            encode(&payload, &mut buf);
+            let bit = bit % (buf.len() * 8);
+            buf[bit / 8] ^= 1 << (bit % 8);
+            // Never a wrong payload: either an error, or (never, for crc32 on one bit) Ok.
+            match decode(&buf) {
+                Err(FrameError::Corrupt(_)) => {}
+                other => prop_assert!(false, "flip of bit {} gave {:?}", bit, other),
+            }
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Segment files: a 32-byte header, then frames back to back (docs/format.md, "Segments").
+//!
+//! A segment is *active* while frames are appended to it and *sealed* once the writer has
+//! moved on: sealed segments are fsynced and read through a memory map, the active one
+//! through `pread`. Only the active segment can have a torn tail.
+
+use super::frame::{self, FrameError};
+use super::mmap::SealedMap;
+use super::{fs, Corruption, Result, StorageError};
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const SEGMENT_HEADER_BYTES: u64 = 32;
+pub const MAGIC: &[u8; 8] = b"chainlog";
+pub const KIND_SEGMENT: u8 = 1;
+pub const SEGMENT_FORMAT_VERSION: u8 = 1;
+
+/// Number of a segment; segment 1 is the first, and each next one is one more.
+pub type SegmentId = u32;
+
+/// What a segment header says: its number, and `base`, an opaque number from the layer
+/// above (the ledger stores the id of the first transaction it holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub id: SegmentId,
+    pub base: u64,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+        let mut b = [0u8; SEGMENT_HEADER_BYTES as usize];
+        b[..8].copy_from_slice(MAGIC);
+        b[8] = KIND_SEGMENT;
+        b[9] = SEGMENT_FORMAT_VERSION;
+        b[12..16].copy_from_slice(&self.id.to_le_bytes());
+        b[16..24].copy_from_slice(&self.base.to_le_bytes());
+        let crc = crc32fast::hash(&b[..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<SegmentHeader, Corruption> {
+        if b.len() < SEGMENT_HEADER_BYTES as usize {
+            return Err(Corruption::ShortFile);
+        }
+        let crc = u32::from_le_bytes([b[28], b[29], b[30], b[31]]);
+        if &b[..8] != MAGIC
+            || b[8] != KIND_SEGMENT
+            || b[9] != SEGMENT_FORMAT_VERSION
+            || crc32fast::hash(&b[..28]) != crc
+        {
+            return Err(Corruption::FileHeader);
+        }
+        let id = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        let mut base = [0u8; 8];
+        base.copy_from_slice(&b[16..24]);
+        Ok(SegmentHeader { id, base: u64::from_le_bytes(base) })
+    }
+}
+
+pub fn file_name(id: SegmentId) -> String {
+    format!("{id:010}.seg")
+}
+
+/// Parses a segment number back out of a path made by [`file_name`].
+pub fn id_of(path: &Path) -> Option<SegmentId> {
+    let stem = path.file_stem()?.to_str()?;
+    if stem.len() != 10 {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// The segment frames are appended to.
+#[derive(Debug)]
+pub struct ActiveSegment {
+    path: PathBuf,
+    file: Arc<File>,
+    header: SegmentHeader,
+    len: u64,
+}
+
+impl ActiveSegment {
+    /// Creates a new, empty segment and makes its existence durable.
+    pub fn create(dir: &Path, header: SegmentHeader) -> Result<ActiveSegment> {
+        let path = dir.join(file_name(header.id));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        (&file)
+            .write_all(&header.encode())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| StorageError::io(&path, e))?;
+        fs::sync_dir(dir)?;
+        Ok(ActiveSegment { path, file: Arc::new(file), header, len: SEGMENT_HEADER_BYTES })
+    }
+
+    /// Opens an existing segment to append to it, checking its header. Returns it with its
+    /// whole content, for recovery to scan.
+    pub fn open(path: &Path) -> Result<(ActiveSegment, Vec<u8>)> {
+        let file = fs::open_rw(path, false)?;
+        let bytes = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
+        let header = SegmentHeader::decode(&bytes).map_err(|r| StorageError::corrupt(path, 0, r))?;
+        let len = bytes.len() as u64;
+        let seg = ActiveSegment { path: path.to_path_buf(), file: Arc::new(file), header, len };
+        Ok((seg, bytes))
+    }
+
+    pub fn header(&self) -> SegmentHeader {
+        self.header
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes in the file, header included: the offset the next append lands at.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == SEGMENT_HEADER_BYTES
+    }
+
+    /// Appends `bytes` (whole frames) at the end. Not durable until [`ActiveSegment::sync`].
+    pub fn append(&mut self, bytes: &[u8]) -> Result<u64> {
+        let at = self.len;
+        self.file
+            .write_all_at(bytes, at)
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        self.len += bytes.len() as u64;
+        Ok(at)
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| StorageError::io(&self.path, e))
+    }
+
+    /// Cuts the file back to `len` bytes, durably (recovery of a torn tail).
+    pub fn truncate(&mut self, len: u64) -> Result<()> {
+        fs::truncate(&self.file, &self.path, len)?;
+        self.len = len;
+        Ok(())
+    }
+
+    pub fn reader(&self) -> SegmentReader {
+        SegmentReader { path: self.path.clone(), source: Source::Active(self.file.clone()) }
+    }
+
+    /// Syncs the segment and returns its sealed, memory-mapped reader.
+    pub fn seal(self) -> Result<SegmentReader> {
+        self.sync()?;
+        let map = SealedMap::new(&self.file, &self.path)?;
+        Ok(SegmentReader { path: self.path, source: Source::Sealed(Arc::new(map)) })
+    }
+}
+
+#[derive(Clone)]
+enum Source {
+    Active(Arc<File>),
+    Sealed(Arc<SealedMap>),
+}
+
+/// Reads frames from a segment, active or sealed. Cheap to clone.
+#[derive(Clone)]
+pub struct SegmentReader {
+    path: PathBuf,
+    source: Source,
+}
+
+impl SegmentReader {
+    /// Opens a sealed segment read-only and checks its header.
+    pub fn open_sealed(path: &Path) -> Result<(SegmentReader, SegmentHeader)> {
+        let file = fs::open_ro(path)?;
+        let map = SealedMap::new(&file, path)?;
+        let header =
+            SegmentHeader::decode(map.bytes()).map_err(|r| StorageError::corrupt(path, 0, r))?;
+        Ok((SegmentReader { path: path.to_path_buf(), source: Source::Sealed(Arc::new(map)) }, header))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        matches!(self.source, Source::Sealed(_))
+    }
+
+    /// `len` bytes at `offset`; a range past the end is corruption of whoever pointed here.
+    pub fn read(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>> {
+        match &self.source {
+            Source::Sealed(map) => {
+                let b = map.bytes();
+                let end = offset.checked_add(len as u64).filter(|&e| e <= b.len() as u64);
+                match end {
+                    Some(end) => Ok(Cow::Borrowed(&b[offset as usize..end as usize])),
+                    None => Err(StorageError::corrupt(&self.path, offset, Corruption::ShortFile)),
+                }
+            }
+            Source::Active(file) => {
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, offset).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        StorageError::corrupt(&self.path, offset, Corruption::ShortFile)
+                    } else {
+                        StorageError::io(&self.path, e)
+                    }
+                })?;
+                Ok(Cow::Owned(buf))
+            }
+        }
+    }
+
+    /// The payload of the frame of `frame_len` bytes at `offset`, checksums verified.
+    pub fn read_frame(&self, offset: u64, frame_len: usize) -> Result<Cow<'_, [u8]>> {
+        let bytes = self.read(offset, frame_len)?;
+        let corrupt = |r| StorageError::corrupt(&self.path, offset, r);
+        let payload_range = match frame::decode(&bytes) {
+            Ok((_, n)) if n == frame_len => frame::FRAME_HEADER_BYTES..n,
+            Ok(_) => return Err(corrupt(Corruption::FrameLength(frame_len as u32))),
+            Err(FrameError::Corrupt(r)) => return Err(corrupt(r)),
+            Err(FrameError::Incomplete { .. }) => return Err(corrupt(Corruption::FrameTruncated)),
+        };
+        Ok(match bytes {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[payload_range]),
+            Cow::Owned(mut v) => {
+                v.truncate(payload_range.end);
+                v.drain(..payload_range.start);
+                Cow::Owned(v)
+            }
+        })
+    }
+}
+
+/// How a scan over a segment's frames ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanEnd {
+    /// Every byte was part of a whole, valid frame.
+    Clean,
+    /// From `offset` on, the bytes are an unfinished frame or zeros: a torn tail.
+    Torn { offset: u64 },
+    /// The frame at `offset` is damaged and is followed by data: not a torn tail.
+    Corrupt { offset: u64, reason: Corruption },
+}
+
+/// Walks the frames of `bytes` (a whole segment file) from `start`, calling `f` with each
+/// frame's offset, total length and payload. Stops early if `f` fails.
+pub fn scan<E>(
+    bytes: &[u8],
+    start: u64,
+    mut f: impl FnMut(u64, usize, &[u8]) -> Result<(), E>,
+) -> Result<ScanEnd, E> {
+    let mut at = start as usize;
+    while at < bytes.len() {
+        match frame::decode(&bytes[at..]) {
+            Ok((payload, n)) => {
+                f(at as u64, n, payload)?;
+                at += n;
+            }
+            Err(FrameError::Incomplete { .. }) => return Ok(ScanEnd::Torn { offset: at as u64 }),
+            Err(FrameError::Corrupt(reason)) => {
+                if bytes[at..].iter().all(|&b| b == 0) {
+                    return Ok(ScanEnd::Torn { offset: at as u64 });
+                }
+                return Ok(ScanEnd::Corrupt { offset: at as u64, reason });
+            }
+        }
+    }
+    Ok(ScanEnd::Clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(n: usize) -> Vec<u8> {
+        let mut out = SegmentHeader { id: 1, base: 1 }.encode().to_vec();
+        for i in 0..n {
+            frame::encode(format!("payload {i}").as_bytes(), &mut out);
+        }
+        out
+    }
+
+    fn count(bytes: &[u8]) -> (usize, ScanEnd) {
+        let mut n = 0;
+        let end = scan::<()>(bytes, SEGMENT_HEADER_BYTES, |_, _, _| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        (n, end)
+    }
+
+    #[test]
+    fn scan_reads_every_frame() {
+        assert_eq!(count(&frames(5)), (5, ScanEnd::Clean));
+    }
+
+    #[test]
+    fn a_cut_anywhere_in_the_last_frame_is_a_torn_tail() {
+        let whole = frames(3);
+        let last_start = frames(2).len();
+        for cut in last_start..whole.len() {
+            let (n, end) = count(&whole[..cut]);
+            assert_eq!(n, 2);
+            assert_eq!(end, if cut == last_start { ScanEnd::Clean } else { ScanEnd::Torn { offset: last_start as u64 } });
+        }
+    }
+
+    #[test]
+    fn zeros_after_the_last_frame_are_a_torn_tail() {
+        let mut b = frames(2);
+        let end = b.len() as u64;
+        b.extend_from_slice(&[0u8; 100]);
+        assert_eq!(count(&b), (2, ScanEnd::Torn { offset: end }));
+    }
+
+    #[test]
+    fn a_flip_before_the_tail_is_corruption() {
+        let mut b = frames(3);
+        let second = frames(1).len();
+        b[second + 14] ^= 0x10;
+        let (n, end) = count(&b);
+        assert_eq!(n, 1);
+        assert!(matches!(end, ScanEnd::Corrupt { offset, reason: Corruption::FramePayloadCrc } if offset == second as u64));
+    }
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let h = SegmentHeader { id: 7, base: 1234 };
+        let mut b = h.encode();
+        assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        b[17] ^= 1;
+        assert_eq!(SegmentHeader::decode(&b), Err(Corruption::FileHeader));
+        assert_eq!(id_of(Path::new("/x/0000000007.seg")), Some(7));
+    }
+}
