@@ -1,4 +1,5 @@
-//! The only `unsafe` code in chainlog: read-only memory maps of sealed segment files.
+//! The only `unsafe` code in chainlog: read-only memory maps of sealed files (sealed
+//! segments and index run files).
 //!
 //! # Safety contract
 //!
@@ -6,9 +7,10 @@
 //! the file is modified or truncated while mapped. chainlog maps a file only when all of these
 //! hold, and every caller of [`SealedMap::new`] relies on them:
 //!
-//! 1. the file is *sealed*: the ledger has finished appending to it, and it is fsynced;
+//! 1. the file is *sealed*: its writer has finished with it and it is fsynced (a segment the
+//!    ledger moved on from; an index run, written whole under a temporary name and renamed);
 //! 2. no code in this process writes to or truncates a sealed file (recovery truncates only the
-//!    last, active segment, which is never mapped);
+//!    last, active segment, which is never mapped; runs are only ever deleted, once unused);
 //! 3. the database directory is held under an exclusive [`super::fs::DirLock`], so no other
 //!    chainlog process writes to it.
 //!
@@ -20,19 +22,19 @@ use super::{Result, StorageError};
 use std::fs::File;
 use std::path::Path;
 
-pub(crate) struct SealedMap {
+pub struct SealedMap {
     map: memmap2::Mmap,
 }
 
 impl SealedMap {
     /// Maps `file` (at `path`) read-only. The caller keeps the contract above.
-    pub(crate) fn new(file: &File, path: &Path) -> Result<SealedMap> {
+    pub fn new(file: &File, path: &Path) -> Result<SealedMap> {
         // SAFETY: the file is sealed, fsynced and under the directory lock (module docs).
         let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| StorageError::io(path, e))?;
         Ok(SealedMap { map })
     }
 
-    pub(crate) fn bytes(&self) -> &[u8] {
+    pub fn bytes(&self) -> &[u8] {
         &self.map
     }
 }

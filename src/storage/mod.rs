@@ -4,11 +4,11 @@
 //! - [`segment`]: append-only segment files of frames, with a header and a size limit.
 //! - [`records`]: files of fixed-size, individually checksummed records.
 //! - [`fs`]: the one place that creates, renames, syncs and locks files and directories.
-//! - `mmap`: the only `unsafe` in the crate, mapping sealed segments read-only.
+//! - [`mmap`]: the only `unsafe` in the crate, mapping sealed files read-only.
 
 pub mod frame;
 pub mod fs;
-mod mmap;
+pub mod mmap;
 pub mod records;
 pub mod segment;
 
