@@ -67,7 +67,11 @@ fn best_at(versions: &[Version], as_of: u64) -> Option<Version> {
 
 impl Index {
     pub fn new(runs: Vec<Arc<Run>>) -> Index {
-        Index { mem: BTreeMap::new(), mem_versions: 0, runs }
+        Index {
+            mem: BTreeMap::new(),
+            mem_versions: 0,
+            runs,
+        }
     }
 
     /// Adds a version; versions of one key must come in increasing tx order.
@@ -115,7 +119,13 @@ impl Index {
     }
 
     /// Versions of `key`, oldest first (or newest first), skipping `offset`, at most `limit`.
-    pub fn history(&self, key: &[u8], offset: u64, limit: usize, order: Order) -> Result<Vec<Version>> {
+    pub fn history(
+        &self,
+        key: &[u8],
+        offset: u64,
+        limit: usize,
+        order: Order,
+    ) -> Result<Vec<Version>> {
         // One slice of versions per source, in tx order.
         let mut spans: Vec<(Option<&Run>, u64, u64)> = Vec::new();
         for run in &self.runs {
@@ -196,14 +206,22 @@ impl Index {
                 Some(u) => run.lower_bound(u, 0)?,
                 None => run.len(),
             };
-            cursors.push(Cursor::Run { run, start, end, pos: if desc { end } else { start } });
+            cursors.push(Cursor::Run {
+                run,
+                start,
+                end,
+                pos: if desc { end } else { start },
+            });
         }
         let range = self.mem.range::<[u8], _>((
             Bound::Included(lower.as_slice()),
             upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
         ));
-        let mem_iter: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<Version>)>> =
-            if desc { Box::new(range.rev()) } else { Box::new(range) };
+        let mem_iter: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<Version>)>> = if desc {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
         cursors.push(Cursor::Mem(mem_iter));
 
         let mut heads = Vec::with_capacity(cursors.len());
@@ -273,11 +291,22 @@ pub fn merge_runs(runs: &[Arc<Run>], path: &std::path::Path) -> Result<()> {
             Some(Ok((r.key, r.version)))
         }
     }
-    run::write(path, Merge { runs, pos: vec![0; runs.len()] })
+    run::write(
+        path,
+        Merge {
+            runs,
+            pos: vec![0; runs.len()],
+        },
+    )
 }
 
 enum Cursor<'a> {
-    Run { run: &'a Run, start: u64, end: u64, pos: u64 },
+    Run {
+        run: &'a Run,
+        start: u64,
+        end: u64,
+        pos: u64,
+    },
     Mem(Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Vec<Version>)> + 'a>),
 }
 
@@ -286,7 +315,12 @@ impl Cursor<'_> {
     fn next(&mut self, desc: bool, as_of: u64) -> Result<Option<(Vec<u8>, Option<Version>)>> {
         match self {
             Cursor::Mem(it) => Ok(it.next().map(|(k, vs)| (k.clone(), best_at(vs, as_of)))),
-            Cursor::Run { run, start, end, pos } => {
+            Cursor::Run {
+                run,
+                start,
+                end,
+                pos,
+            } => {
                 if desc {
                     if *pos <= *start {
                         return Ok(None);
@@ -334,7 +368,15 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn v(tx: u64, deleted: bool) -> Version {
-        Version { tx, deleted, value: ValueRef { segment: 1, offset: tx as u32, len: 0 } }
+        Version {
+            tx,
+            deleted,
+            value: ValueRef {
+                segment: 1,
+                offset: tx as u32,
+                len: 0,
+            },
+        }
     }
 
     /// The model: every version of every key, kept in one map.

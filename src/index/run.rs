@@ -4,7 +4,7 @@
 //! Layout: a 32-byte header, the records, a table of `u64` record offsets, a 40-byte footer.
 //! Each record carries a crc32 over its bytes and its ordinal, checked on every read.
 
-use super::{Version, ValueRef};
+use super::{ValueRef, Version};
 use crate::storage::mmap::SealedMap;
 use crate::storage::segment::MAGIC;
 use crate::storage::{fs, Corruption, Result, StorageError};
@@ -113,7 +113,10 @@ pub struct Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Run").field("path", &self.path).field("count", &self.count).finish()
+        f.debug_struct("Run")
+            .field("path", &self.path)
+            .field("count", &self.count)
+            .finish()
     }
 }
 
@@ -143,7 +146,14 @@ impl Run {
         if offsets_pos.checked_add(count.saturating_mul(8)) != Some(fpos as u64) {
             return Err(bad(fpos as u64, Corruption::Decode("run footer sizes")));
         }
-        Ok(Run { path: path.to_path_buf(), id, map, count, offsets_pos, table_crc })
+        Ok(Run {
+            path: path.to_path_buf(),
+            id,
+            map,
+            count,
+            offsets_pos,
+            table_crc,
+        })
     }
 
     pub fn id(&self) -> u64 {
@@ -170,7 +180,11 @@ impl Run {
         let bad = |r| StorageError::corrupt(&self.path, at, r);
         let start = at as usize;
         if at < HEADER_BYTES || start + FIXED_BYTES > self.offsets_pos as usize {
-            return Err(StorageError::corrupt(&self.path, slot as u64, Corruption::Decode("record offset")));
+            return Err(StorageError::corrupt(
+                &self.path,
+                slot as u64,
+                Corruption::Decode("record offset"),
+            ));
         }
         let fixed = &b[start..start + FIXED_BYTES];
         let key_len = u16::from_le_bytes([fixed[0], fixed[1]]) as usize;
@@ -188,7 +202,11 @@ impl Run {
             version: Version {
                 tx: u64::from_le_bytes(fixed[3..11].try_into().unwrap_or([0; 8])),
                 deleted: fixed[2] & 1 == 1,
-                value: ValueRef { segment: u32_at(11), offset: u32_at(15), len: u32_at(19) },
+                value: ValueRef {
+                    segment: u32_at(11),
+                    offset: u32_at(15),
+                    len: u32_at(19),
+                },
             },
         })
     }
@@ -213,7 +231,11 @@ impl Run {
         let b = self.map.bytes();
         let table = &b[self.offsets_pos as usize..(self.offsets_pos + 8 * self.count) as usize];
         if crc32fast::hash(table) != self.table_crc {
-            return Err(StorageError::corrupt(&self.path, self.offsets_pos, Corruption::RecordCrc));
+            return Err(StorageError::corrupt(
+                &self.path,
+                self.offsets_pos,
+                Corruption::RecordCrc,
+            ));
         }
         let mut prev: Option<(Vec<u8>, u64)> = None;
         for i in 0..self.count {
@@ -221,7 +243,11 @@ impl Run {
             let cur = (r.key.to_vec(), r.version.tx);
             if prev.as_ref().is_some_and(|p| *p >= cur) {
                 let slot = self.offsets_pos + 8 * i;
-                return Err(StorageError::corrupt(&self.path, slot, Corruption::Decode("records out of order")));
+                return Err(StorageError::corrupt(
+                    &self.path,
+                    slot,
+                    Corruption::Decode("records out of order"),
+                ));
             }
             prev = Some(cur);
         }

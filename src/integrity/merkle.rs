@@ -10,8 +10,8 @@
 //! [`Frontier`] keeps the right edge (one perfect subtree per set bit of the size) so an append
 //! hashes O(1) nodes amortized and the root at the current size needs no I/O.
 
-use super::{Digest, TAG_LEAF, TAG_NODE};
 use super::proof::VerifyError;
+use super::{Digest, TAG_LEAF, TAG_NODE};
 
 /// RFC 6962 leaf hash: `H(0x00 || data)`.
 pub fn leaf_hash(data: &[u8]) -> Digest {
@@ -171,7 +171,11 @@ pub fn consistency_ranges(old_size: u64, new_size: u64) -> Vec<(u64, u64)> {
 }
 
 /// Audit path of `leaf` in the tree of `size` leaves held by `src`.
-pub fn inclusion_path<S: NodeSource>(src: &S, leaf: u64, size: u64) -> Result<Vec<Digest>, S::Error> {
+pub fn inclusion_path<S: NodeSource>(
+    src: &S,
+    leaf: u64,
+    size: u64,
+) -> Result<Vec<Digest>, S::Error> {
     inclusion_ranges(leaf, size)
         .into_iter()
         .map(|(b, e)| subtree_root(src, b, e))
@@ -208,13 +212,19 @@ pub fn verify_inclusion(
     }
     let expected = inclusion_ranges(index, size).len();
     if path.len() != expected {
-        return Err(VerifyError::ProofLength { expected, actual: path.len() });
+        return Err(VerifyError::ProofLength {
+            expected,
+            actual: path.len(),
+        });
     }
     let (mut f_n, mut s_n) = (index, size - 1);
     let mut r = *leaf;
     for p in path {
         if s_n == 0 {
-            return Err(VerifyError::ProofLength { expected, actual: path.len() });
+            return Err(VerifyError::ProofLength {
+                expected,
+                actual: path.len(),
+            });
         }
         if f_n & 1 == 1 || f_n == s_n {
             r = node_hash(p, &r);
@@ -229,10 +239,16 @@ pub fn verify_inclusion(
         s_n >>= 1;
     }
     if s_n != 0 {
-        return Err(VerifyError::ProofLength { expected, actual: path.len() });
+        return Err(VerifyError::ProofLength {
+            expected,
+            actual: path.len(),
+        });
     }
     if r != *root {
-        return Err(VerifyError::RootMismatch { expected: *root, computed: r });
+        return Err(VerifyError::RootMismatch {
+            expected: *root,
+            computed: r,
+        });
     }
     Ok(())
 }
@@ -251,22 +267,34 @@ pub fn verify_consistency(
     }
     if old_size == new_size || old_size == 0 {
         if !path.is_empty() {
-            return Err(VerifyError::ProofLength { expected: 0, actual: path.len() });
+            return Err(VerifyError::ProofLength {
+                expected: 0,
+                actual: path.len(),
+            });
         }
         if old_size == 0 {
             if *old_root != empty_root() {
-                return Err(VerifyError::RootMismatch { expected: empty_root(), computed: *old_root });
+                return Err(VerifyError::RootMismatch {
+                    expected: empty_root(),
+                    computed: *old_root,
+                });
             }
             return Ok(());
         }
         if old_root != new_root {
-            return Err(VerifyError::RootMismatch { expected: *new_root, computed: *old_root });
+            return Err(VerifyError::RootMismatch {
+                expected: *new_root,
+                computed: *old_root,
+            });
         }
         return Ok(());
     }
     let expected = consistency_ranges(old_size, new_size).len();
     if path.len() != expected {
-        return Err(VerifyError::ProofLength { expected, actual: path.len() });
+        return Err(VerifyError::ProofLength {
+            expected,
+            actual: path.len(),
+        });
     }
     let mut proof: Vec<Digest> = Vec::with_capacity(path.len() + 1);
     if old_size.is_power_of_two() {
@@ -282,7 +310,10 @@ pub fn verify_consistency(
     let mut sr = proof[0];
     for c in &proof[1..] {
         if s_n == 0 {
-            return Err(VerifyError::ProofLength { expected, actual: path.len() });
+            return Err(VerifyError::ProofLength {
+                expected,
+                actual: path.len(),
+            });
         }
         if f_n & 1 == 1 || f_n == s_n {
             fr = node_hash(c, &fr);
@@ -298,13 +329,22 @@ pub fn verify_consistency(
         s_n >>= 1;
     }
     if s_n != 0 {
-        return Err(VerifyError::ProofLength { expected, actual: path.len() });
+        return Err(VerifyError::ProofLength {
+            expected,
+            actual: path.len(),
+        });
     }
     if fr != *old_root {
-        return Err(VerifyError::RootMismatch { expected: *old_root, computed: fr });
+        return Err(VerifyError::RootMismatch {
+            expected: *old_root,
+            computed: fr,
+        });
     }
     if sr != *new_root {
-        return Err(VerifyError::RootMismatch { expected: *new_root, computed: sr });
+        return Err(VerifyError::RootMismatch {
+            expected: *new_root,
+            computed: sr,
+        });
     }
     Ok(())
 }
@@ -431,12 +471,17 @@ mod tests {
     impl NodeSource for MemTree {
         type Error = ();
         fn perfect_node(&self, level: u32, index: u64) -> Result<Digest, ()> {
-            self.0.get(postorder_position(level, index) as usize).copied().ok_or(())
+            self.0
+                .get(postorder_position(level, index) as usize)
+                .copied()
+                .ok_or(())
         }
     }
 
     fn leaves(n: usize) -> Vec<Digest> {
-        (0..n).map(|i| leaf_hash(&(i as u64).to_le_bytes())).collect()
+        (0..n)
+            .map(|i| leaf_hash(&(i as u64).to_le_bytes()))
+            .collect()
     }
 
     fn build(leaves: &[Digest]) -> (MemTree, Frontier) {
@@ -473,7 +518,11 @@ mod tests {
             f.append(ls[n - 1], &mut nodes);
             let expected = mth(&ls[..n]);
             assert_eq!(f.root(), expected, "frontier root at size {n}");
-            assert_eq!(root_of_leaves(&ls[..n]), expected, "rs_merkle root at size {n}");
+            assert_eq!(
+                root_of_leaves(&ls[..n]),
+                expected,
+                "rs_merkle root at size {n}"
+            );
             let tree = MemTree(nodes.clone());
             assert_eq!(subtree_root(&tree, 0, n as u64), Ok(expected));
             assert_eq!(Frontier::load(&tree, n as u64), Ok(f.clone()));
@@ -490,7 +539,11 @@ mod tests {
                 let expected = path(m, &ls[..n]);
                 let got = inclusion_path(&tree, m as u64, n as u64).unwrap();
                 assert_eq!(got, expected, "path m={m} n={n}");
-                assert_eq!(path_of_leaf(&ls[..n], m), expected, "rs_merkle path m={m} n={n}");
+                assert_eq!(
+                    path_of_leaf(&ls[..n], m),
+                    expected,
+                    "rs_merkle path m={m} n={n}"
+                );
                 verify_inclusion(m as u64, n as u64, &ls[m], &got, &root).unwrap();
                 // The same proof must not verify another leaf.
                 let other = leaf_hash(b"other");
@@ -513,8 +566,12 @@ mod tests {
                 verify_consistency(m as u64, n as u64, &old_root, &new_root, &got).unwrap();
                 if m < n {
                     let wrong = leaf_hash(b"wrong");
-                    assert!(verify_consistency(m as u64, n as u64, &wrong, &new_root, &got).is_err());
-                    assert!(verify_consistency(m as u64, n as u64, &old_root, &wrong, &got).is_err());
+                    assert!(
+                        verify_consistency(m as u64, n as u64, &wrong, &new_root, &got).is_err()
+                    );
+                    assert!(
+                        verify_consistency(m as u64, n as u64, &old_root, &wrong, &got).is_err()
+                    );
                 }
             }
         }

@@ -20,7 +20,11 @@ pub enum VerifyError {
     #[error("consistency proof from size {old_size} to smaller size {new_size}")]
     SizeOrder { old_size: u64, new_size: u64 },
     #[error("header of tx {id} hashes to Alh {computed}, the state says {expected}")]
-    AlhMismatch { id: TxId, expected: Digest, computed: Digest },
+    AlhMismatch {
+        id: TxId,
+        expected: Digest,
+        computed: Digest,
+    },
     #[error("proof is for tx {actual}, expected tx {expected}")]
     WrongTx { expected: TxId, actual: TxId },
     #[error("header of tx {id} is malformed: {reason}")]
@@ -33,10 +37,16 @@ pub enum VerifyError {
 
 fn check_header(h: &TxHeader) -> Result<(), VerifyError> {
     if h.id == 0 {
-        return Err(VerifyError::MalformedHeader { id: 0, reason: "tx id 0" });
+        return Err(VerifyError::MalformedHeader {
+            id: 0,
+            reason: "tx id 0",
+        });
     }
     if h.history_size != h.id - 1 {
-        return Err(VerifyError::MalformedHeader { id: h.id, reason: "history size is not id - 1" });
+        return Err(VerifyError::MalformedHeader {
+            id: h.id,
+            reason: "history size is not id - 1",
+        });
     }
     Ok(())
 }
@@ -45,7 +55,11 @@ fn check_alh(h: &TxHeader, expected: &Digest) -> Result<(), VerifyError> {
     check_header(h)?;
     let computed = h.alh();
     if computed != *expected {
-        return Err(VerifyError::AlhMismatch { id: h.id, expected: *expected, computed });
+        return Err(VerifyError::AlhMismatch {
+            id: h.id,
+            expected: *expected,
+            computed,
+        });
     }
     Ok(())
 }
@@ -91,16 +105,25 @@ impl TxProof {
     /// Verifies the proof against a state the caller trusts (or is about to accept).
     pub fn verify(&self, state_id: TxId, state_alh: &Digest) -> Result<(), VerifyError> {
         if self.state.id != state_id {
-            return Err(VerifyError::WrongTx { expected: state_id, actual: self.state.id });
+            return Err(VerifyError::WrongTx {
+                expected: state_id,
+                actual: self.state.id,
+            });
         }
         check_alh(&self.state, state_alh)?;
         check_header(&self.tx)?;
         if self.tx.id > self.state.id {
-            return Err(VerifyError::TxAfterState { tx: self.tx.id, state: self.state.id });
+            return Err(VerifyError::TxAfterState {
+                tx: self.tx.id,
+                state: self.state.id,
+            });
         }
         if self.tx.id == self.state.id {
             if !self.path.is_empty() {
-                return Err(VerifyError::ProofLength { expected: 0, actual: self.path.len() });
+                return Err(VerifyError::ProofLength {
+                    expected: 0,
+                    actual: self.path.len(),
+                });
             }
             return check_alh(&self.tx, state_alh);
         }
@@ -135,13 +158,22 @@ impl StateProof {
         new_alh: &Digest,
     ) -> Result<(), VerifyError> {
         if self.old.id != old_id {
-            return Err(VerifyError::WrongTx { expected: old_id, actual: self.old.id });
+            return Err(VerifyError::WrongTx {
+                expected: old_id,
+                actual: self.old.id,
+            });
         }
         if self.new.id != new_id {
-            return Err(VerifyError::WrongTx { expected: new_id, actual: self.new.id });
+            return Err(VerifyError::WrongTx {
+                expected: new_id,
+                actual: self.new.id,
+            });
         }
         if new_id < old_id {
-            return Err(VerifyError::StateRegressed { old: old_id, new: new_id });
+            return Err(VerifyError::StateRegressed {
+                old: old_id,
+                new: new_id,
+            });
         }
         check_alh(&self.old, old_alh)?;
         check_alh(&self.new, new_alh)?;

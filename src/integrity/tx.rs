@@ -35,7 +35,9 @@ impl EntryMeta {
         if flags & !Self::FLAG_DELETED != 0 {
             return None;
         }
-        Some(EntryMeta { deleted: flags & Self::FLAG_DELETED != 0 })
+        Some(EntryMeta {
+            deleted: flags & Self::FLAG_DELETED != 0,
+        })
     }
 }
 

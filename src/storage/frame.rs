@@ -17,22 +17,32 @@ pub const FRAME_PAYLOAD_BYTES_MAX: u32 = 256 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {
     /// The data ends before the frame does; `needed` is the frame's full length when known.
-    Incomplete { needed: Option<usize> },
+    Incomplete {
+        needed: Option<usize>,
+    },
     Corrupt(Corruption),
 }
 
 /// Appends one frame holding `payload` to `out`.
 pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
+    encode_with(out, |o| o.extend_from_slice(payload));
+}
+
+/// Appends one frame to `out` whose payload `write` appends in place (no extra copy).
+pub fn encode_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+    write(out);
+    let payload = &out[start + FRAME_HEADER_BYTES..];
     debug_assert!(!payload.is_empty() && payload.len() <= FRAME_PAYLOAD_BYTES_MAX as usize);
     let len = (payload.len() as u32).to_le_bytes();
     let pcrc = crc32fast::hash(payload).to_le_bytes();
     let mut h = crc32fast::Hasher::new();
     h.update(&len);
     h.update(&pcrc);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&pcrc);
-    out.extend_from_slice(&h.finalize().to_le_bytes());
-    out.extend_from_slice(payload);
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + 8].copy_from_slice(&pcrc);
+    out[start + 8..start + 12].copy_from_slice(&h.finalize().to_le_bytes());
 }
 
 /// Total bytes a frame of `payload_len` takes.
@@ -55,7 +65,9 @@ pub fn decode(buf: &[u8]) -> Result<(&[u8], usize), FrameError> {
     }
     let total = FRAME_HEADER_BYTES + len as usize;
     if buf.len() < total {
-        return Err(FrameError::Incomplete { needed: Some(total) });
+        return Err(FrameError::Incomplete {
+            needed: Some(total),
+        });
     }
     let payload = &buf[FRAME_HEADER_BYTES..total];
     if crc32fast::hash(payload) != pcrc {

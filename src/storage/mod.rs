@@ -33,6 +33,8 @@ pub enum Corruption {
     ShortFile,
     #[error("undecodable record: {0}")]
     Decode(&'static str),
+    #[error("stored value does not match its stored hash")]
+    ValueHash,
     #[error("hash chain broken: {0}")]
     Chain(&'static str),
 }
@@ -57,11 +59,22 @@ pub enum StorageError {
 
 impl StorageError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> StorageError {
-        StorageError::Io { path: path.into(), source }
+        StorageError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: Corruption) -> StorageError {
-        StorageError::Corrupt { path: path.into(), offset, reason }
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: Corruption,
+    ) -> StorageError {
+        StorageError::Corrupt {
+            path: path.into(),
+            offset,
+            reason,
+        }
     }
 }
 

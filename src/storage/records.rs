@@ -38,7 +38,10 @@ impl<const N: usize> RecordWriter<N> {
     /// fewer than `keep` whole records.
     pub fn open(path: &Path, keep: u64) -> Result<RecordWriter<N>> {
         let file = fs::open_rw(path, true)?;
-        let len = file.metadata().map_err(|e| StorageError::io(path, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(path, e))?
+            .len();
         let want = keep * Self::RECORD_BYTES;
         if len < want {
             return Err(StorageError::corrupt(path, len, Corruption::ShortFile));
@@ -61,7 +64,8 @@ impl<const N: usize> RecordWriter<N> {
 
     pub fn push(&mut self, payload: &[u8; N]) {
         self.pending.extend_from_slice(payload);
-        self.pending.extend_from_slice(&crc(self.count, payload).to_le_bytes());
+        self.pending
+            .extend_from_slice(&crc(self.count, payload).to_le_bytes());
         self.count += 1;
     }
 
@@ -80,11 +84,16 @@ impl<const N: usize> RecordWriter<N> {
 
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
-        self.file.sync_data().map_err(|e| StorageError::io(&self.path, e))
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(&self.path, e))
     }
 
     pub fn reader(&self) -> RecordReader<N> {
-        RecordReader { path: self.path.clone(), file: self.file.clone() }
+        RecordReader {
+            path: self.path.clone(),
+            file: self.file.clone(),
+        }
     }
 }
 
@@ -97,7 +106,10 @@ pub struct RecordReader<const N: usize> {
 
 impl<const N: usize> RecordReader<N> {
     pub fn open(path: &Path) -> Result<RecordReader<N>> {
-        Ok(RecordReader { path: path.to_path_buf(), file: Arc::new(fs::open_ro(path)?) })
+        Ok(RecordReader {
+            path: path.to_path_buf(),
+            file: Arc::new(fs::open_ro(path)?),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -106,7 +118,11 @@ impl<const N: usize> RecordReader<N> {
 
     /// Whole records in the file.
     pub fn len(&self) -> Result<u64> {
-        let len = self.file.metadata().map_err(|e| StorageError::io(&self.path, e))?.len();
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| StorageError::io(&self.path, e))?
+            .len();
         Ok(len / (N as u64 + 4))
     }
 
@@ -129,7 +145,11 @@ impl<const N: usize> RecordReader<N> {
         payload.copy_from_slice(&buf[..N]);
         let stored = u32::from_le_bytes([buf[N], buf[N + 1], buf[N + 2], buf[N + 3]]);
         if crc(index, &payload) != stored {
-            return Err(StorageError::corrupt(&self.path, offset, Corruption::RecordCrc));
+            return Err(StorageError::corrupt(
+                &self.path,
+                offset,
+                Corruption::RecordCrc,
+            ));
         }
         Ok(payload)
     }
@@ -151,16 +171,35 @@ mod tests {
         let r = w.reader();
         assert_eq!(r.len().unwrap(), 10);
         assert_eq!(r.read(7).unwrap(), 7u64.to_le_bytes());
-        assert!(matches!(r.read(10), Err(StorageError::Corrupt { reason: Corruption::ShortFile, .. })));
+        assert!(matches!(
+            r.read(10),
+            Err(StorageError::Corrupt {
+                reason: Corruption::ShortFile,
+                ..
+            })
+        ));
         // A flipped bit names the record's offset.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[3 * 12 + 2] ^= 4;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(matches!(r.read(3), Err(StorageError::Corrupt { offset: 36, reason: Corruption::RecordCrc, .. })));
+        assert!(matches!(
+            r.read(3),
+            Err(StorageError::Corrupt {
+                offset: 36,
+                reason: Corruption::RecordCrc,
+                ..
+            })
+        ));
         // A record moved to another index fails too.
         bytes.copy_within(0..12, 12);
         std::fs::write(&path, &bytes).unwrap();
-        assert!(matches!(r.read(1), Err(StorageError::Corrupt { reason: Corruption::RecordCrc, .. })));
+        assert!(matches!(
+            r.read(1),
+            Err(StorageError::Corrupt {
+                reason: Corruption::RecordCrc,
+                ..
+            })
+        ));
         drop(w);
         let w = RecordWriter::<8>::open(&path, 5).unwrap();
         assert_eq!(w.reader().len().unwrap(), 5);

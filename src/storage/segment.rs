@@ -58,7 +58,10 @@ impl SegmentHeader {
         let id = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
         let mut base = [0u8; 8];
         base.copy_from_slice(&b[16..24]);
-        Ok(SegmentHeader { id, base: u64::from_le_bytes(base) })
+        Ok(SegmentHeader {
+            id,
+            base: u64::from_le_bytes(base),
+        })
     }
 }
 
@@ -99,7 +102,12 @@ impl ActiveSegment {
             .and_then(|()| file.sync_all())
             .map_err(|e| StorageError::io(&path, e))?;
         fs::sync_dir(dir)?;
-        Ok(ActiveSegment { path, file: Arc::new(file), header, len: SEGMENT_HEADER_BYTES })
+        Ok(ActiveSegment {
+            path,
+            file: Arc::new(file),
+            header,
+            len: SEGMENT_HEADER_BYTES,
+        })
     }
 
     /// Opens an existing segment to append to it, checking its header. Returns it with its
@@ -107,9 +115,15 @@ impl ActiveSegment {
     pub fn open(path: &Path) -> Result<(ActiveSegment, Vec<u8>)> {
         let file = fs::open_rw(path, false)?;
         let bytes = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
-        let header = SegmentHeader::decode(&bytes).map_err(|r| StorageError::corrupt(path, 0, r))?;
+        let header =
+            SegmentHeader::decode(&bytes).map_err(|r| StorageError::corrupt(path, 0, r))?;
         let len = bytes.len() as u64;
-        let seg = ActiveSegment { path: path.to_path_buf(), file: Arc::new(file), header, len };
+        let seg = ActiveSegment {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            header,
+            len,
+        };
         Ok((seg, bytes))
     }
 
@@ -141,7 +155,9 @@ impl ActiveSegment {
     }
 
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| StorageError::io(&self.path, e))
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(&self.path, e))
     }
 
     /// Cuts the file back to `len` bytes, durably (recovery of a torn tail).
@@ -152,14 +168,20 @@ impl ActiveSegment {
     }
 
     pub fn reader(&self) -> SegmentReader {
-        SegmentReader { path: self.path.clone(), source: Source::Active(self.file.clone()) }
+        SegmentReader {
+            path: self.path.clone(),
+            source: Source::Active(self.file.clone()),
+        }
     }
 
     /// Syncs the segment and returns its sealed, memory-mapped reader.
     pub fn seal(self) -> Result<SegmentReader> {
         self.sync()?;
         let map = SealedMap::new(&self.file, &self.path)?;
-        Ok(SegmentReader { path: self.path, source: Source::Sealed(Arc::new(map)) })
+        Ok(SegmentReader {
+            path: self.path,
+            source: Source::Sealed(Arc::new(map)),
+        })
     }
 }
 
@@ -183,7 +205,13 @@ impl SegmentReader {
         let map = SealedMap::new(&file, path)?;
         let header =
             SegmentHeader::decode(map.bytes()).map_err(|r| StorageError::corrupt(path, 0, r))?;
-        Ok((SegmentReader { path: path.to_path_buf(), source: Source::Sealed(Arc::new(map)) }, header))
+        Ok((
+            SegmentReader {
+                path: path.to_path_buf(),
+                source: Source::Sealed(Arc::new(map)),
+            },
+            header,
+        ))
     }
 
     pub fn path(&self) -> &Path {
@@ -199,10 +227,16 @@ impl SegmentReader {
         match &self.source {
             Source::Sealed(map) => {
                 let b = map.bytes();
-                let end = offset.checked_add(len as u64).filter(|&e| e <= b.len() as u64);
+                let end = offset
+                    .checked_add(len as u64)
+                    .filter(|&e| e <= b.len() as u64);
                 match end {
                     Some(end) => Ok(Cow::Borrowed(&b[offset as usize..end as usize])),
-                    None => Err(StorageError::corrupt(&self.path, offset, Corruption::ShortFile)),
+                    None => Err(StorageError::corrupt(
+                        &self.path,
+                        offset,
+                        Corruption::ShortFile,
+                    )),
                 }
             }
             Source::Active(file) => {
@@ -270,7 +304,10 @@ pub fn scan<E>(
                 if bytes[at..].iter().all(|&b| b == 0) {
                     return Ok(ScanEnd::Torn { offset: at as u64 });
                 }
-                return Ok(ScanEnd::Corrupt { offset: at as u64, reason });
+                return Ok(ScanEnd::Corrupt {
+                    offset: at as u64,
+                    reason,
+                });
             }
         }
     }
@@ -311,7 +348,16 @@ mod tests {
         for cut in last_start..whole.len() {
             let (n, end) = count(&whole[..cut]);
             assert_eq!(n, 2);
-            assert_eq!(end, if cut == last_start { ScanEnd::Clean } else { ScanEnd::Torn { offset: last_start as u64 } });
+            assert_eq!(
+                end,
+                if cut == last_start {
+                    ScanEnd::Clean
+                } else {
+                    ScanEnd::Torn {
+                        offset: last_start as u64,
+                    }
+                }
+            );
         }
     }
 
@@ -330,7 +376,9 @@ mod tests {
         b[second + 14] ^= 0x10;
         let (n, end) = count(&b);
         assert_eq!(n, 1);
-        assert!(matches!(end, ScanEnd::Corrupt { offset, reason: Corruption::FramePayloadCrc } if offset == second as u64));
+        assert!(
+            matches!(end, ScanEnd::Corrupt { offset, reason: Corruption::FramePayloadCrc } if offset == second as u64)
+        );
     }
 
     #[test]

@@ -1,0 +1,133 @@
+//! The checkpoint file: what the derived files (history nodes, tx locations, index runs)
+//! durably cover. Replaced atomically; one frame (docs/format.md, "Checkpoint").
+//!
+//! ```text
+//! u16 version | u64 tx_id | [32] alh | u32 segment | u64 segment_len | u64 next_run_id |
+//! u32 run_count | u64 run_id * run_count
+//! ```
+
+use crate::integrity::{Digest, TxId, ALH_GENESIS};
+use crate::storage::frame::{self, FrameError};
+use crate::storage::segment::SEGMENT_HEADER_BYTES;
+use crate::storage::{fs, Corruption, StorageError};
+use std::path::Path;
+
+pub const FILE_NAME: &str = "checkpoint";
+const VERSION: u16 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    /// Every tx up to this one is in the derived files, synced.
+    pub tx_id: TxId,
+    pub alh: Digest,
+    /// The log resumes in this segment at this offset.
+    pub segment: u32,
+    pub segment_len: u64,
+    pub next_run_id: u64,
+    /// Index runs in use, oldest first.
+    pub runs: Vec<u64>,
+}
+
+impl Checkpoint {
+    pub fn empty() -> Checkpoint {
+        Checkpoint {
+            tx_id: 0,
+            alh: ALH_GENESIS,
+            segment: 1,
+            segment_len: SEGMENT_HEADER_BYTES,
+            next_run_id: 1,
+            runs: Vec::new(),
+        }
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<(), StorageError> {
+        let mut out = Vec::new();
+        frame::encode_with(&mut out, |p| {
+            p.extend_from_slice(&VERSION.to_le_bytes());
+            p.extend_from_slice(&self.tx_id.to_le_bytes());
+            p.extend_from_slice(&self.alh.0);
+            p.extend_from_slice(&self.segment.to_le_bytes());
+            p.extend_from_slice(&self.segment_len.to_le_bytes());
+            p.extend_from_slice(&self.next_run_id.to_le_bytes());
+            p.extend_from_slice(&(self.runs.len() as u32).to_le_bytes());
+            for r in &self.runs {
+                p.extend_from_slice(&r.to_le_bytes());
+            }
+        });
+        fs::atomic_write(&dir.join(FILE_NAME), &out)
+    }
+
+    /// `None` if the database has never taken a checkpoint.
+    pub fn read(dir: &Path) -> Result<Option<Checkpoint>, StorageError> {
+        let path = dir.join(FILE_NAME);
+        let Some(bytes) = fs::read(&path)? else {
+            return Ok(None);
+        };
+        let bad = |r| StorageError::corrupt(&path, 0, r);
+        let payload = match frame::decode(&bytes) {
+            Ok((p, n)) if n == bytes.len() => p,
+            Ok(_) => return Err(bad(Corruption::Decode("bytes after the checkpoint frame"))),
+            Err(FrameError::Corrupt(r)) => return Err(bad(r)),
+            Err(FrameError::Incomplete { .. }) => return Err(bad(Corruption::FrameTruncated)),
+        };
+        let short = || bad(Corruption::Decode("checkpoint too short"));
+        let take = |at: usize, n: usize| payload.get(at..at + n).ok_or_else(short);
+        let u64_at = |at: usize| -> Result<u64, StorageError> {
+            Ok(u64::from_le_bytes(
+                take(at, 8)?.try_into().map_err(|_| short())?,
+            ))
+        };
+        if take(0, 2)? != VERSION.to_le_bytes() {
+            return Err(bad(Corruption::Decode("unknown checkpoint version")));
+        }
+        let tx_id = u64_at(2)?;
+        let alh = Digest::from_slice(take(10, 32)?).ok_or_else(short)?;
+        let segment = u32::from_le_bytes(take(42, 4)?.try_into().map_err(|_| short())?);
+        let segment_len = u64_at(46)?;
+        let next_run_id = u64_at(54)?;
+        let count = u32::from_le_bytes(take(62, 4)?.try_into().map_err(|_| short())?) as usize;
+        if payload.len() != 66 + 8 * count {
+            return Err(bad(Corruption::Decode("checkpoint run list length")));
+        }
+        let runs = (0..count)
+            .map(|i| u64_at(66 + 8 * i))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Checkpoint {
+            tx_id,
+            alh,
+            segment,
+            segment_len,
+            next_run_id,
+            runs,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_flip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Checkpoint::read(dir.path()).unwrap(), None);
+        let c = Checkpoint {
+            tx_id: 5,
+            alh: Digest([9; 32]),
+            segment: 2,
+            segment_len: 999,
+            next_run_id: 4,
+            runs: vec![1, 3],
+        };
+        c.write(dir.path()).unwrap();
+        assert_eq!(Checkpoint::read(dir.path()).unwrap(), Some(c));
+        let path = dir.path().join(FILE_NAME);
+        let mut b = std::fs::read(&path).unwrap();
+        b[20] ^= 1;
+        std::fs::write(&path, &b).unwrap();
+        assert!(matches!(
+            Checkpoint::read(dir.path()),
+            Err(StorageError::Corrupt { offset: 0, .. })
+        ));
+    }
+}

@@ -1,0 +1,183 @@
+//! The transaction record: the payload of one frame in a segment (docs/format.md,
+//! "Transaction records"). All integers little-endian.
+//!
+//! ```text
+//! header  u16 version | u64 id | u64 timestamp_us | [32] prev_alh | u32 entry_count |
+//!         [32] entries_root | u64 history_size | [32] history_root | [32] alh      (158 bytes)
+//! entry   u16 key_len | u8 flags | u32 value_len | key | [32] value_hash | value   (repeated)
+//! ```
+
+use crate::integrity::{Digest, EntryMeta, TxHeader};
+
+pub const HEADER_BYTES: usize = 158;
+/// key_len, flags, value_len.
+pub const ENTRY_FIXED_BYTES: usize = 7;
+
+pub fn encode_header(h: &TxHeader, alh: &Digest, out: &mut Vec<u8>) {
+    out.extend_from_slice(&h.version.to_le_bytes());
+    out.extend_from_slice(&h.id.to_le_bytes());
+    out.extend_from_slice(&h.timestamp_us.to_le_bytes());
+    out.extend_from_slice(&h.prev_alh.0);
+    out.extend_from_slice(&h.entry_count.to_le_bytes());
+    out.extend_from_slice(&h.entries_root.0);
+    out.extend_from_slice(&h.history_size.to_le_bytes());
+    out.extend_from_slice(&h.history_root.0);
+    out.extend_from_slice(&alh.0);
+}
+
+/// Appends one entry; returns the offset of its value hash relative to the start of `out`.
+pub fn encode_entry(
+    key: &[u8],
+    meta: EntryMeta,
+    value_hash: &Digest,
+    value: &[u8],
+    out: &mut Vec<u8>,
+) -> usize {
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.push(meta.to_flags());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    let at = out.len();
+    out.extend_from_slice(&value_hash.0);
+    out.extend_from_slice(value);
+    at
+}
+
+/// One entry as stored, borrowed from the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredEntry<'a> {
+    pub key: &'a [u8],
+    pub meta: EntryMeta,
+    pub value_hash: Digest,
+    pub value: &'a [u8],
+    /// Offset of `value_hash` within the record payload.
+    pub value_hash_at: usize,
+}
+
+/// A decoded transaction record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxRecord<'a> {
+    pub header: TxHeader,
+    pub alh: Digest,
+    pub entries: Vec<StoredEntry<'a>>,
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or("record too short")?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u16(&mut self) -> Result<u16, &'static str> {
+        let s = self.take(2)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, &'static str> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, &'static str> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn digest(&mut self) -> Result<Digest, &'static str> {
+        let mut a = [0u8; 32];
+        a.copy_from_slice(self.take(32)?);
+        Ok(Digest(a))
+    }
+}
+
+/// Decodes a record; the reason names what is malformed. Does not check any hash.
+pub fn decode(payload: &[u8]) -> Result<TxRecord<'_>, &'static str> {
+    let mut r = Reader { b: payload, at: 0 };
+    let header = TxHeader {
+        version: r.u16()?,
+        id: r.u64()?,
+        timestamp_us: r.u64()?,
+        prev_alh: r.digest()?,
+        entry_count: r.u32()?,
+        entries_root: r.digest()?,
+        history_size: r.u64()?,
+        history_root: r.digest()?,
+    };
+    let alh = r.digest()?;
+    if header.version != crate::integrity::FORMAT_VERSION {
+        return Err("unknown format version");
+    }
+    if header.entry_count as usize > super::ENTRIES_PER_TX_MAX {
+        return Err("entry count above the limit");
+    }
+    let mut entries = Vec::with_capacity(header.entry_count as usize);
+    for _ in 0..header.entry_count {
+        let key_len = r.u16()? as usize;
+        let meta = EntryMeta::from_flags(r.take(1)?[0]).ok_or("unknown entry flags")?;
+        let value_len = r.u32()? as usize;
+        let key = r.take(key_len)?;
+        let value_hash_at = r.at;
+        let value_hash = r.digest()?;
+        let value = r.take(value_len)?;
+        entries.push(StoredEntry {
+            key,
+            meta,
+            value_hash,
+            value,
+            value_hash_at,
+        });
+    }
+    if r.at != payload.len() {
+        return Err("trailing bytes after the last entry");
+    }
+    Ok(TxRecord {
+        header,
+        alh,
+        entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::value_hash;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip_and_truncation(
+            entries in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..20), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..50)), 1..8),
+            cut in 0usize..10_000,
+        ) {
+            let h = TxHeader {
+                version: 1, id: 9, timestamp_us: 77, prev_alh: Digest([1; 32]), entry_count: entries.len() as u32,
+                entries_root: Digest([2; 32]), history_size: 8, history_root: Digest([3; 32]),
+            };
+            let mut out = Vec::new();
+            encode_header(&h, &Digest([4; 32]), &mut out);
+            prop_assert_eq!(out.len(), HEADER_BYTES);
+            for (k, d, v) in &entries {
+                encode_entry(k, EntryMeta { deleted: *d }, &value_hash(v), v, &mut out);
+            }
+            let rec = decode(&out).unwrap();
+            prop_assert_eq!(rec.header, h);
+            prop_assert_eq!(rec.alh, Digest([4; 32]));
+            for (e, (k, d, v)) in rec.entries.iter().zip(&entries) {
+                prop_assert_eq!(e.key, &k[..]);
+                prop_assert_eq!(e.value, &v[..]);
+                prop_assert_eq!(e.meta.deleted, *d);
+                prop_assert_eq!(&out[e.value_hash_at..e.value_hash_at + 32], &value_hash(v).0[..]);
+            }
+            let cut = cut % out.len();
+            prop_assert!(decode(&out[..cut]).is_err());
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Opening a database: read the checkpoint, cut the derived files back to it, and replay the
+//! log from there, checking every replayed tx against the chain. A torn tail of the last
+//! segment is cut and reported; anything else that fails a check is an error naming the file
+//! and offset, and nothing is repaired.
+//!
+//! Work done here is bounded by what follows the last checkpoint (at most
+//! `Options::checkpoint_txs` txs or `memtable_versions_max` versions), not by the size of the
+//! database: sealed segments before the checkpoint are only mapped and their headers read.
+
+use super::checkpoint::Checkpoint;
+use super::writer::{Queue, Writer};
+use super::{
+    check_record, codec, encode_location, HistoryNodes, Ledger, LedgerError, Options, Result,
+    Shared, State, View,
+};
+use crate::index::{run, run::Run, Index, ValueRef, Version};
+use crate::integrity::merkle::{self, leaf_hash, Frontier};
+use crate::integrity::{Digest, TxHeader, TxId};
+use crate::storage::frame::FRAME_HEADER_BYTES;
+use crate::storage::records::RecordWriter;
+use crate::storage::segment::{
+    self, ActiveSegment, ScanEnd, SegmentHeader, SegmentReader, SEGMENT_HEADER_BYTES,
+};
+use crate::storage::{fs, Corruption, StorageError};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+/// What opening a database found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The last tx the checkpoint covered.
+    pub checkpoint_tx: TxId,
+    /// Txs read back from the log after the checkpoint.
+    pub replayed_txs: u64,
+    /// A torn tail that was cut: the file, the offset it was cut at, and the bytes removed.
+    pub truncated: Option<(PathBuf, u64, u64)>,
+    /// The last tx after recovery.
+    pub last_tx: TxId,
+}
+
+/// Segment paths by id, checked to be 1, 2, 3, … with no gap.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
+    let mut out = Vec::new();
+    for p in fs::list(dir, "seg")? {
+        let id = segment::id_of(&p)
+            .ok_or_else(|| StorageError::corrupt(&p, 0, Corruption::FileHeader))?;
+        let expected = out.len() as u32 + 1;
+        if id != expected {
+            let missing = dir.join(segment::file_name(expected));
+            return Err(StorageError::corrupt(missing, 0, Corruption::ShortFile).into());
+        }
+        out.push((id, p));
+    }
+    Ok(out)
+}
+
+struct Replay {
+    history: RecordWriter<32>,
+    locations: RecordWriter<16>,
+    frontier: Frontier,
+    index: Index,
+    last: Option<TxHeader>,
+    last_id: TxId,
+    last_alh: Digest,
+    replayed: u64,
+    nodes: Vec<Digest>,
+}
+
+impl Replay {
+    fn apply(
+        &mut self,
+        path: &Path,
+        segment: u32,
+        offset: u64,
+        frame_len: usize,
+        payload: &[u8],
+    ) -> Result<()> {
+        let id = self.last_id + 1;
+        let bad = |reason| LedgerError::BadTx {
+            tx: id,
+            path: path.to_path_buf(),
+            offset,
+            reason,
+        };
+        let rec = codec::decode(payload).map_err(|r| bad(Corruption::Decode(r)))?;
+        check_record(&rec, id, &self.last_alh, &self.frontier.root()).map_err(bad)?;
+        if self
+            .last
+            .is_some_and(|l| l.timestamp_us > rec.header.timestamp_us)
+        {
+            return Err(bad(Corruption::Chain("timestamp went back")));
+        }
+        self.locations
+            .push(&encode_location(segment, offset, frame_len as u32));
+        self.nodes.clear();
+        self.frontier.append(leaf_hash(&rec.alh.0), &mut self.nodes);
+        for n in &self.nodes {
+            self.history.push(&n.0);
+        }
+        let body_at = offset + FRAME_HEADER_BYTES as u64;
+        for e in &rec.entries {
+            let value = ValueRef {
+                segment,
+                offset: (body_at + e.value_hash_at as u64) as u32,
+                len: e.value.len() as u32,
+            };
+            self.index.insert(
+                e.key,
+                Version {
+                    tx: id,
+                    deleted: e.meta.deleted,
+                    value,
+                },
+            );
+        }
+        self.last = Some(rec.header);
+        self.last_id = id;
+        self.last_alh = rec.alh;
+        self.replayed += 1;
+        Ok(())
+    }
+}
+
+pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
+    let seg_dir = dir.join("segments");
+    let index_dir = dir.join("index");
+    fs::create_dir_all(&seg_dir)?;
+    fs::create_dir_all(&index_dir)?;
+    let lock = fs::DirLock::acquire(dir)?;
+    let cp = Checkpoint::read(dir)?.unwrap_or_else(Checkpoint::empty);
+    let mut report = RecoveryReport {
+        checkpoint_tx: cp.tx_id,
+        ..RecoveryReport::default()
+    };
+
+    let mut paths = list_segments(&seg_dir)?;
+    if paths.is_empty() {
+        if cp.tx_id != 0 {
+            let missing = seg_dir.join(segment::file_name(cp.segment));
+            return Err(StorageError::corrupt(missing, 0, Corruption::ShortFile).into());
+        }
+        let seg = ActiveSegment::create(&seg_dir, SegmentHeader { id: 1, base: 1 })?;
+        paths.push((1, seg.path().to_path_buf()));
+    }
+    if cp.segment as usize > paths.len() {
+        let missing = seg_dir.join(segment::file_name(cp.segment));
+        return Err(StorageError::corrupt(missing, 0, Corruption::ShortFile).into());
+    }
+
+    // Derived files, cut back to what the checkpoint made durable.
+    let history = RecordWriter::<32>::open(
+        &dir.join("history.nodes"),
+        merkle::postorder_count(cp.tx_id),
+    )?;
+    let history_reader = HistoryNodes(history.reader());
+    let frontier = Frontier::load(&history_reader, cp.tx_id)?;
+    if cp.tx_id > 0 {
+        let pos = merkle::postorder_position(0, cp.tx_id - 1);
+        if history_reader.0.read(pos)? != leaf_hash(&cp.alh.0).0 {
+            let offset = pos * RecordWriter::<32>::RECORD_BYTES;
+            return Err(StorageError::corrupt(
+                history_reader.0.path(),
+                offset,
+                Corruption::Chain("checkpoint Alh"),
+            )
+            .into());
+        }
+    }
+    let locations = RecordWriter::<16>::open(&dir.join("tx.idx"), cp.tx_id)?;
+    let locations_reader = locations.reader();
+
+    let mut runs = Vec::with_capacity(cp.runs.len());
+    for &id in &cp.runs {
+        runs.push(Arc::new(Run::open(
+            &index_dir.join(run::file_name(id)),
+            id,
+        )?));
+    }
+    for p in fs::list(&index_dir, "idx")?
+        .into_iter()
+        .chain(fs::list(&index_dir, "tmp")?)
+    {
+        let used = cp
+            .runs
+            .iter()
+            .any(|&id| p.file_name().and_then(|n| n.to_str()) == Some(&run::file_name(id)));
+        if !used {
+            fs::remove(&p)?;
+        }
+    }
+
+    let mut replay = Replay {
+        history,
+        locations,
+        frontier,
+        index: Index::new(runs),
+        last: None,
+        last_id: cp.tx_id,
+        last_alh: cp.alh,
+        replayed: 0,
+        nodes: Vec::new(),
+    };
+
+    let mut segments = BTreeMap::new();
+    for (id, path) in &paths[..cp.segment as usize - 1] {
+        let (reader, header) = SegmentReader::open_sealed(path)?;
+        if header.id != *id {
+            return Err(StorageError::corrupt(path, 0, Corruption::FileHeader).into());
+        }
+        segments.insert(*id, reader);
+    }
+    let mut active = None;
+    let last_seg = paths.len() as u32;
+    for (id, path) in &paths[cp.segment as usize - 1..] {
+        let (mut seg, bytes) = ActiveSegment::open(path)?;
+        if seg.header().id != *id {
+            return Err(StorageError::corrupt(path, 0, Corruption::FileHeader).into());
+        }
+        let start = if *id == cp.segment {
+            cp.segment_len
+        } else {
+            SEGMENT_HEADER_BYTES
+        };
+        if (bytes.len() as u64) < start {
+            return Err(
+                StorageError::corrupt(path, bytes.len() as u64, Corruption::ShortFile).into(),
+            );
+        }
+        let end = segment::scan(&bytes, start, |offset, n, payload| {
+            replay.apply(path, *id, offset, n, payload)
+        })?;
+        match end {
+            ScanEnd::Clean => {}
+            ScanEnd::Torn { offset } if *id == last_seg => {
+                let cut = bytes.len() as u64 - offset;
+                tracing::warn!(file = %path.display(), offset, bytes = cut, "cut a torn tail (a write that was never acknowledged)");
+                seg.truncate(offset)?;
+                report.truncated = Some((path.clone(), offset, cut));
+            }
+            ScanEnd::Torn { offset } => {
+                return Err(StorageError::corrupt(path, offset, Corruption::FrameTruncated).into());
+            }
+            ScanEnd::Corrupt { offset, reason } => {
+                return Err(LedgerError::BadTx {
+                    tx: replay.last_id + 1,
+                    path: path.clone(),
+                    offset,
+                    reason,
+                });
+            }
+        }
+        if *id == last_seg {
+            segments.insert(*id, seg.reader());
+            active = Some(seg);
+        } else {
+            segments.insert(*id, seg.seal()?);
+        }
+    }
+    let Some(segment) = active else {
+        return Err(StorageError::corrupt(&seg_dir, 0, Corruption::ShortFile).into());
+    };
+    replay.history.flush()?;
+    replay.locations.flush()?;
+    report.replayed_txs = replay.replayed;
+    report.last_tx = replay.last_id;
+    if report.replayed_txs > 0 || report.truncated.is_some() {
+        tracing::info!(
+            checkpoint_tx = cp.tx_id,
+            replayed = replay.replayed,
+            last_tx = replay.last_id,
+            "recovered"
+        );
+    }
+
+    let shared = Arc::new(Shared {
+        lock: Mutex::new(Some(lock)),
+        dir: dir.to_path_buf(),
+        options,
+        view: RwLock::new(View {
+            last: replay.last,
+            state: State {
+                tx_id: replay.last_id,
+                alh: replay.last_alh,
+            },
+            segments,
+        }),
+        index: RwLock::new(replay.index),
+        history: history_reader,
+        locations: locations_reader,
+        queue: Mutex::new(Queue::default()),
+        queue_signal: Condvar::new(),
+    });
+    let ledger = Ledger {
+        shared: shared.clone(),
+        writer: Mutex::new(None),
+        recovery: report,
+    };
+    // With nothing replayed, the last header is the checkpoint's tx, read back and checked.
+    let last = match replay.last {
+        Some(h) => Some(h),
+        None if cp.tx_id > 0 => {
+            let h = ledger.header(cp.tx_id)?;
+            if h.alh() != cp.alh {
+                return Err(StorageError::corrupt(
+                    dir.join(super::checkpoint::FILE_NAME),
+                    0,
+                    Corruption::Chain("checkpoint Alh"),
+                )
+                .into());
+            }
+            lock_view(&shared).last = Some(h);
+            Some(h)
+        }
+        None => None,
+    };
+    let writer = Writer {
+        shared,
+        segment,
+        history: replay.history,
+        locations: replay.locations,
+        frontier: replay.frontier,
+        last_id: replay.last_id,
+        last_alh: replay.last_alh,
+        last_ts: last.map_or(0, |h| h.timestamp_us),
+        next_run_id: cp.next_run_id,
+        since_checkpoint: replay.replayed,
+    };
+    let handle = writer.spawn().map_err(|e| StorageError::io(dir, e))?;
+    *super::lock_poisoned(ledger.writer.lock()) = Some(handle);
+    Ok(ledger)
+}
+
+fn lock_view(shared: &Shared) -> std::sync::RwLockWriteGuard<'_, View> {
+    super::lock_poisoned(shared.view.write())
+}

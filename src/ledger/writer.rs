@@ -1,0 +1,403 @@
+//! The write path: validation and hashing on the caller's thread, then one writer thread that
+//! orders, chains, writes and fsyncs transactions in groups (ARCHITECTURE.md, "Write path").
+
+use super::checkpoint::Checkpoint;
+use super::{
+    codec, encode_location, lock_poisoned, LedgerError, NewEntry, Result, Shared, State,
+    ENTRIES_PER_TX_MAX, KEY_BYTES_MAX, TX_BYTES_MAX, VALUE_BYTES_MAX,
+};
+use crate::index::{self, run::Run, ValueRef, Version};
+use crate::integrity::merkle::{leaf_hash, Frontier};
+use crate::integrity::{
+    entry_digest, tx::entries_root, value_hash, Digest, TxHeader, TxId, FORMAT_VERSION,
+};
+use crate::storage::frame::{self, FRAME_HEADER_BYTES};
+use crate::storage::records::RecordWriter;
+use crate::storage::segment::{ActiveSegment, SegmentHeader};
+use crate::storage::{fs, StorageError};
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// Most txs written by one group commit.
+const BATCH_TXS_MAX: usize = 4096;
+/// Most bytes written by one group commit (a larger tx still goes alone).
+const BATCH_BYTES_MAX: usize = 32 << 20;
+
+/// A validated, hashed and encoded tx waiting for its id.
+pub(crate) struct Prepared {
+    entry_count: u32,
+    entries_root: Digest,
+    /// The encoded entries, as they follow the header in the record.
+    body: Vec<u8>,
+    /// Per entry: key, deleted, offset of the value hash in `body`, value length.
+    refs: Vec<(Vec<u8>, bool, usize, u32)>,
+}
+
+struct Pending {
+    tx: Prepared,
+    reply: mpsc::SyncSender<Result<TxHeader>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Queue {
+    pending: VecDeque<Pending>,
+    closing: bool,
+    /// The first write-path failure; commits are refused from then on.
+    pub failure: Option<(PathBuf, std::io::ErrorKind)>,
+}
+
+/// Checks limits and hashes everything that does not depend on the tx's position.
+pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
+    if entries.is_empty() {
+        return Err(LedgerError::EmptyTx);
+    }
+    if entries.len() > ENTRIES_PER_TX_MAX {
+        return Err(LedgerError::TooManyEntries {
+            count: entries.len(),
+            max: ENTRIES_PER_TX_MAX,
+        });
+    }
+    let mut seen = HashSet::with_capacity(entries.len());
+    let mut bytes = codec::HEADER_BYTES;
+    for (index, e) in entries.iter().enumerate() {
+        if e.key.is_empty() {
+            return Err(LedgerError::EmptyKey { index });
+        }
+        if e.key.len() > KEY_BYTES_MAX {
+            return Err(LedgerError::KeyTooLong {
+                index,
+                len: e.key.len(),
+                max: KEY_BYTES_MAX,
+            });
+        }
+        if e.value.len() > VALUE_BYTES_MAX {
+            return Err(LedgerError::ValueTooLarge {
+                index,
+                len: e.value.len(),
+                max: VALUE_BYTES_MAX,
+            });
+        }
+        if e.meta.deleted && !e.value.is_empty() {
+            return Err(LedgerError::DeleteWithValue { index });
+        }
+        if !seen.insert(e.key.as_slice()) {
+            return Err(LedgerError::DuplicateKey { index });
+        }
+        bytes += codec::ENTRY_FIXED_BYTES + e.key.len() + 32 + e.value.len();
+    }
+    if bytes > TX_BYTES_MAX {
+        return Err(LedgerError::TxTooLarge {
+            bytes,
+            max: TX_BYTES_MAX,
+        });
+    }
+    let mut body = Vec::with_capacity(bytes - codec::HEADER_BYTES);
+    let mut digests = Vec::with_capacity(entries.len());
+    let mut refs = Vec::with_capacity(entries.len());
+    for e in entries {
+        let vh = value_hash(&e.value);
+        digests.push(entry_digest(&e.key, e.meta, &vh));
+        let at = codec::encode_entry(&e.key, e.meta, &vh, &e.value, &mut body);
+        refs.push((e.key, e.meta.deleted, at, e.value.len() as u32));
+    }
+    Ok(Prepared {
+        entry_count: digests.len() as u32,
+        entries_root: entries_root(&digests),
+        body,
+        refs,
+    })
+}
+
+/// Queues `tx` for the writer and waits until it is durable (or failed).
+pub(crate) fn submit(shared: &Shared, tx: Prepared) -> Result<TxHeader> {
+    let (reply, done) = mpsc::sync_channel(1);
+    {
+        let mut q = lock_poisoned(shared.queue.lock());
+        if let Some((path, kind)) = &q.failure {
+            return Err(LedgerError::Poisoned {
+                path: path.clone(),
+                kind: *kind,
+            });
+        }
+        if q.closing {
+            return Err(LedgerError::Closed);
+        }
+        q.pending.push_back(Pending { tx, reply });
+    }
+    shared.queue_signal.notify_one();
+    done.recv().unwrap_or(Err(LedgerError::Closed))
+}
+
+pub(crate) fn close(shared: &Shared) {
+    lock_poisoned(shared.queue.lock()).closing = true;
+    shared.queue_signal.notify_all();
+}
+
+fn failure_of(e: &LedgerError) -> (PathBuf, std::io::ErrorKind) {
+    match e {
+        LedgerError::Storage(StorageError::Io { path, source }) => (path.clone(), source.kind()),
+        LedgerError::Storage(StorageError::Corrupt { path, .. }) => {
+            (path.clone(), std::io::ErrorKind::InvalidData)
+        }
+        _ => (PathBuf::new(), std::io::ErrorKind::Other),
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Everything the writer thread owns.
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub segment: ActiveSegment,
+    pub history: RecordWriter<32>,
+    pub locations: RecordWriter<16>,
+    pub frontier: Frontier,
+    pub last_id: TxId,
+    pub last_alh: Digest,
+    pub last_ts: u64,
+    pub next_run_id: u64,
+    pub since_checkpoint: u64,
+}
+
+impl Writer {
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("chainlog-writer".into())
+            .spawn(move || self.run())
+    }
+
+    fn next_batch(&self) -> Option<Vec<Pending>> {
+        let mut q = lock_poisoned(self.shared.queue.lock());
+        loop {
+            if !q.pending.is_empty() {
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                while let Some(p) = q.pending.front() {
+                    let n = p.tx.body.len() + codec::HEADER_BYTES + FRAME_HEADER_BYTES;
+                    if !batch.is_empty()
+                        && (batch.len() >= BATCH_TXS_MAX || bytes + n > BATCH_BYTES_MAX)
+                    {
+                        break;
+                    }
+                    bytes += n;
+                    batch.extend(q.pending.pop_front());
+                }
+                return Some(batch);
+            }
+            if q.closing {
+                return None;
+            }
+            q = lock_poisoned(self.shared.queue_signal.wait(q));
+        }
+    }
+
+    fn run(mut self) {
+        let mut failed = None;
+        while let Some(batch) = self.next_batch() {
+            let txs: Vec<&Prepared> = batch.iter().map(|p| &p.tx).collect();
+            let error = match self.write(&txs) {
+                Ok(headers) => {
+                    for (p, h) in batch.into_iter().zip(headers) {
+                        let _ = p.reply.send(Ok(h));
+                    }
+                    let due = self.since_checkpoint >= self.shared.options.checkpoint_txs
+                        || lock_poisoned(self.shared.index.read()).mem_versions()
+                            >= self.shared.options.memtable_versions_max;
+                    if due {
+                        self.checkpoint().err()
+                    } else {
+                        None
+                    }
+                }
+                Err(e) => {
+                    let (path, kind) = failure_of(&e);
+                    for p in batch {
+                        let _ = p.reply.send(Err(LedgerError::Poisoned {
+                            path: path.clone(),
+                            kind,
+                        }));
+                    }
+                    Some(e)
+                }
+            };
+            if let Some(e) = error {
+                tracing::error!(error = %e, "write failed; refusing further commits");
+                failed = Some(failure_of(&e));
+                break;
+            }
+        }
+        if failed.is_none() {
+            if let Err(e) = self.checkpoint() {
+                tracing::error!(error = %e, "final checkpoint failed");
+                failed = Some(failure_of(&e));
+            }
+        }
+        let mut q = lock_poisoned(self.shared.queue.lock());
+        q.closing = true;
+        if q.failure.is_none() {
+            q.failure = failed;
+        }
+        let failure = q.failure.clone();
+        for p in q.pending.drain(..) {
+            let _ = p.reply.send(Err(match &failure {
+                Some((path, kind)) => LedgerError::Poisoned {
+                    path: path.clone(),
+                    kind: *kind,
+                },
+                None => LedgerError::Closed,
+            }));
+        }
+    }
+
+    /// Starts a new segment for txs from `first_tx` on, sealing the current one.
+    fn roll(&mut self, first_tx: TxId) -> Result<()> {
+        let header = SegmentHeader {
+            id: self.segment.header().id + 1,
+            base: first_tx,
+        };
+        let next = ActiveSegment::create(&self.shared.dir.join("segments"), header)?;
+        let old = std::mem::replace(&mut self.segment, next);
+        let old_id = old.header().id;
+        let sealed = old.seal()?;
+        let mut view = lock_poisoned(self.shared.view.write());
+        view.segments.insert(old_id, sealed);
+        view.segments.insert(header.id, self.segment.reader());
+        Ok(())
+    }
+
+    /// Writes one group of txs and makes it durable and visible. Returns their headers.
+    fn write(&mut self, txs: &[&Prepared]) -> Result<Vec<TxHeader>> {
+        let mut headers = Vec::with_capacity(txs.len());
+        let mut updates: Vec<(&[u8], Version)> = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut nodes = Vec::new();
+        for tx in txs {
+            let id = self.last_id + 1;
+            let frame_len = FRAME_HEADER_BYTES + codec::HEADER_BYTES + tx.body.len();
+            let seg_max = self.shared.options.segment_bytes_max;
+            if self.segment.len() + (buf.len() + frame_len) as u64 > seg_max
+                && !(self.segment.is_empty() && buf.is_empty())
+            {
+                self.segment.append(&buf)?;
+                buf.clear();
+                self.roll(id)?;
+            }
+            let header = TxHeader {
+                version: FORMAT_VERSION,
+                id,
+                timestamp_us: now_us().max(self.last_ts),
+                prev_alh: self.last_alh,
+                entry_count: tx.entry_count,
+                entries_root: tx.entries_root,
+                history_size: id - 1,
+                history_root: self.frontier.root(),
+            };
+            let alh = header.alh();
+            let offset = self.segment.len() + buf.len() as u64;
+            frame::encode_with(&mut buf, |out| {
+                codec::encode_header(&header, &alh, out);
+                out.extend_from_slice(&tx.body);
+            });
+            let segment = self.segment.header().id;
+            self.locations
+                .push(&encode_location(segment, offset, frame_len as u32));
+            nodes.clear();
+            self.frontier.append(leaf_hash(&alh.0), &mut nodes);
+            for n in &nodes {
+                self.history.push(&n.0);
+            }
+            let body_at = offset + (FRAME_HEADER_BYTES + codec::HEADER_BYTES) as u64;
+            for (key, deleted, at, len) in &tx.refs {
+                let value = ValueRef {
+                    segment,
+                    offset: (body_at + *at as u64) as u32,
+                    len: *len,
+                };
+                updates.push((
+                    key,
+                    Version {
+                        tx: id,
+                        deleted: *deleted,
+                        value,
+                    },
+                ));
+            }
+            self.last_id = id;
+            self.last_alh = alh;
+            self.last_ts = header.timestamp_us;
+            headers.push(header);
+        }
+        self.segment.append(&buf)?;
+        self.history.flush()?;
+        self.locations.flush()?;
+        if self.shared.options.durability == super::Durability::Synced {
+            self.segment.sync()?;
+        }
+        self.since_checkpoint += txs.len() as u64;
+        {
+            let mut idx = lock_poisoned(self.shared.index.write());
+            for (k, v) in updates {
+                idx.insert(k, v);
+            }
+        }
+        let mut view = lock_poisoned(self.shared.view.write());
+        view.last = headers.last().copied().or(view.last);
+        view.state = State {
+            tx_id: self.last_id,
+            alh: self.last_alh,
+        };
+        Ok(headers)
+    }
+
+    /// Makes the derived files durable up to the last tx, writes the memtable as a run (merging
+    /// runs if there are too many), and records all of it in the checkpoint file.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.segment.sync()?;
+        self.history.sync()?;
+        self.locations.sync()?;
+        let index_dir = self.shared.dir.join("index");
+        let (mut runs, mem_versions) = {
+            let idx = lock_poisoned(self.shared.index.read());
+            (idx.runs().to_vec(), idx.mem_versions())
+        };
+        if mem_versions > 0 {
+            let id = self.next_run_id;
+            self.next_run_id += 1;
+            let path = index_dir.join(index::run::file_name(id));
+            lock_poisoned(self.shared.index.read()).write_memtable(&path)?;
+            runs.push(Arc::new(Run::open(&path, id)?));
+        }
+        let before = runs.clone();
+        if runs.len() > self.shared.options.runs_max {
+            let id = self.next_run_id;
+            self.next_run_id += 1;
+            let path = index_dir.join(index::run::file_name(id));
+            index::merge_runs(&runs, &path)?;
+            runs = vec![Arc::new(Run::open(&path, id)?)];
+        }
+        Checkpoint {
+            tx_id: self.last_id,
+            alh: self.last_alh,
+            segment: self.segment.header().id,
+            segment_len: self.segment.len(),
+            next_run_id: self.next_run_id,
+            runs: runs.iter().map(|r| r.id()).collect(),
+        }
+        .write(&self.shared.dir)?;
+        lock_poisoned(self.shared.index.write()).replace_runs(runs.clone());
+        // Merged runs are deleted; a reader still mapping one keeps its map valid until done.
+        for r in before {
+            if !runs.iter().any(|n| n.id() == r.id()) {
+                fs::remove(r.path())?;
+            }
+        }
+        self.since_checkpoint = 0;
+        Ok(())
+    }
+}

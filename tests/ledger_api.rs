@@ -1,0 +1,354 @@
+//! The ledger's public API end to end on a real directory: commits, reads, deletes, history,
+//! scans, limits, proofs verified with the integrity functions, and reopening (after a clean
+//! close, across checkpoints, run merges and segment rolls).
+
+use chainlog::index::Order;
+use chainlog::integrity::{entry_digest, value_hash, EntryMeta, VerifyError};
+use chainlog::ledger::{Durability, Ledger, LedgerError, NewEntry, Options};
+
+fn small() -> Options {
+    Options {
+        segment_bytes_max: 1 << 20,
+        checkpoint_txs: 50,
+        memtable_versions_max: 80,
+        runs_max: 3,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn commit_read_delete_history_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Ledger::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(db.state().tx_id, 0);
+    let h1 = db
+        .commit(vec![NewEntry::put("a", "1"), NewEntry::put("b", "2")])
+        .unwrap();
+    assert_eq!((h1.id, h1.entry_count, h1.history_size), (1, 2, 0));
+    let h2 = db.commit(vec![NewEntry::put("a", "3")]).unwrap();
+    assert_eq!(h2.id, 2);
+    assert_eq!(h2.prev_alh, h1.alh());
+    assert!(h2.timestamp_us >= h1.timestamp_us);
+    assert_eq!(db.state().alh, h2.alh());
+
+    assert_eq!(db.get(b"a").unwrap().unwrap().value, b"3");
+    assert_eq!(db.get_at(b"a", 1).unwrap().unwrap().value, b"1");
+    assert_eq!(db.get(b"zz").unwrap(), None);
+
+    let h3 = db.delete(&[b"a"]).unwrap();
+    assert_eq!(db.get(b"a").unwrap(), None);
+    assert_eq!(db.get_at(b"a", 2).unwrap().unwrap().value, b"3");
+    assert!(matches!(db.delete(&[b"a"]), Err(LedgerError::KeyNotFound)));
+    let hist = db.history(b"a", 0, 10, Order::Asc).unwrap();
+    assert_eq!(
+        hist.iter().map(|v| (v.tx, v.deleted)).collect::<Vec<_>>(),
+        vec![(1, false), (2, false), (h3.id, true)]
+    );
+    let newest = db.history(b"a", 1, 1, Order::Desc).unwrap();
+    assert_eq!(newest[0].tx, 2);
+
+    db.commit(vec![
+        NewEntry::put("p/1", "x"),
+        NewEntry::put("p/2", "y"),
+        NewEntry::put("q", "z"),
+    ])
+    .unwrap();
+    let keys =
+        |v: Vec<chainlog::ledger::KeyValue>| v.into_iter().map(|kv| kv.key).collect::<Vec<_>>();
+    assert_eq!(
+        keys(db.scan(b"p/", None, 10, Order::Asc, u64::MAX).unwrap()),
+        vec![b"p/1".to_vec(), b"p/2".to_vec()]
+    );
+    assert_eq!(
+        keys(db.scan(b"", None, 2, Order::Desc, u64::MAX).unwrap()),
+        vec![b"q".to_vec(), b"p/2".to_vec()]
+    );
+    assert_eq!(
+        keys(db.scan(b"", Some(b"b"), 10, Order::Asc, u64::MAX).unwrap()),
+        vec![b"p/1".to_vec(), b"p/2".to_vec(), b"q".to_vec()]
+    );
+    // "a" is deleted and so absent from scans, but present as of tx 2.
+    assert_eq!(
+        keys(db.scan(b"a", None, 10, Order::Asc, 2).unwrap()),
+        vec![b"a".to_vec()]
+    );
+
+    let tx = db.tx(1).unwrap();
+    assert_eq!(tx.header, h1);
+    assert_eq!(tx.entries.len(), 2);
+    assert_eq!(tx.entries[1].value, b"2");
+    assert!(matches!(
+        db.tx(99),
+        Err(LedgerError::TxNotFound { id: 99, last: 4 })
+    ));
+    assert!(matches!(db.tx(0), Err(LedgerError::TxNotFound { .. })));
+}
+
+#[test]
+fn limits_are_typed_errors_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Ledger::open(dir.path(), Options::default()).unwrap();
+    assert!(matches!(db.commit(vec![]), Err(LedgerError::EmptyTx)));
+    assert!(matches!(
+        db.commit(vec![NewEntry::put("", "v")]),
+        Err(LedgerError::EmptyKey { index: 0 })
+    ));
+    let long = vec![b'k'; 1025];
+    assert!(matches!(
+        db.commit(vec![NewEntry::put(long, "v")]),
+        Err(LedgerError::KeyTooLong {
+            len: 1025,
+            max: 1024,
+            ..
+        })
+    ));
+    db.commit(vec![NewEntry::put(vec![b'k'; 1024], "v")])
+        .unwrap();
+    let big = vec![0u8; (32 << 20) + 1];
+    assert!(matches!(
+        db.commit(vec![NewEntry::put("k", big)]),
+        Err(LedgerError::ValueTooLarge { .. })
+    ));
+    assert!(matches!(
+        db.commit(vec![NewEntry::put("k", "1"), NewEntry::put("k", "2")]),
+        Err(LedgerError::DuplicateKey { index: 1 })
+    ));
+    let many: Vec<_> = (0..1025)
+        .map(|i| NewEntry::put(format!("k{i}"), "v"))
+        .collect();
+    assert!(matches!(
+        db.commit(many),
+        Err(LedgerError::TooManyEntries {
+            count: 1025,
+            max: 1024
+        })
+    ));
+    let mut del = NewEntry::delete("k");
+    del.value = b"x".to_vec();
+    assert!(matches!(
+        db.commit(vec![del]),
+        Err(LedgerError::DeleteWithValue { index: 0 })
+    ));
+    assert_eq!(db.state().tx_id, 1);
+    let full: Vec<_> = (0..1024)
+        .map(|i| NewEntry::put(format!("k{i}"), "v"))
+        .collect();
+    assert_eq!(db.commit(full).unwrap().entry_count, 1024);
+    assert!(matches!(
+        Ledger::open(
+            tempfile::tempdir().unwrap().path(),
+            Options {
+                checkpoint_txs: 0,
+                ..Options::default()
+            }
+        ),
+        Err(LedgerError::InvalidOption {
+            name: "checkpoint_txs",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn proofs_verify_against_trusted_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Ledger::open(dir.path(), small()).unwrap();
+    for i in 0..200u32 {
+        db.commit(vec![
+            NewEntry::put(format!("k{i}"), format!("v{i}")),
+            NewEntry::put(format!("o{i}"), "x"),
+        ])
+        .unwrap();
+    }
+    let trusted = db.state();
+    for i in 0..30u32 {
+        db.commit(vec![NewEntry::put(format!("n{i}"), "y")])
+            .unwrap();
+    }
+    let now = db.state();
+    // Entry in tx, tx in state.
+    for id in [1u64, 2, 77, 128, 200] {
+        let key = format!("k{}", id - 1);
+        let (entry, proof) = db.entry_proof(id, key.as_bytes()).unwrap();
+        let header = db.header(id).unwrap();
+        let digest = entry_digest(&entry.key, entry.meta, &value_hash(&entry.value));
+        proof.verify(&digest, &header).unwrap();
+        let wrong = entry_digest(&entry.key, entry.meta, &value_hash(b"forged"));
+        assert!(proof.verify(&wrong, &header).is_err());
+        let txp = db.tx_proof(id, trusted.tx_id).unwrap();
+        txp.verify(trusted.tx_id, &trusted.alh).unwrap();
+        assert_eq!(txp.tx, header);
+    }
+    // The trusted state extends to the current one, and every older state to every newer.
+    db.state_proof(trusted.tx_id, now.tx_id)
+        .unwrap()
+        .verify(trusted.tx_id, &trusted.alh, now.tx_id, &now.alh)
+        .unwrap();
+    for (old, new) in [
+        (1u64, 1u64),
+        (1, 2),
+        (5, 64),
+        (64, 65),
+        (100, 230),
+        (229, 230),
+    ] {
+        let p = db.state_proof(old, new).unwrap();
+        let (oa, na) = (db.header(old).unwrap().alh(), db.header(new).unwrap().alh());
+        p.verify(old, &oa, new, &na).unwrap();
+        if old < new {
+            assert!(matches!(
+                p.verify(old, &na, new, &na),
+                Err(VerifyError::AlhMismatch { .. })
+            ));
+        }
+    }
+    // A forged tx header does not verify.
+    let mut txp = db.tx_proof(10, now.tx_id).unwrap();
+    txp.tx.timestamp_us += 1;
+    assert!(txp.verify(now.tx_id, &now.alh).is_err());
+    assert!(matches!(
+        db.tx_proof(5, now.tx_id + 1),
+        Err(LedgerError::TxNotFound { .. })
+    ));
+    // History roots from the store match the headers.
+    assert_eq!(
+        db.history_root(199).unwrap(),
+        db.header(200).unwrap().history_root
+    );
+}
+
+#[test]
+fn reopen_keeps_everything_across_checkpoints_merges_and_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = vec![7u8; 3000];
+    let (mut state, mut last) = {
+        let db = Ledger::open(dir.path(), small()).unwrap();
+        for i in 0..1000u32 {
+            db.commit(vec![
+                NewEntry::put(format!("key{:04}", i % 300), value.clone()),
+                NewEntry::put(format!("u{i}"), i.to_le_bytes().to_vec()),
+            ])
+            .unwrap();
+        }
+        db.delete(&[b"key0007"]).unwrap();
+        (db.state(), db.last_header().unwrap())
+    };
+    let segs = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .count();
+    assert!(segs >= 3, "expected segment rolls, got {segs} segments");
+    let runs = std::fs::read_dir(dir.path().join("index")).unwrap().count();
+    assert!((1..=4).contains(&runs), "runs: {runs}");
+    for durability in [Durability::Synced, Durability::Buffered] {
+        let db = Ledger::open(
+            dir.path(),
+            Options {
+                durability,
+                ..small()
+            },
+        )
+        .unwrap();
+        assert_eq!(db.state(), state);
+        assert_eq!(db.last_header(), Some(last));
+        assert_eq!(
+            db.recovery().replayed_txs,
+            0,
+            "a clean close leaves nothing to replay"
+        );
+        assert_eq!(db.recovery().truncated, None);
+        assert_eq!(
+            db.get(b"u999").unwrap().unwrap().value,
+            999u32.to_le_bytes()
+        );
+        assert_eq!(db.get(b"key0007").unwrap(), None);
+        assert_eq!(db.history(b"key0008", 0, 100, Order::Asc).unwrap().len(), 4);
+        assert_eq!(
+            db.scan(b"key", None, 1000, Order::Asc, u64::MAX)
+                .unwrap()
+                .len(),
+            299
+        );
+        let old = if durability == Durability::Synced {
+            1001
+        } else {
+            1002
+        };
+        assert_eq!(db.tx(500).unwrap().entries[1].value, 499u32.to_le_bytes());
+        // And it goes on committing from where it was.
+        let h = db.commit(vec![NewEntry::put("after", "reopen")]).unwrap();
+        assert_eq!(h.prev_alh, db.header(h.id - 1).unwrap().alh());
+        db.state_proof(old, h.id)
+            .unwrap()
+            .verify(old, &db.header(old).unwrap().alh(), h.id, &h.alh())
+            .unwrap();
+        db.state_proof(state.tx_id, h.id)
+            .unwrap()
+            .verify(state.tx_id, &state.alh, h.id, &h.alh())
+            .unwrap();
+        let report = chainlog::ledger::check(dir.path());
+        assert!(matches!(
+            report,
+            Err(LedgerError::Storage(
+                chainlog::storage::StorageError::Locked { .. }
+            ))
+        ));
+        db.close().unwrap();
+        assert!(matches!(
+            db.commit(vec![NewEntry::put("x", "y")]),
+            Err(LedgerError::Closed)
+        ));
+        let report = chainlog::ledger::check(dir.path()).unwrap();
+        assert_eq!(report.last_tx, db.state().tx_id);
+        assert_eq!(report.torn_tail, None);
+        // The next round reopens what this one left.
+        state = db.state();
+        last = db.last_header().unwrap();
+    }
+}
+
+#[test]
+fn concurrent_committers_get_consecutive_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = std::sync::Arc::new(Ledger::open(dir.path(), Options::default()).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| {
+                        db.commit(vec![NewEntry::put(format!("t{t}/{i}"), "v")])
+                            .unwrap()
+                            .id
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (1..=400).collect::<Vec<_>>());
+    for t in 0..8 {
+        assert_eq!(
+            db.scan(format!("t{t}/").as_bytes(), None, 100, Order::Asc, u64::MAX)
+                .unwrap()
+                .len(),
+            50
+        );
+    }
+    assert_eq!(db.tx(400).unwrap().entries[0].meta, EntryMeta::default());
+}
+
+#[test]
+fn a_second_open_of_one_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _db = Ledger::open(dir.path(), Options::default()).unwrap();
+    assert!(matches!(
+        Ledger::open(dir.path(), Options::default()),
+        Err(LedgerError::Storage(
+            chainlog::storage::StorageError::Locked { .. }
+        ))
+    ));
+}
