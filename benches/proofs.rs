@@ -1,1 +1,64 @@
-fn main() {}
+//! Proofs at 1,000,000 txs: build (read nodes from disk, hash) and verify an inclusion proof
+//! of a random tx and a consistency proof between two random states.
+//!
+//! `cargo bench --bench proofs` (the first run builds the database, once)
+
+mod common;
+
+use chainlog::integrity::merkle::{leaf_hash, verify_consistency, verify_inclusion};
+use chainlog::ledger::{Ledger, Options};
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+
+const TXS: u64 = 1_000_000;
+
+fn proofs(c: &mut Criterion) {
+    let db = Ledger::open(common::database_of(TXS), Options::default()).unwrap();
+    assert_eq!(db.state().tx_id, TXS);
+    let size = TXS - 1;
+    let root = db.history_root(size).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut g = c.benchmark_group("proofs_at_1m_txs");
+    g.bench_function("inclusion_build", |b| {
+        b.iter(|| db.inclusion_path(black_box(rand() % size), size).unwrap())
+    });
+    g.bench_function("consistency_build", |b| {
+        b.iter(|| {
+            db.consistency_path(black_box(1 + rand() % (size - 1)), size)
+                .unwrap()
+        })
+    });
+
+    let leaf = 123_457u64;
+    let leaf_alh = db.header(leaf + 1).unwrap().alh();
+    let path = db.inclusion_path(leaf, size).unwrap();
+    g.bench_function("inclusion_verify", |b| {
+        b.iter(|| {
+            verify_inclusion(leaf, size, &leaf_hash(&leaf_alh.0), black_box(&path), &root).unwrap()
+        })
+    });
+    let old = 654_321u64;
+    let old_root = db.history_root(old).unwrap();
+    let cons = db.consistency_path(old, size).unwrap();
+    g.bench_function("consistency_verify", |b| {
+        b.iter(|| verify_consistency(old, size, &old_root, &root, black_box(&cons)).unwrap())
+    });
+    g.bench_function("state_proof_build_and_verify", |b| {
+        let new = db.state();
+        b.iter(|| {
+            let old = 1 + rand() % (TXS - 1);
+            let p = db.state_proof(old, new.tx_id).unwrap();
+            p.verify(old, &p.old.alh(), new.tx_id, &new.alh).unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, proofs);
+criterion_main!(benches);

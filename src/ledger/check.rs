@@ -80,7 +80,9 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
                 .len() as usize,
         )?;
         let end = segment::scan(
-            &bytes,
+            bytes
+                .get(SEGMENT_HEADER_BYTES as usize..)
+                .unwrap_or_default(),
             SEGMENT_HEADER_BYTES,
             |offset, n, payload| -> Result<()> {
                 let tx = last_id + 1;

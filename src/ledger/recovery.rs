@@ -213,19 +213,14 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
     let mut active = None;
     let last_seg = paths.len() as u32;
     for (id, path) in &paths[cp.segment as usize - 1..] {
-        let (mut seg, bytes) = ActiveSegment::open(path)?;
-        if seg.header().id != *id {
-            return Err(StorageError::corrupt(path, 0, Corruption::FileHeader).into());
-        }
         let start = if *id == cp.segment {
             cp.segment_len
         } else {
             SEGMENT_HEADER_BYTES
         };
-        if (bytes.len() as u64) < start {
-            return Err(
-                StorageError::corrupt(path, bytes.len() as u64, Corruption::ShortFile).into(),
-            );
+        let (mut seg, bytes) = ActiveSegment::open(path, start)?;
+        if seg.header().id != *id {
+            return Err(StorageError::corrupt(path, 0, Corruption::FileHeader).into());
         }
         let end = segment::scan(&bytes, start, |offset, n, payload| {
             replay.apply(path, *id, offset, n, payload)
@@ -233,7 +228,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         match end {
             ScanEnd::Clean => {}
             ScanEnd::Torn { offset } if *id == last_seg => {
-                let cut = bytes.len() as u64 - offset;
+                let cut = seg.len() - offset;
                 tracing::warn!(file = %path.display(), offset, bytes = cut, "cut a torn tail (a write that was never acknowledged)");
                 seg.truncate(offset)?;
                 report.truncated = Some((path.clone(), offset, cut));

@@ -111,20 +111,31 @@ impl ActiveSegment {
     }
 
     /// Opens an existing segment to append to it, checking its header. Returns it with its
-    /// whole content, for recovery to scan.
-    pub fn open(path: &Path) -> Result<(ActiveSegment, Vec<u8>)> {
+    /// bytes from offset `from` to the end, for recovery to scan: only the tail is read, so
+    /// the cost does not grow with the segment.
+    pub fn open(path: &Path, from: u64) -> Result<(ActiveSegment, Vec<u8>)> {
         let file = fs::open_rw(path, false)?;
-        let bytes = std::fs::read(path).map_err(|e| StorageError::io(path, e))?;
-        let header =
-            SegmentHeader::decode(&bytes).map_err(|r| StorageError::corrupt(path, 0, r))?;
-        let len = bytes.len() as u64;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(path, e))?
+            .len();
+        let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+        if len < SEGMENT_HEADER_BYTES.max(from) {
+            return Err(StorageError::corrupt(path, len, Corruption::ShortFile));
+        }
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| StorageError::io(path, e))?;
+        let header = SegmentHeader::decode(&head).map_err(|r| StorageError::corrupt(path, 0, r))?;
+        let mut tail = vec![0u8; (len - from) as usize];
+        file.read_exact_at(&mut tail, from)
+            .map_err(|e| StorageError::io(path, e))?;
         let seg = ActiveSegment {
             path: path.to_path_buf(),
             file: Arc::new(file),
             header,
             len,
         };
-        Ok((seg, bytes))
+        Ok((seg, tail))
     }
 
     pub fn header(&self) -> SegmentHeader {
@@ -285,29 +296,27 @@ pub enum ScanEnd {
     Corrupt { offset: u64, reason: Corruption },
 }
 
-/// Walks the frames of `bytes` (a whole segment file) from `start`, calling `f` with each
-/// frame's offset, total length and payload. Stops early if `f` fails.
+/// Walks the frames in `bytes`, which start at file offset `base`, calling `f` with each
+/// frame's file offset, total length and payload. Stops early if `f` fails.
 pub fn scan<E>(
     bytes: &[u8],
-    start: u64,
+    base: u64,
     mut f: impl FnMut(u64, usize, &[u8]) -> Result<(), E>,
 ) -> Result<ScanEnd, E> {
-    let mut at = start as usize;
+    let mut at = 0usize;
     while at < bytes.len() {
+        let offset = base + at as u64;
         match frame::decode(&bytes[at..]) {
             Ok((payload, n)) => {
-                f(at as u64, n, payload)?;
+                f(offset, n, payload)?;
                 at += n;
             }
-            Err(FrameError::Incomplete { .. }) => return Ok(ScanEnd::Torn { offset: at as u64 }),
+            Err(FrameError::Incomplete { .. }) => return Ok(ScanEnd::Torn { offset }),
             Err(FrameError::Corrupt(reason)) => {
                 if bytes[at..].iter().all(|&b| b == 0) {
-                    return Ok(ScanEnd::Torn { offset: at as u64 });
+                    return Ok(ScanEnd::Torn { offset });
                 }
-                return Ok(ScanEnd::Corrupt {
-                    offset: at as u64,
-                    reason,
-                });
+                return Ok(ScanEnd::Corrupt { offset, reason });
             }
         }
     }
@@ -328,10 +337,14 @@ mod tests {
 
     fn count(bytes: &[u8]) -> (usize, ScanEnd) {
         let mut n = 0;
-        let end = scan::<()>(bytes, SEGMENT_HEADER_BYTES, |_, _, _| {
-            n += 1;
-            Ok(())
-        })
+        let end = scan::<()>(
+            &bytes[SEGMENT_HEADER_BYTES as usize..],
+            SEGMENT_HEADER_BYTES,
+            |_, _, _| {
+                n += 1;
+                Ok(())
+            },
+        )
         .unwrap();
         (n, end)
     }

@@ -1,0 +1,122 @@
+//! Load program for the ledger core: figures that a criterion bench cannot give.
+//!
+//! ```text
+//! cargo run --release --example ledger_load -- fsync-rate [DIR]
+//!     the machine's rate of 4 KiB append + fdatasync, single thread, 3 s
+//! cargo run --release --example ledger_load -- distinct-keys N [DIR]
+//!     commits N one-entry txs with distinct 16-byte keys and 100-byte values from 64 threads,
+//!     durable; prints throughput and the process's peak and current RSS, then reopens and
+//!     prints reopen time and RSS after reopen
+//! ```
+
+use chainlog::ledger::{Ledger, NewEntry, Options};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn dir_arg(arg: Option<String>) -> (std::path::PathBuf, Option<tempfile::TempDir>) {
+    match arg {
+        Some(d) => (d.into(), None),
+        None => {
+            let t = tempfile::tempdir().expect("temp dir");
+            (t.path().to_path_buf(), Some(t))
+        }
+    }
+}
+
+fn fsync_rate(dir: Option<String>) {
+    let (dir, _keep) = dir_arg(dir);
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).expect("create probe file");
+    let block = [0u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(3) {
+        f.write_all(&block).expect("write");
+        f.sync_data().expect("fdatasync");
+        n += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "fsync-rate: {:.0} appends+fdatasync/s ({:.1} us each)",
+        n as f64 / secs,
+        secs * 1e6 / n as f64
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+fn distinct_keys(n: u64, dir: Option<String>) {
+    let (dir, _keep) = dir_arg(dir);
+    let db = Arc::new(Ledger::open(&dir, Options::default()).expect("open"));
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let (db, next) = (db.clone(), next.clone());
+            std::thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let mut key = [0u8; 16];
+                key[..8].copy_from_slice(b"loadkey-");
+                key[8..].copy_from_slice(&i.to_be_bytes());
+                db.commit(vec![NewEntry::put(key, [3u8; 100])])
+                    .expect("commit");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("committer");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "distinct-keys: {n} txs in {secs:.2} s = {:.0} tx/s (64 committers, durable)",
+        n as f64 / secs
+    );
+    println!(
+        "rss while writing: peak {} MiB, now {} MiB",
+        rss_kib("VmHWM:") / 1024,
+        rss_kib("VmRSS:") / 1024
+    );
+    db.close().expect("close");
+    drop(db);
+    let start = Instant::now();
+    let db = Ledger::open(&dir, Options::default()).expect("reopen");
+    let reopen = start.elapsed();
+    assert_eq!(db.state().tx_id, n);
+    println!(
+        "reopen: {:.1} ms; rss after reopen {} MiB",
+        reopen.as_secs_f64() * 1e3,
+        rss_kib("VmRSS:") / 1024
+    );
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("fsync-rate") => fsync_rate(args.next()),
+        Some("distinct-keys") => {
+            let n = args
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1_000_000);
+            distinct_keys(n, args.next());
+        }
+        _ => {
+            eprintln!("usage: ledger_load fsync-rate [DIR] | distinct-keys N [DIR]");
+            std::process::exit(2);
+        }
+    }
+}
