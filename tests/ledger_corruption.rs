@@ -1,9 +1,10 @@
 //! Damage to every kind of file is found and named (file and offset), never silently
 //! repaired or skipped; a torn tail after the last checkpoint is cut and reported.
 //!
-//! Crash images are made for real: a database is written, and the checkpoint file from an
-//! earlier moment is put back, which is exactly what the directory holds if the process died
-//! right after that checkpoint (the files it covers are append-only).
+//! Crash images are made for real: a database of 400 txs is closed and its checkpoint and
+//! index runs are saved; 50 more txs are written; then the saved checkpoint and runs are put
+//! back. That is exactly what the directory holds if the process died right after the
+//! checkpoint at tx 400: the other files are append-only, so they only hold more.
 
 use chainlog::index::Order;
 use chainlog::ledger::{check, Ledger, LedgerError, NewEntry, Options};
@@ -14,30 +15,43 @@ fn options() -> Options {
     Options {
         segment_bytes_max: 1 << 20,
         checkpoint_txs: 100,
-        memtable_versions_max: 1_000_000,
-        runs_max: 100,
         ..Options::default()
     }
 }
 
-/// 450 txs of two entries; returns the checkpoint file as it was after tx 400. Runs are never
-/// merged here, so every run an older checkpoint names is still on disk.
-fn build(dir: &Path) -> Vec<u8> {
-    let db = Ledger::open(dir, options()).unwrap();
-    let mut saved = Vec::new();
-    for i in 0..450u32 {
-        db.commit(vec![
-            NewEntry::put(format!("k{i:05}"), vec![i as u8; 3000]),
-            NewEntry::put("hot", i.to_le_bytes().to_vec()),
-        ])
-        .unwrap();
-        // The writer takes the checkpoint at tx 400 before it writes tx 401.
-        if i + 1 == 401 {
-            saved = std::fs::read(dir.join("checkpoint")).unwrap();
+/// 450 txs of two entries, in two sessions; returns a copy of the checkpoint and index runs
+/// as they were after tx 400.
+fn build(dir: &Path) -> tempfile::TempDir {
+    let write = |from: u32, to: u32| {
+        let db = Ledger::open(dir, options()).unwrap();
+        for i in from..to {
+            db.commit(vec![
+                NewEntry::put(format!("k{i:05}"), vec![i as u8; 3000]),
+                NewEntry::put("hot", i.to_le_bytes().to_vec()),
+            ])
+            .unwrap();
+        }
+        db.close().unwrap();
+    };
+    write(0, 400);
+    let saved = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join("checkpoint"), saved.path().join("checkpoint")).unwrap();
+    copy_dir(&dir.join("index"), saved.path());
+    write(400, 450);
+    saved
+}
+
+/// Puts back the checkpoint and runs saved by [`build`].
+fn crash_image(dir: &Path, saved: &tempfile::TempDir) {
+    std::fs::copy(saved.path().join("checkpoint"), dir.join("checkpoint")).unwrap();
+    std::fs::remove_dir_all(dir.join("index")).unwrap();
+    std::fs::create_dir(dir.join("index")).unwrap();
+    for e in std::fs::read_dir(saved.path()).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "checkpoint" {
+            std::fs::copy(e.path(), dir.join("index").join(e.file_name())).unwrap();
         }
     }
-    db.close().unwrap();
-    saved
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -137,7 +151,7 @@ fn a_tampered_value_fails_its_hash_on_read() {
 fn damage_after_the_checkpoint_stops_the_open_with_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let saved = build(dir.path());
-    std::fs::write(dir.path().join("checkpoint"), &saved).unwrap();
+    crash_image(dir.path(), &saved);
     let (seg, offset, _) = frame_of(dir.path(), 420);
     let path = segments(dir.path())[seg as usize - 1].clone();
     flip(&path, offset + 40);
@@ -155,7 +169,7 @@ fn damage_after_the_checkpoint_stops_the_open_with_file_and_offset() {
 fn a_torn_tail_after_the_checkpoint_is_cut_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let saved = build(dir.path());
-    std::fs::write(dir.path().join("checkpoint"), &saved).unwrap();
+    crash_image(dir.path(), &saved);
     let (seg, offset, len) = frame_of(dir.path(), 450);
     let path = segments(dir.path())[seg as usize - 1].clone();
     assert_eq!(

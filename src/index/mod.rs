@@ -33,6 +33,18 @@ pub struct Version {
     pub value: ValueRef,
 }
 
+impl Version {
+    const NONE: Version = Version {
+        tx: 0,
+        deleted: true,
+        value: ValueRef {
+            segment: 0,
+            offset: 0,
+            len: 0,
+        },
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
     #[default]
@@ -40,12 +52,42 @@ pub enum Order {
     Desc,
 }
 
+/// Recent versions, in memory: key -> versions in tx order.
+#[derive(Debug, Default)]
+pub struct Memtable {
+    map: BTreeMap<Vec<u8>, Vec<Version>>,
+    versions: usize,
+}
+
+impl Memtable {
+    pub fn versions(&self) -> usize {
+        self.versions
+    }
+
+    /// Writes the memtable as a run file at `path`.
+    pub fn write(&self, path: &std::path::Path) -> Result<()> {
+        run::write(
+            path,
+            self.map
+                .iter()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| Ok((k.as_slice(), *v)))),
+        )
+    }
+}
+
+/// Where an index query looks, oldest first: runs, then frozen memtables, then the memtable.
 #[derive(Debug, Default)]
 pub struct Index {
-    mem: BTreeMap<Vec<u8>, Vec<Version>>,
-    mem_versions: usize,
+    mem: Memtable,
+    /// Memtables being written out as runs by a checkpoint, oldest first.
+    frozen: Vec<Arc<Memtable>>,
     /// Oldest first.
     runs: Vec<Arc<Run>>,
+}
+
+enum Source<'a> {
+    Run(&'a Run),
+    Mem(&'a Memtable),
 }
 
 /// The smallest key greater than every key that starts with `prefix`; `None` if there is none.
@@ -68,50 +110,72 @@ fn best_at(versions: &[Version], as_of: u64) -> Option<Version> {
 impl Index {
     pub fn new(runs: Vec<Arc<Run>>) -> Index {
         Index {
-            mem: BTreeMap::new(),
-            mem_versions: 0,
+            mem: Memtable::default(),
+            frozen: Vec::new(),
             runs,
         }
     }
 
     /// Adds a version; versions of one key must come in increasing tx order.
     pub fn insert(&mut self, key: &[u8], v: Version) {
-        match self.mem.get_mut(key) {
+        match self.mem.map.get_mut(key) {
             Some(vs) => vs.push(v),
             None => {
-                self.mem.insert(key.to_vec(), vec![v]);
+                self.mem.map.insert(key.to_vec(), vec![v]);
             }
         }
-        self.mem_versions += 1;
+        self.mem.versions += 1;
     }
 
-    /// Versions held in the memtable.
+    /// Versions held in the (unfrozen) memtable.
     pub fn mem_versions(&self) -> usize {
-        self.mem_versions
+        self.mem.versions
     }
 
     pub fn runs(&self) -> &[Arc<Run>] {
         &self.runs
     }
 
-    /// Swaps in `runs` (which now cover everything the memtable held) and empties the memtable.
-    pub fn replace_runs(&mut self, runs: Vec<Arc<Run>>) {
+    /// Freezes the memtable for a checkpoint to write out; queries still see it until
+    /// [`Index::install`] replaces it with the run it became.
+    pub fn freeze(&mut self) -> Arc<Memtable> {
+        let frozen = Arc::new(std::mem::take(&mut self.mem));
+        self.frozen.push(frozen.clone());
+        frozen
+    }
+
+    /// Installs `runs`, which now cover the frozen memtable `flushed`, and drops it.
+    pub fn install(&mut self, runs: Vec<Arc<Run>>, flushed: &Arc<Memtable>) {
         self.runs = runs;
-        self.mem.clear();
-        self.mem_versions = 0;
+        self.frozen.retain(|m| !Arc::ptr_eq(m, flushed));
+    }
+
+    /// Every source, oldest first.
+    fn sources(&self) -> impl DoubleEndedIterator<Item = Source<'_>> {
+        self.runs
+            .iter()
+            .map(|r| Source::Run(r))
+            .chain(self.frozen.iter().map(|m| Source::Mem(m)))
+            .chain(std::iter::once(Source::Mem(&self.mem)))
     }
 
     /// The newest version of `key` written by a tx `<= as_of`, deleted or not.
     pub fn get(&self, key: &[u8], as_of: u64) -> Result<Option<Version>> {
-        if let Some(v) = self.mem.get(key).and_then(|vs| best_at(vs, as_of)) {
-            return Ok(Some(v));
-        }
-        for run in self.runs.iter().rev() {
-            let end = run.lower_bound(key, as_of.saturating_add(1))?;
-            if end > 0 {
-                let r = run.record(end - 1)?;
-                if r.key == key {
-                    return Ok(Some(r.version));
+        for source in self.sources().rev() {
+            match source {
+                Source::Mem(m) => {
+                    if let Some(v) = m.map.get(key).and_then(|vs| best_at(vs, as_of)) {
+                        return Ok(Some(v));
+                    }
+                }
+                Source::Run(run) => {
+                    let end = run.lower_bound(key, as_of.saturating_add(1))?;
+                    if end > 0 {
+                        let r = run.record(end - 1)?;
+                        if r.key == key {
+                            return Ok(Some(r.version));
+                        }
+                    }
                 }
             }
         }
@@ -127,24 +191,30 @@ impl Index {
         order: Order,
     ) -> Result<Vec<Version>> {
         // One slice of versions per source, in tx order.
-        let mut spans: Vec<(Option<&Run>, u64, u64)> = Vec::new();
-        for run in &self.runs {
-            let a = run.lower_bound(key, 0)?;
-            let b = run.lower_bound(key, u64::MAX)?;
-            if a < b {
-                spans.push((Some(run), a, b));
+        let mut spans: Vec<(Source<'_>, u64, u64)> = Vec::new();
+        for source in self.sources() {
+            match source {
+                Source::Run(run) => {
+                    let a = run.lower_bound(key, 0)?;
+                    let b = run.lower_bound(key, u64::MAX)?;
+                    if a < b {
+                        spans.push((Source::Run(run), a, b));
+                    }
+                }
+                Source::Mem(m) => {
+                    let n = m.map.get(key).map_or(0, Vec::len) as u64;
+                    if n > 0 {
+                        spans.push((Source::Mem(m), 0, n));
+                    }
+                }
             }
-        }
-        let mem = self.mem.get(key).map(Vec::as_slice).unwrap_or_default();
-        if !mem.is_empty() {
-            spans.push((None, 0, mem.len() as u64));
         }
         if order == Order::Desc {
             spans.reverse();
         }
         let mut out = Vec::new();
         let mut skip = offset;
-        for (run, a, b) in spans {
+        for (source, a, b) in spans {
             let n = b - a;
             if skip >= n {
                 skip -= n;
@@ -159,9 +229,9 @@ impl Index {
                 if out.len() >= limit {
                     return Ok(out);
                 }
-                out.push(match run {
-                    Some(run) => run.record(p)?.version,
-                    None => mem[p as usize],
+                out.push(match source {
+                    Source::Run(run) => run.record(p)?.version,
+                    Source::Mem(m) => m.map.get(key).map_or(Version::NONE, |vs| vs[p as usize]),
                 });
             }
         }
@@ -199,31 +269,35 @@ impl Index {
             return Ok(out);
         }
         let desc = order == Order::Desc;
-        let mut cursors: Vec<Cursor<'_>> = Vec::with_capacity(self.runs.len() + 1);
-        for run in &self.runs {
-            let start = run.lower_bound(&lower, 0)?;
-            let end = match &upper {
-                Some(u) => run.lower_bound(u, 0)?,
-                None => run.len(),
-            };
-            cursors.push(Cursor::Run {
-                run,
-                start,
-                end,
-                pos: if desc { end } else { start },
-            });
+        let mut cursors: Vec<Cursor<'_>> = Vec::with_capacity(self.runs.len() + 2);
+        for source in self.sources() {
+            match source {
+                Source::Run(run) => {
+                    let start = run.lower_bound(&lower, 0)?;
+                    let end = match &upper {
+                        Some(u) => run.lower_bound(u, 0)?,
+                        None => run.len(),
+                    };
+                    cursors.push(Cursor::Run {
+                        run,
+                        start,
+                        end,
+                        pos: if desc { end } else { start },
+                    });
+                }
+                Source::Mem(m) => {
+                    let range = m.map.range::<[u8], _>((
+                        Bound::Included(lower.as_slice()),
+                        upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+                    ));
+                    cursors.push(Cursor::Mem(if desc {
+                        Box::new(range.rev())
+                    } else {
+                        Box::new(range)
+                    }));
+                }
+            }
         }
-        let range = self.mem.range::<[u8], _>((
-            Bound::Included(lower.as_slice()),
-            upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-        ));
-        let mem_iter: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<Version>)>> = if desc {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
-        cursors.push(Cursor::Mem(mem_iter));
-
         let mut heads = Vec::with_capacity(cursors.len());
         for c in cursors.iter_mut() {
             heads.push(c.next(desc, as_of)?);
@@ -250,16 +324,6 @@ impl Index {
             }
         }
         Ok(out)
-    }
-
-    /// Writes the memtable as a run file at `path`.
-    pub fn write_memtable(&self, path: &std::path::Path) -> Result<()> {
-        run::write(
-            path,
-            self.mem
-                .iter()
-                .flat_map(|(k, vs)| vs.iter().map(move |v| Ok((k.as_slice(), *v)))),
-        )
     }
 }
 
@@ -386,21 +450,31 @@ mod tests {
         m.get(k).and_then(|vs| best_at(vs, as_of))
     }
 
-    /// Builds an index over `ops` (key, deleted), one tx each, flushing a run every `every`
-    /// txs (and merging once), and the model beside it.
+    /// Builds an index over `ops` (key, deleted), one tx each, freezing the memtable every
+    /// `every` txs and writing it as a run (merging once there are more than three). Each run
+    /// is installed only at the next flush, so queries also meet a frozen memtable, as they do
+    /// while a checkpoint is under way. Returns the model beside it.
     fn build(dir: &std::path::Path, ops: &[(Vec<u8>, bool)], every: usize) -> (Index, Model) {
         let mut idx = Index::default();
         let mut model = Model::new();
         let mut next_run = 0u64;
+        let mut pending: Option<(Vec<Arc<Run>>, Arc<Memtable>)> = None;
         for (i, (k, del)) in ops.iter().enumerate() {
             let ver = v(i as u64 + 1, *del);
             idx.insert(k, ver);
             model.entry(k.clone()).or_default().push(ver);
             if (i + 1) % every == 0 {
+                let mut runs = match pending.take() {
+                    Some((runs, flushed)) => {
+                        idx.install(runs.clone(), &flushed);
+                        runs
+                    }
+                    None => idx.runs().to_vec(),
+                };
+                let frozen = idx.freeze();
                 next_run += 1;
                 let p = dir.join(run::file_name(next_run));
-                idx.write_memtable(&p).unwrap();
-                let mut runs = idx.runs().to_vec();
+                frozen.write(&p).unwrap();
                 runs.push(Arc::new(Run::open(&p, next_run).unwrap()));
                 if runs.len() > 3 {
                     next_run += 1;
@@ -408,10 +482,27 @@ mod tests {
                     merge_runs(&runs, &p).unwrap();
                     runs = vec![Arc::new(Run::open(&p, next_run).unwrap())];
                 }
-                idx.replace_runs(runs);
+                pending = Some((runs, frozen));
             }
         }
         (idx, model)
+    }
+
+    /// Installs whatever a build left pending.
+    fn settle(idx: &mut Index) {
+        if let Some(frozen) = idx.frozen.last().cloned() {
+            let dir = idx
+                .runs()
+                .first()
+                .map(|r| r.path().parent().unwrap().to_path_buf());
+            if let Some(dir) = dir {
+                let p = dir.join(run::file_name(999_999));
+                frozen.write(&p).unwrap();
+                let mut runs = idx.runs().to_vec();
+                runs.push(Arc::new(Run::open(&p, 999_999).unwrap()));
+                idx.install(runs, &frozen);
+            }
+        }
     }
 
     proptest! {
@@ -425,7 +516,10 @@ mod tests {
             offset in 0u64..5,
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let (idx, model) = build(dir.path(), &ops, every);
+            let (mut idx, model) = build(dir.path(), &ops, every);
+            if as_of % 2 == 0 {
+                settle(&mut idx);
+            }
             for run in idx.runs() { run.check().unwrap(); }
             for k in model.keys() {
                 prop_assert_eq!(idx.get(k, u64::MAX).unwrap(), model_get(&model, k, u64::MAX));
@@ -461,6 +555,12 @@ mod tests {
         }
     }
 
+    fn frozen_first(idx: &mut Index, path: &std::path::Path) {
+        let frozen = idx.frozen[0].clone();
+        frozen.write(path).unwrap();
+        idx.install(vec![Arc::new(Run::open(path, 1).unwrap())], &frozen);
+    }
+
     #[test]
     fn prefix_end_handles_ff() {
         assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
@@ -473,7 +573,9 @@ mod tests {
     fn a_flipped_run_record_names_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
         let ops: Vec<(Vec<u8>, bool)> = (0..10u8).map(|i| (vec![i], false)).collect();
-        let (idx, _) = build(dir.path(), &ops, 10);
+        let (mut idx, _) = build(dir.path(), &ops, 10);
+        let first = dir.path().join(run::file_name(1));
+        frozen_first(&mut idx, &first);
         let path = idx.runs()[0].path().to_path_buf();
         drop(idx);
         let mut bytes = std::fs::read(&path).unwrap();

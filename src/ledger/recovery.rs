@@ -8,7 +8,7 @@
 //! database: sealed segments before the checkpoint are only mapped and their headers read.
 
 use super::checkpoint::Checkpoint;
-use super::writer::{Queue, Writer};
+use super::writer::{Queue, Runs, Writer};
 use super::{
     check_record, codec, encode_location, HistoryNodes, Ledger, LedgerError, Options, Result,
     Shared, State, View,
@@ -190,11 +190,12 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         }
     }
 
+    let run_list = runs.clone();
     let mut replay = Replay {
         history,
         locations,
         frontier,
-        index: Index::new(runs),
+        index: Index::new(runs.clone()),
         last: None,
         last_id: cp.tx_id,
         last_alh: cp.alh,
@@ -318,8 +319,12 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         last_id: replay.last_id,
         last_alh: replay.last_alh,
         last_ts: last.map_or(0, |h| h.timestamp_us),
-        next_run_id: cp.next_run_id,
         since_checkpoint: replay.replayed,
+        runs: Some(Runs {
+            next_id: cp.next_run_id,
+            runs: run_list,
+        }),
+        checkpointing: None,
     };
     let handle = writer.spawn().map_err(|e| StorageError::io(dir, e))?;
     *super::lock_poisoned(ledger.writer.lock()) = Some(handle);

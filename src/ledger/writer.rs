@@ -6,7 +6,7 @@ use super::{
     codec, encode_location, lock_poisoned, LedgerError, NewEntry, Result, Shared, State,
     ENTRIES_PER_TX_MAX, KEY_BYTES_MAX, TX_BYTES_MAX, VALUE_BYTES_MAX,
 };
-use crate::index::{self, run::Run, ValueRef, Version};
+use crate::index::{self, run::Run, Memtable, ValueRef, Version};
 use crate::integrity::merkle::{leaf_hash, Frontier};
 use crate::integrity::{
     entry_digest, tx::entries_root, value_hash, Digest, TxHeader, TxId, FORMAT_VERSION,
@@ -161,8 +161,77 @@ pub(crate) struct Writer {
     pub last_id: TxId,
     pub last_alh: Digest,
     pub last_ts: u64,
-    pub next_run_id: u64,
     pub since_checkpoint: u64,
+    /// The index runs, while no checkpoint is under way; the checkpoint thread has them
+    /// while one is.
+    pub runs: Option<Runs>,
+    pub checkpointing: Option<std::thread::JoinHandle<(Runs, Result<()>)>>,
+}
+
+/// The index runs in use and the next run number: owned by whoever runs the checkpoint.
+pub(crate) struct Runs {
+    pub next_id: u64,
+    pub runs: Vec<Arc<Run>>,
+}
+
+/// One checkpoint's work, taken on its own thread so that commits go on meanwhile.
+struct Job {
+    shared: Arc<Shared>,
+    memtable: Arc<Memtable>,
+    checkpoint: Checkpoint,
+    syncs: Vec<fs::SyncHandle>,
+}
+
+impl Job {
+    fn run(self, state: &mut Runs) -> Result<()> {
+        for s in &self.syncs {
+            s.sync()?;
+        }
+        let index_dir = self.shared.dir.join("index");
+        let new_run = |state: &mut Runs| {
+            let id = state.next_id;
+            state.next_id += 1;
+            (id, index_dir.join(index::run::file_name(id)))
+        };
+        if self.memtable.versions() > 0 {
+            let (id, path) = new_run(state);
+            self.memtable.write(&path)?;
+            state.runs.push(Arc::new(Run::open(&path, id)?));
+        }
+        // Size-tiered: merge the two newest runs while the older is less than twice the
+        // newer (a binary counter: each version is rewritten O(log n) times), and everything
+        // once there are more than `runs_max`.
+        loop {
+            let n = state.runs.len();
+            let merge_all = n > self.shared.options.runs_max;
+            if !merge_all && (n < 2 || state.runs[n - 2].len() >= 2 * state.runs[n - 1].len()) {
+                break;
+            }
+            let from = if merge_all { 0 } else { n - 2 };
+            let (id, path) = new_run(state);
+            index::merge_runs(&state.runs[from..], &path)?;
+            state.runs.truncate(from);
+            state.runs.push(Arc::new(Run::open(&path, id)?));
+        }
+        let mut checkpoint = self.checkpoint;
+        checkpoint.next_run_id = state.next_id;
+        checkpoint.runs = state.runs.iter().map(|r| r.id()).collect();
+        checkpoint.write(&self.shared.dir)?;
+        lock_poisoned(self.shared.index.write()).install(state.runs.clone(), &self.memtable);
+        // Runs merged away (including any written by this checkpoint) are deleted; a map
+        // still held by a reader stays valid until dropped. Only this job writes runs.
+        let keep: Vec<std::ffi::OsString> = state
+            .runs
+            .iter()
+            .filter_map(|r| r.path().file_name().map(Into::into))
+            .collect();
+        for p in fs::list(&index_dir, "idx")? {
+            if !p.file_name().is_some_and(|n| keep.iter().any(|k| k == n)) {
+                fs::remove(&p)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Writer {
@@ -209,11 +278,8 @@ impl Writer {
                     let due = self.since_checkpoint >= self.shared.options.checkpoint_txs
                         || lock_poisoned(self.shared.index.read()).mem_versions()
                             >= self.shared.options.memtable_versions_max;
-                    if due {
-                        self.checkpoint().err()
-                    } else {
-                        None
-                    }
+                    let started = if due { self.checkpoint(false) } else { Ok(()) };
+                    started.and_then(|()| self.poll_checkpoint()).err()
                 }
                 Err(e) => {
                     let (path, kind) = failure_of(&e);
@@ -233,7 +299,7 @@ impl Writer {
             }
         }
         if failed.is_none() {
-            if let Err(e) = self.checkpoint() {
+            if let Err(e) = self.checkpoint(true) {
                 tracing::error!(error = %e, "final checkpoint failed");
                 failed = Some(failure_of(&e));
             }
@@ -355,49 +421,70 @@ impl Writer {
         Ok(headers)
     }
 
-    /// Makes the derived files durable up to the last tx, writes the memtable as a run (merging
-    /// runs if there are too many), and records all of it in the checkpoint file.
-    pub fn checkpoint(&mut self) -> Result<()> {
-        self.segment.sync()?;
-        self.history.sync()?;
-        self.locations.sync()?;
-        let index_dir = self.shared.dir.join("index");
-        let (mut runs, mem_versions) = {
-            let idx = lock_poisoned(self.shared.index.read());
-            (idx.runs().to_vec(), idx.mem_versions())
+    /// Waits for the checkpoint under way, if any, and takes back the runs.
+    fn finish_checkpoint(&mut self) -> Result<Runs> {
+        if let Some(h) = self.checkpointing.take() {
+            let (runs, result) = h.join().map_err(|_| LedgerError::Poisoned {
+                path: self.shared.dir.join(super::checkpoint::FILE_NAME),
+                kind: std::io::ErrorKind::Other,
+            })?;
+            self.runs = Some(runs);
+            result?;
+        }
+        Ok(self.runs.take().unwrap_or(Runs {
+            next_id: 1,
+            runs: Vec::new(),
+        }))
+    }
+
+    /// Checks on a checkpoint running in the background without waiting for it.
+    fn poll_checkpoint(&mut self) -> Result<()> {
+        if self.checkpointing.as_ref().is_some_and(|h| h.is_finished()) {
+            let runs = self.finish_checkpoint()?;
+            self.runs = Some(runs);
+        }
+        Ok(())
+    }
+
+    /// Makes the derived files durable up to the last tx, writes the memtable as a run
+    /// (merging runs), and records all of it in the checkpoint file. In the background unless
+    /// `wait`; a checkpoint still running from last time is waited for first.
+    pub fn checkpoint(&mut self, wait: bool) -> Result<()> {
+        let mut runs = self.finish_checkpoint()?;
+        self.history.flush()?;
+        self.locations.flush()?;
+        let memtable = lock_poisoned(self.shared.index.write()).freeze();
+        let job = Job {
+            shared: self.shared.clone(),
+            memtable,
+            checkpoint: Checkpoint {
+                tx_id: self.last_id,
+                alh: self.last_alh,
+                segment: self.segment.header().id,
+                segment_len: self.segment.len(),
+                next_run_id: 0,
+                runs: Vec::new(),
+            },
+            syncs: vec![
+                self.segment.sync_handle(),
+                self.history.sync_handle(),
+                self.locations.sync_handle(),
+            ],
         };
-        if mem_versions > 0 {
-            let id = self.next_run_id;
-            self.next_run_id += 1;
-            let path = index_dir.join(index::run::file_name(id));
-            lock_poisoned(self.shared.index.read()).write_memtable(&path)?;
-            runs.push(Arc::new(Run::open(&path, id)?));
-        }
-        let before = runs.clone();
-        if runs.len() > self.shared.options.runs_max {
-            let id = self.next_run_id;
-            self.next_run_id += 1;
-            let path = index_dir.join(index::run::file_name(id));
-            index::merge_runs(&runs, &path)?;
-            runs = vec![Arc::new(Run::open(&path, id)?)];
-        }
-        Checkpoint {
-            tx_id: self.last_id,
-            alh: self.last_alh,
-            segment: self.segment.header().id,
-            segment_len: self.segment.len(),
-            next_run_id: self.next_run_id,
-            runs: runs.iter().map(|r| r.id()).collect(),
-        }
-        .write(&self.shared.dir)?;
-        lock_poisoned(self.shared.index.write()).replace_runs(runs.clone());
-        // Merged runs are deleted; a reader still mapping one keeps its map valid until done.
-        for r in before {
-            if !runs.iter().any(|n| n.id() == r.id()) {
-                fs::remove(r.path())?;
-            }
-        }
         self.since_checkpoint = 0;
+        if wait {
+            let result = job.run(&mut runs);
+            self.runs = Some(runs);
+            return result;
+        }
+        let handle = std::thread::Builder::new()
+            .name("chainlog-checkpoint".into())
+            .spawn(move || {
+                let result = job.run(&mut runs);
+                (runs, result)
+            })
+            .map_err(|e| StorageError::io(&self.shared.dir, e))?;
+        self.checkpointing = Some(handle);
         Ok(())
     }
 }

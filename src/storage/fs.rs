@@ -116,3 +116,25 @@ impl DirLock {
         }
     }
 }
+
+/// A handle that can fsync a file from another thread than the one writing it.
+#[derive(Debug, Clone)]
+pub struct SyncHandle {
+    path: PathBuf,
+    file: std::sync::Arc<File>,
+}
+
+impl SyncHandle {
+    pub fn new(path: &Path, file: std::sync::Arc<File>) -> SyncHandle {
+        SyncHandle {
+            path: path.to_path_buf(),
+            file,
+        }
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(&self.path, e))
+    }
+}

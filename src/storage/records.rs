@@ -89,6 +89,11 @@ impl<const N: usize> RecordWriter<N> {
             .map_err(|e| StorageError::io(&self.path, e))
     }
 
+    /// Syncs what [`RecordWriter::flush`] wrote, from any thread.
+    pub fn sync_handle(&self) -> fs::SyncHandle {
+        fs::SyncHandle::new(&self.path, self.file.clone())
+    }
+
     pub fn reader(&self) -> RecordReader<N> {
         RecordReader {
             path: self.path.clone(),

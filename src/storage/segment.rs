@@ -178,6 +178,10 @@ impl ActiveSegment {
         Ok(())
     }
 
+    pub fn sync_handle(&self) -> fs::SyncHandle {
+        fs::SyncHandle::new(&self.path, self.file.clone())
+    }
+
     pub fn reader(&self) -> SegmentReader {
         SegmentReader {
             path: self.path.clone(),
