@@ -52,10 +52,34 @@ pub enum Order {
     Desc,
 }
 
+/// The versions of one key in a memtable, in tx order. Most keys have one, held inline to
+/// save an allocation per key on the commit path.
+#[derive(Debug, Clone)]
+enum Versions {
+    One(Version),
+    Many(Vec<Version>),
+}
+
+impl Versions {
+    fn as_slice(&self) -> &[Version] {
+        match self {
+            Versions::One(v) => std::slice::from_ref(v),
+            Versions::Many(vs) => vs,
+        }
+    }
+
+    fn push(&mut self, v: Version) {
+        match self {
+            Versions::One(first) => *self = Versions::Many(vec![*first, v]),
+            Versions::Many(vs) => vs.push(v),
+        }
+    }
+}
+
 /// Recent versions, in memory: key -> versions in tx order.
 #[derive(Debug, Default)]
 pub struct Memtable {
-    map: BTreeMap<Vec<u8>, Vec<Version>>,
+    map: BTreeMap<Vec<u8>, Versions>,
     versions: usize,
 }
 
@@ -70,7 +94,7 @@ impl Memtable {
             path,
             self.map
                 .iter()
-                .flat_map(|(k, vs)| vs.iter().map(move |v| Ok((k.as_slice(), *v)))),
+                .flat_map(|(k, vs)| vs.as_slice().iter().map(move |v| Ok((k.as_slice(), *v)))),
         )
     }
 }
@@ -117,11 +141,11 @@ impl Index {
     }
 
     /// Adds a version; versions of one key must come in increasing tx order.
-    pub fn insert(&mut self, key: &[u8], v: Version) {
-        match self.mem.map.get_mut(key) {
+    pub fn insert(&mut self, key: Vec<u8>, v: Version) {
+        match self.mem.map.get_mut(&key) {
             Some(vs) => vs.push(v),
             None => {
-                self.mem.map.insert(key.to_vec(), vec![v]);
+                self.mem.map.insert(key, Versions::One(v));
             }
         }
         self.mem.versions += 1;
@@ -164,7 +188,7 @@ impl Index {
         for source in self.sources().rev() {
             match source {
                 Source::Mem(m) => {
-                    if let Some(v) = m.map.get(key).and_then(|vs| best_at(vs, as_of)) {
+                    if let Some(v) = m.map.get(key).and_then(|vs| best_at(vs.as_slice(), as_of)) {
                         return Ok(Some(v));
                     }
                 }
@@ -202,7 +226,7 @@ impl Index {
                     }
                 }
                 Source::Mem(m) => {
-                    let n = m.map.get(key).map_or(0, Vec::len) as u64;
+                    let n = m.map.get(key).map_or(0, |vs| vs.as_slice().len()) as u64;
                     if n > 0 {
                         spans.push((Source::Mem(m), 0, n));
                     }
@@ -231,7 +255,10 @@ impl Index {
                 }
                 out.push(match source {
                     Source::Run(run) => run.record(p)?.version,
-                    Source::Mem(m) => m.map.get(key).map_or(Version::NONE, |vs| vs[p as usize]),
+                    Source::Mem(m) => m
+                        .map
+                        .get(key)
+                        .map_or(Version::NONE, |vs| vs.as_slice()[p as usize]),
                 });
             }
         }
@@ -371,14 +398,16 @@ enum Cursor<'a> {
         end: u64,
         pos: u64,
     },
-    Mem(Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Vec<Version>)> + 'a>),
+    Mem(Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Versions)> + 'a>),
 }
 
 impl Cursor<'_> {
     /// The next key in the range and its newest version `<= as_of` in this source.
     fn next(&mut self, desc: bool, as_of: u64) -> Result<Option<(Vec<u8>, Option<Version>)>> {
         match self {
-            Cursor::Mem(it) => Ok(it.next().map(|(k, vs)| (k.clone(), best_at(vs, as_of)))),
+            Cursor::Mem(it) => Ok(it
+                .next()
+                .map(|(k, vs)| (k.clone(), best_at(vs.as_slice(), as_of)))),
             Cursor::Run {
                 run,
                 start,
@@ -461,7 +490,7 @@ mod tests {
         let mut pending: Option<(Vec<Arc<Run>>, Arc<Memtable>)> = None;
         for (i, (k, del)) in ops.iter().enumerate() {
             let ver = v(i as u64 + 1, *del);
-            idx.insert(k, ver);
+            idx.insert(k.clone(), ver);
             model.entry(k.clone()).or_default().push(ver);
             if (i + 1) % every == 0 {
                 let mut runs = match pending.take() {

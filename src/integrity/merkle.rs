@@ -15,6 +15,12 @@ use super::{Digest, TAG_LEAF, TAG_NODE};
 
 /// RFC 6962 leaf hash: `H(0x00 || data)`.
 pub fn leaf_hash(data: &[u8]) -> Digest {
+    if let Ok(d) = <&[u8; 32]>::try_from(data) {
+        let mut buf = [0u8; 33];
+        buf[0] = TAG_LEAF;
+        buf[1..].copy_from_slice(d);
+        return blake3::hash(&buf).into();
+    }
     let mut h = blake3::Hasher::new();
     h.update(&[TAG_LEAF]);
     h.update(data);

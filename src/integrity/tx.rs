@@ -58,6 +58,15 @@ impl Entry {
 
 /// `H(0x10 || value)`.
 pub fn value_hash(value: &[u8]) -> Digest {
+    // One-shot hashing of a stack copy is much cheaper than the incremental hasher for the
+    // small values that dominate; the digest is the same.
+    const SMALL: usize = 256;
+    if value.len() <= SMALL {
+        let mut buf = [0u8; 1 + SMALL];
+        buf[0] = TAG_VALUE;
+        buf[1..=value.len()].copy_from_slice(value);
+        return blake3::hash(&buf[..=value.len()]).into();
+    }
     let mut h = blake3::Hasher::new();
     h.update(&[TAG_VALUE]);
     h.update(value);
@@ -67,6 +76,18 @@ pub fn value_hash(value: &[u8]) -> Digest {
 /// `H(0x11 || u16 meta_len || meta || u16 key_len || key || value_hash)`, lengths little-endian.
 /// The caller guarantees `key.len() <= u16::MAX` (the ledger's key limit is far below).
 pub fn entry_digest(key: &[u8], meta: EntryMeta, value_hash: &Digest) -> Digest {
+    const FIXED: usize = 1 + 2 + 1 + 2 + 32;
+    let mut buf = [0u8; FIXED + 1024];
+    if key.len() <= 1024 {
+        let n = FIXED + key.len();
+        buf[0] = TAG_ENTRY;
+        buf[1..3].copy_from_slice(&1u16.to_le_bytes());
+        buf[3] = meta.to_flags();
+        buf[4..6].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        buf[6..6 + key.len()].copy_from_slice(key);
+        buf[6 + key.len()..n].copy_from_slice(&value_hash.0);
+        return blake3::hash(&buf[..n]).into();
+    }
     let mut h = blake3::Hasher::new();
     h.update(&[TAG_ENTRY]);
     h.update(&1u16.to_le_bytes());
@@ -171,6 +192,44 @@ mod tests {
         a.extend_from_slice(&h.inner_hash().0);
         assert_eq!(h.alh(), Digest::from(blake3::hash(&a)));
         assert_ne!(h.alh(), h.inner_hash());
+    }
+
+    /// The one-shot fast paths give the same digests as plain incremental hashing.
+    #[test]
+    fn fast_paths_match_incremental_hashing() {
+        for len in [0usize, 1, 100, 255, 256, 257, 5000] {
+            let v = vec![0xabu8; len];
+            let mut h = blake3::Hasher::new();
+            h.update(&[TAG_VALUE]);
+            h.update(&v);
+            assert_eq!(
+                value_hash(&v),
+                Digest::from(h.finalize()),
+                "value of {len} bytes"
+            );
+        }
+        for len in [1usize, 16, 1024, 1025] {
+            let k = vec![7u8; len];
+            let vh = value_hash(b"v");
+            let mut h = blake3::Hasher::new();
+            h.update(&[TAG_ENTRY, 1, 0, 1]);
+            h.update(&(len as u16).to_le_bytes());
+            h.update(&k);
+            h.update(&vh.0);
+            assert_eq!(
+                entry_digest(&k, EntryMeta { deleted: true }, &vh),
+                Digest::from(h.finalize()),
+                "key of {len} bytes"
+            );
+        }
+        let d = Digest([3; 32]);
+        let mut h = blake3::Hasher::new();
+        h.update(&[0]);
+        h.update(&d.0);
+        assert_eq!(
+            crate::integrity::merkle::leaf_hash(&d.0),
+            Digest::from(h.finalize())
+        );
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl Replay {
                 len: e.value.len() as u32,
             };
             self.index.insert(
-                e.key,
+                e.key.to_vec(),
                 Version {
                     tx: id,
                     deleted: e.meta.deleted,

@@ -269,8 +269,8 @@ impl Writer {
     fn run(mut self) {
         let mut failed = None;
         while let Some(batch) = self.next_batch() {
-            let txs: Vec<&Prepared> = batch.iter().map(|p| &p.tx).collect();
-            let error = match self.write(&txs) {
+            let mut batch = batch;
+            let error = match self.write(&mut batch) {
                 Ok(headers) => {
                     for (p, h) in batch.into_iter().zip(headers) {
                         let _ = p.reply.send(Ok(h));
@@ -338,12 +338,14 @@ impl Writer {
     }
 
     /// Writes one group of txs and makes it durable and visible. Returns their headers.
-    fn write(&mut self, txs: &[&Prepared]) -> Result<Vec<TxHeader>> {
-        let mut headers = Vec::with_capacity(txs.len());
-        let mut updates: Vec<(&[u8], Version)> = Vec::new();
+    /// Takes the keys out of the prepared txs, into the index.
+    fn write(&mut self, batch: &mut [Pending]) -> Result<Vec<TxHeader>> {
+        let txs = batch.len();
+        let mut headers = Vec::with_capacity(txs);
+        let mut updates: Vec<(Vec<u8>, Version)> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         let mut nodes = Vec::new();
-        for tx in txs {
+        for tx in batch.iter_mut().map(|p| &mut p.tx) {
             let id = self.last_id + 1;
             let frame_len = FRAME_HEADER_BYTES + codec::HEADER_BYTES + tx.body.len();
             let seg_max = self.shared.options.segment_bytes_max;
@@ -379,17 +381,17 @@ impl Writer {
                 self.history.push(&n.0);
             }
             let body_at = offset + (FRAME_HEADER_BYTES + codec::HEADER_BYTES) as u64;
-            for (key, deleted, at, len) in &tx.refs {
+            for (key, deleted, at, len) in tx.refs.drain(..) {
                 let value = ValueRef {
                     segment,
-                    offset: (body_at + *at as u64) as u32,
-                    len: *len,
+                    offset: (body_at + at as u64) as u32,
+                    len,
                 };
                 updates.push((
                     key,
                     Version {
                         tx: id,
-                        deleted: *deleted,
+                        deleted,
                         value,
                     },
                 ));
@@ -405,7 +407,7 @@ impl Writer {
         if self.shared.options.durability == super::Durability::Synced {
             self.segment.sync()?;
         }
-        self.since_checkpoint += txs.len() as u64;
+        self.since_checkpoint += txs as u64;
         {
             let mut idx = lock_poisoned(self.shared.index.write());
             for (k, v) in updates {
