@@ -153,14 +153,14 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         &dir.join("history.nodes"),
         merkle::postorder_count(cp.tx_id),
     )?;
-    let history_reader = HistoryNodes(history.reader());
+    let history_reader = HistoryNodes::new(history.reader());
     let frontier = Frontier::load(&history_reader, cp.tx_id)?;
     if cp.tx_id > 0 {
         let pos = merkle::postorder_position(0, cp.tx_id - 1);
-        if history_reader.0.read(pos)? != leaf_hash(&cp.alh.0).0 {
+        if history_reader.file.read(pos)? != leaf_hash(&cp.alh.0).0 {
             let offset = pos * RecordWriter::<32>::RECORD_BYTES;
             return Err(StorageError::corrupt(
-                history_reader.0.path(),
+                history_reader.file.path(),
                 offset,
                 Corruption::Chain("checkpoint Alh"),
             )
