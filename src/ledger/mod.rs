@@ -317,6 +317,9 @@ pub(crate) struct Shared {
     locations: RecordReader<16>,
     queue: Mutex<writer::Queue>,
     queue_signal: Condvar,
+    /// Bumped by the writer each time it has filled the outcome slots of a group.
+    done_generation: Mutex<u64>,
+    done_signal: Condvar,
 }
 
 /// An open database. Cheap to share behind an `Arc`; every method takes `&self`.

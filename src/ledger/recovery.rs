@@ -286,6 +286,8 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         locations: locations_reader,
         queue: Mutex::new(Queue::default()),
         queue_signal: Condvar::new(),
+        done_generation: Mutex::new(0),
+        done_signal: Condvar::new(),
     });
     let ledger = Ledger {
         shared: shared.clone(),

@@ -17,8 +17,8 @@ use crate::storage::segment::{ActiveSegment, SegmentHeader};
 use crate::storage::{fs, StorageError};
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 /// Most txs written by one group commit.
 const BATCH_TXS_MAX: usize = 4096;
@@ -35,9 +35,26 @@ pub(crate) struct Prepared {
     refs: Vec<(Vec<u8>, bool, usize, u32)>,
 }
 
+/// Where the writer puts a commit's outcome. Committers wait on `Shared::done_signal`, which
+/// the writer notifies once per group: one wake-up call for the whole group instead of one
+/// per committer on the writer's thread.
+type Slot = Arc<Mutex<Option<Result<TxHeader>>>>;
+
 struct Pending {
     tx: Prepared,
-    reply: mpsc::SyncSender<Result<TxHeader>>,
+    slot: Slot,
+}
+
+impl Pending {
+    fn reply(self, result: Result<TxHeader>) {
+        *lock_poisoned(self.slot.lock()) = Some(result);
+    }
+}
+
+/// Wakes every committer waiting for an outcome (after slots were filled).
+fn announce(shared: &Shared) {
+    *lock_poisoned(shared.done_generation.lock()) += 1;
+    shared.done_signal.notify_all();
 }
 
 #[derive(Default)]
@@ -112,7 +129,7 @@ pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
 
 /// Queues `tx` for the writer and waits until it is durable (or failed).
 pub(crate) fn submit(shared: &Shared, tx: Prepared) -> Result<TxHeader> {
-    let (reply, done) = mpsc::sync_channel(1);
+    let slot: Slot = Arc::new(Mutex::new(None));
     {
         let mut q = lock_poisoned(shared.queue.lock());
         if let Some((path, kind)) = &q.failure {
@@ -124,10 +141,23 @@ pub(crate) fn submit(shared: &Shared, tx: Prepared) -> Result<TxHeader> {
         if q.closing {
             return Err(LedgerError::Closed);
         }
-        q.pending.push_back(Pending { tx, reply });
+        q.pending.push_back(Pending {
+            tx,
+            slot: slot.clone(),
+        });
     }
     shared.queue_signal.notify_one();
-    done.recv().unwrap_or(Err(LedgerError::Closed))
+    let mut generation = lock_poisoned(shared.done_generation.lock());
+    loop {
+        if let Some(result) = lock_poisoned(slot.lock()).take() {
+            return result;
+        }
+        // The writer dropped the commit without an outcome: it is gone (it panicked).
+        if Arc::strong_count(&slot) == 1 {
+            return Err(LedgerError::Closed);
+        }
+        generation = lock_poisoned(shared.done_signal.wait(generation));
+    }
 }
 
 pub(crate) fn close(shared: &Shared) {
@@ -149,6 +179,22 @@ fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Should the writer thread end any other way (a panic), the committers still waiting are
+/// told the ledger is closed rather than left waiting.
+struct WakeOnExit(Arc<Shared>);
+
+impl Drop for WakeOnExit {
+    fn drop(&mut self) {
+        let mut q = lock_poisoned(self.0.queue.lock());
+        q.closing = true;
+        for p in q.pending.drain(..) {
+            p.reply(Err(LedgerError::Closed));
+        }
+        drop(q);
+        announce(&self.0);
+    }
 }
 
 /// Everything the writer thread owns.
@@ -267,14 +313,16 @@ impl Writer {
     }
 
     fn run(mut self) {
+        let _wake = WakeOnExit(self.shared.clone());
         let mut failed = None;
         while let Some(batch) = self.next_batch() {
             let mut batch = batch;
             let error = match self.write(&mut batch) {
                 Ok(headers) => {
                     for (p, h) in batch.into_iter().zip(headers) {
-                        let _ = p.reply.send(Ok(h));
+                        p.reply(Ok(h));
                     }
+                    announce(&self.shared);
                     let due = self.since_checkpoint >= self.shared.options.checkpoint_txs
                         || lock_poisoned(self.shared.index.read()).mem_versions()
                             >= self.shared.options.memtable_versions_max;
@@ -284,11 +332,12 @@ impl Writer {
                 Err(e) => {
                     let (path, kind) = failure_of(&e);
                     for p in batch {
-                        let _ = p.reply.send(Err(LedgerError::Poisoned {
+                        p.reply(Err(LedgerError::Poisoned {
                             path: path.clone(),
                             kind,
                         }));
                     }
+                    announce(&self.shared);
                     Some(e)
                 }
             };
@@ -311,7 +360,7 @@ impl Writer {
         }
         let failure = q.failure.clone();
         for p in q.pending.drain(..) {
-            let _ = p.reply.send(Err(match &failure {
+            p.reply(Err(match &failure {
                 Some((path, kind)) => LedgerError::Poisoned {
                     path: path.clone(),
                     kind: *kind,
@@ -319,6 +368,8 @@ impl Writer {
                 None => LedgerError::Closed,
             }));
         }
+        drop(q);
+        announce(&self.shared);
     }
 
     /// Starts a new segment for txs from `first_tx` on, sealing the current one.
