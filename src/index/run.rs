@@ -39,10 +39,25 @@ fn header_bytes() -> [u8; HEADER_BYTES as usize] {
     b
 }
 
+/// [`write`] for records that own their keys.
+pub fn write_owned(
+    path: &Path,
+    records: impl Iterator<Item = Result<(Vec<u8>, Version)>>,
+) -> Result<()> {
+    write_with(path, records)
+}
+
 /// Writes `records` (sorted by key, then tx; no duplicates) as a run at `path`, durably.
 pub fn write<'a>(
     path: &Path,
     records: impl Iterator<Item = Result<(&'a [u8], Version)>>,
+) -> Result<()> {
+    write_with(path, records)
+}
+
+fn write_with<K: AsRef<[u8]>>(
+    path: &Path,
+    records: impl Iterator<Item = Result<(K, Version)>>,
 ) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let io = |e| StorageError::io(&tmp, e);
@@ -55,6 +70,7 @@ pub fn write<'a>(
     let mut rec = Vec::with_capacity(64);
     for r in records {
         let (key, v) = r?;
+        let key = key.as_ref();
         rec.clear();
         rec.extend_from_slice(&(key.len() as u16).to_le_bytes());
         rec.push(u8::from(v.deleted));

@@ -78,7 +78,8 @@ pub struct Options {
     pub checkpoint_txs: u64,
     /// A checkpoint is also taken once the memtable holds this many versions. Default 250,000.
     pub memtable_versions_max: usize,
-    /// Runs are merged into one when there are more than this. Default 8; at least 1.
+    /// Runs are merged by size tiers (four of a size become one); more than this many are
+    /// merged whole. Bounds the files a lookup may search. Default 16; at least 1.
     pub runs_max: usize,
 }
 
@@ -89,7 +90,7 @@ impl Default for Options {
             segment_bytes_max: 64 << 20,
             checkpoint_txs: 100_000,
             memtable_versions_max: 250_000,
-            runs_max: 8,
+            runs_max: 16,
         }
     }
 }

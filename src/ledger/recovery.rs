@@ -106,7 +106,7 @@ impl Replay {
                 len: e.value.len() as u32,
             };
             self.index.insert(
-                e.key.to_vec(),
+                e.key,
                 Version {
                     tx: id,
                     deleted: e.meta.deleted,

@@ -20,6 +20,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 
+/// How many runs of about one size are merged into one.
+const MERGE_FAN_IN: usize = 4;
+
 /// Most txs written by one group commit.
 const BATCH_TXS_MAX: usize = 4096;
 /// Most bytes written by one group commit (a larger tx still goes alone).
@@ -31,6 +34,8 @@ pub(crate) struct Prepared {
     entries_root: Digest,
     /// The encoded entries, as they follow the header in the record.
     body: Vec<u8>,
+    /// crc32 state over `body`, so the writer checksums only the header.
+    body_crc: crc32fast::Hasher,
     /// Per entry: key, deleted, offset of the value hash in `body`, value length.
     refs: Vec<(Vec<u8>, bool, usize, u32)>,
 }
@@ -122,6 +127,11 @@ pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
     Ok(Prepared {
         entry_count: digests.len() as u32,
         entries_root: entries_root(&digests),
+        body_crc: {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&body);
+            h
+        },
         body,
         refs,
     })
@@ -244,16 +254,26 @@ impl Job {
             self.memtable.write(&path)?;
             state.runs.push(Arc::new(Run::open(&path, id)?));
         }
-        // Size-tiered: merge the two newest runs while the older is less than twice the
-        // newer (a binary counter: each version is rewritten O(log n) times), and everything
-        // once there are more than `runs_max`.
+        // Size-tiered, fan-in 4: once the newest runs include 4 of about the same size
+        // (each under twice the newest), they are merged into one; so each version is
+        // rewritten about log4(n / memtable size) times. More than `runs_max` runs are merged
+        // whole, a cap that the tiers normally stay under.
         loop {
             let n = state.runs.len();
-            let merge_all = n > self.shared.options.runs_max;
-            if !merge_all && (n < 2 || state.runs[n - 2].len() >= 2 * state.runs[n - 1].len()) {
+            let newest = state.runs.last().map_or(0, |r| r.len());
+            let similar = state
+                .runs
+                .iter()
+                .rev()
+                .take_while(|r| r.len() < 2 * newest.max(1))
+                .count();
+            let from = if n > self.shared.options.runs_max {
+                0
+            } else if similar >= MERGE_FAN_IN {
+                n - similar
+            } else {
                 break;
-            }
-            let from = if merge_all { 0 } else { n - 2 };
+            };
             let (id, path) = new_run(state);
             index::merge_runs(&state.runs[from..], &path)?;
             state.runs.truncate(from);
@@ -396,6 +416,7 @@ impl Writer {
         let mut updates: Vec<(Vec<u8>, Version)> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         let mut nodes = Vec::new();
+        let mut head = Vec::with_capacity(codec::HEADER_BYTES);
         for tx in batch.iter_mut().map(|p| &mut p.tx) {
             let id = self.last_id + 1;
             let frame_len = FRAME_HEADER_BYTES + codec::HEADER_BYTES + tx.body.len();
@@ -419,10 +440,9 @@ impl Writer {
             };
             let alh = header.alh();
             let offset = self.segment.len() + buf.len() as u64;
-            frame::encode_with(&mut buf, |out| {
-                codec::encode_header(&header, &alh, out);
-                out.extend_from_slice(&tx.body);
-            });
+            head.clear();
+            codec::encode_header(&header, &alh, &mut head);
+            frame::encode_parts(&mut buf, &head, &tx.body, &tx.body_crc);
             let segment = self.segment.header().id;
             self.locations
                 .push(&encode_location(segment, offset, frame_len as u32));
@@ -462,7 +482,7 @@ impl Writer {
         {
             let mut idx = lock_poisoned(self.shared.index.write());
             for (k, v) in updates {
-                idx.insert(k, v);
+                idx.insert(&k, v);
             }
         }
         let mut view = lock_poisoned(self.shared.view.write());

@@ -28,6 +28,24 @@ pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
     encode_with(out, |o| o.extend_from_slice(payload));
 }
 
+/// Appends one frame whose payload is `head || body`, given the crc32 state of `body`
+/// computed earlier (on another thread, say): only `head` is checksummed here.
+pub fn encode_parts(out: &mut Vec<u8>, head: &[u8], body: &[u8], body_crc: &crc32fast::Hasher) {
+    let len = ((head.len() + body.len()) as u32).to_le_bytes();
+    let mut pcrc = crc32fast::Hasher::new();
+    pcrc.update(head);
+    pcrc.combine(body_crc);
+    let pcrc = pcrc.finalize().to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(&pcrc);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&pcrc);
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out.extend_from_slice(head);
+    out.extend_from_slice(body);
+}
+
 /// Appends one frame to `out` whose payload `write` appends in place (no extra copy).
 pub fn encode_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
@@ -82,6 +100,19 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn parts_encode_like_a_whole(head in proptest::collection::vec(any::<u8>(), 1..300), body in proptest::collection::vec(any::<u8>(), 0..3000)) {
+            let mut whole = head.clone();
+            whole.extend_from_slice(&body);
+            let mut a = Vec::new();
+            encode(&whole, &mut a);
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&body);
+            let mut b = Vec::new();
+            encode_parts(&mut b, &head, &body, &crc);
+            prop_assert_eq!(a, b);
+        }
+
         #[test]
         fn round_trip(payload in proptest::collection::vec(any::<u8>(), 1..2000)) {
             let mut buf = Vec::new();
