@@ -12,8 +12,15 @@
 //! - [`index`]: key -> versions, in memory and in sorted run files.
 //! - [`ledger`]: one database: the only writer; composes storage, integrity and index; owns
 //!   commit order, group commit, checkpoints, recovery and the offline check.
+//! - [`server`]: `chainlogd`: tonic adapters over many ledgers, users and permissions.
+//! - [`client`]: the Rust SDK (also used by the CLI); depends on `integrity`, never `storage`.
+//! - [`proto`]: the generated gRPC types and the one place that converts them to and from
+//!   domain types; used only by `server` and `client`.
 
+pub mod client;
 pub mod index;
 pub mod integrity;
 pub mod ledger;
+pub mod proto;
+pub mod server;
 pub mod storage;

@@ -9,6 +9,7 @@
 mod digest;
 pub mod merkle;
 pub mod proof;
+pub mod signing;
 pub mod tx;
 
 pub use digest::{Digest, DIGEST_BYTES};

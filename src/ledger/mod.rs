@@ -366,6 +366,22 @@ impl Ledger {
         lock_poisoned(self.shared.view.read()).state
     }
 
+    /// Waits until tx `tx` is committed, at most `timeout`; whether it is.
+    pub fn wait_for(&self, tx: TxId, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut generation = lock_poisoned(self.shared.done_generation.lock());
+        loop {
+            if self.state().tx_id >= tx {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline || lock_poisoned(self.shared.queue.lock()).closing {
+                return false;
+            }
+            generation = lock_poisoned(self.shared.done_signal.wait_timeout(generation, deadline - now)).0;
+        }
+    }
+
     /// The header of the last committed tx, if any.
     pub fn last_header(&self) -> Option<TxHeader> {
         lock_poisoned(self.shared.view.read()).last

@@ -65,7 +65,7 @@ fn announce(shared: &Shared) {
 #[derive(Default)]
 pub(crate) struct Queue {
     pending: VecDeque<Pending>,
-    closing: bool,
+    pub closing: bool,
     /// The first write-path failure; commits are refused from then on.
     pub failure: Option<(PathBuf, std::io::ErrorKind)>,
 }

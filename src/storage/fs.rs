@@ -41,11 +41,23 @@ pub fn open_ro(path: &Path) -> Result<File> {
 /// Replaces `path` with `bytes` atomically: after a crash it holds either the old or the new
 /// content, never a mix.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_mode(path, bytes, 0o644)
+}
+
+/// [`atomic_write`] for a file only its owner may read (mode 0600): secrets.
+pub fn atomic_write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_mode(path, bytes, 0o600)
+}
+
+fn atomic_write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(mode)
         .open(&tmp)
         .map_err(|e| StorageError::io(&tmp, e))?;
     f.write_all(bytes).map_err(|e| StorageError::io(&tmp, e))?;

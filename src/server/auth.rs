@@ -1,0 +1,356 @@
+//! Users, their passwords (Argon2id hashes in `<data-dir>/users.json`, mode 0600), their
+//! per-database permissions, and login sessions (random 256-bit tokens, held in memory only
+//! as BLAKE3 hashes, compared in constant time, expiring).
+
+use crate::storage::{fs, StorageError};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+use subtle::ConstantTimeEq;
+
+/// Shortest password accepted for a new user or a password change.
+pub const PASSWORD_BYTES_MIN: usize = 8;
+/// Longest user name.
+pub const USER_NAME_BYTES_MAX: usize = 64;
+/// The superuser created at first start.
+pub const ADMIN_USER: &str = "admin";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Read,
+    ReadWrite,
+    Admin,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Wrong user or wrong password: deliberately not saying which.
+    #[error("invalid user or password")]
+    BadCredentials,
+    #[error("missing or invalid session token")]
+    NoSession,
+    #[error("user {user:?} lacks {needed:?} permission on {database:?}")]
+    Denied { user: String, database: String, needed: Permission },
+    #[error("superuser permission required")]
+    NotSuperuser,
+    #[error("user {0:?} already exists")]
+    Exists(String),
+    #[error("user {0:?} not found")]
+    NotFound(String),
+    #[error("invalid user name: use 1 to 64 of a-z, A-Z, 0-9, '_', '-', '.' and '@'")]
+    InvalidName,
+    #[error("password too short: at least {PASSWORD_BYTES_MIN} bytes")]
+    WeakPassword,
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Fills `buf` from the operating system's random source.
+pub fn random_bytes(buf: &mut [u8]) {
+    // The OS source failing is not something a server can go on from.
+    getrandom::fill(buf).expect("the operating system's random source failed");
+}
+
+/// A random password, for the first admin: 24 characters of [a-zA-Z0-9].
+pub fn random_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut b = [0u8; 24];
+    random_bytes(&mut b);
+    // 256 % 62 != 0: the slight bias leaves over 140 bits of entropy.
+    b.iter().map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char).collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// PHC string of an Argon2id hash.
+    password: String,
+    pub superuser: bool,
+    pub grants: BTreeMap<String, Permission>,
+}
+
+fn hash_password(password: &str) -> Result<String, AuthError> {
+    let mut salt = [0u8; 16];
+    random_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|_| AuthError::WeakPassword)?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| AuthError::WeakPassword)
+}
+
+fn password_matches(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+struct Session {
+    user: String,
+    expires: SystemTime,
+}
+
+/// Users and sessions.
+pub struct Auth {
+    path: PathBuf,
+    users: RwLock<BTreeMap<String, UserRecord>>,
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    token_ttl: Duration,
+    /// A hash to verify against when the user does not exist, so a login takes as long for a
+    /// wrong user as for a wrong password.
+    decoy: String,
+}
+
+impl Auth {
+    /// Loads `<dir>/users.json`. On first start (no file), creates the superuser `admin` with
+    /// `admin_password`, and returns `true`.
+    pub fn open(dir: &Path, admin_password: &str, token_ttl: Duration) -> Result<(Auth, bool), AuthError> {
+        let path = dir.join("users.json");
+        let (users, created) = match fs::read(&path)? {
+            Some(b) => (
+                serde_json::from_slice(&b).map_err(|e| AuthError::File { path: path.clone(), reason: e.to_string() })?,
+                false,
+            ),
+            None => {
+                let mut users = BTreeMap::new();
+                users.insert(
+                    ADMIN_USER.to_string(),
+                    UserRecord { password: hash_password(admin_password)?, superuser: true, grants: BTreeMap::new() },
+                );
+                (users, true)
+            }
+        };
+        let auth = Auth {
+            path,
+            users: RwLock::new(users),
+            sessions: Mutex::new(HashMap::new()),
+            token_ttl,
+            decoy: hash_password(&random_password())?,
+        };
+        if created {
+            auth.persist(&auth.users.read().unwrap_or_else(std::sync::PoisonError::into_inner))?;
+        }
+        Ok((auth, created))
+    }
+
+    fn persist(&self, users: &BTreeMap<String, UserRecord>) -> Result<(), AuthError> {
+        let bytes = serde_json::to_vec_pretty(users).map_err(|e| AuthError::File { path: self.path.clone(), reason: e.to_string() })?;
+        fs::atomic_write_private(&self.path, &bytes)?;
+        Ok(())
+    }
+
+    fn users(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, UserRecord>> {
+        self.users.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks a password (slow on purpose: Argon2id) and opens a session.
+    pub fn login(&self, user: &str, password: &str) -> Result<(String, SystemTime), AuthError> {
+        let phc = self.users().get(user).map(|u| u.password.clone());
+        let ok = match &phc {
+            Some(phc) => password_matches(phc, password),
+            None => {
+                let _ = password_matches(&self.decoy, password);
+                false
+            }
+        };
+        if !ok {
+            return Err(AuthError::BadCredentials);
+        }
+        let mut token = [0u8; 32];
+        random_bytes(&mut token);
+        let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let expires = SystemTime::now() + self.token_ttl;
+        let mut sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = SystemTime::now();
+        sessions.retain(|_, s| s.expires > now);
+        sessions.insert(*blake3::hash(token.as_bytes()).as_bytes(), Session { user: user.to_string(), expires });
+        Ok((token, expires))
+    }
+
+    /// The user a token belongs to.
+    pub fn session(&self, token: &str) -> Result<String, AuthError> {
+        let key = *blake3::hash(token.as_bytes()).as_bytes();
+        let sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match sessions.get_key_value(&key) {
+            // The map lookup is by hash; the final comparison is constant-time.
+            Some((stored, s)) if bool::from(stored.ct_eq(&key)) && s.expires > SystemTime::now() => {
+                if self.users().contains_key(&s.user) {
+                    Ok(s.user.clone())
+                } else {
+                    Err(AuthError::NoSession)
+                }
+            }
+            _ => Err(AuthError::NoSession),
+        }
+    }
+
+    pub fn logout(&self, token: &str) {
+        let key = *blake3::hash(token.as_bytes()).as_bytes();
+        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+    }
+
+    pub fn is_superuser(&self, user: &str) -> bool {
+        self.users().get(user).is_some_and(|u| u.superuser)
+    }
+
+    pub fn require_superuser(&self, user: &str) -> Result<(), AuthError> {
+        if self.is_superuser(user) {
+            Ok(())
+        } else {
+            Err(AuthError::NotSuperuser)
+        }
+    }
+
+    /// The caller's permission on `database`, if any.
+    pub fn permission(&self, user: &str, database: &str) -> Option<Permission> {
+        let users = self.users();
+        let u = users.get(user)?;
+        if u.superuser {
+            return Some(Permission::Admin);
+        }
+        u.grants.get(database).copied()
+    }
+
+    pub fn require(&self, user: &str, database: &str, needed: Permission) -> Result<(), AuthError> {
+        match self.permission(user, database) {
+            Some(p) if p >= needed => Ok(()),
+            _ => Err(AuthError::Denied { user: user.to_string(), database: database.to_string(), needed }),
+        }
+    }
+
+    pub fn list(&self) -> Vec<(String, UserRecord)> {
+        self.users().iter().map(|(n, u)| (n.clone(), u.clone())).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<UserRecord, AuthError> {
+        self.users().get(name).cloned().ok_or_else(|| AuthError::NotFound(name.to_string()))
+    }
+
+    fn change(&self, f: impl FnOnce(&mut BTreeMap<String, UserRecord>) -> Result<(), AuthError>) -> Result<(), AuthError> {
+        let mut users = self.users.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = users.clone();
+        f(&mut next)?;
+        self.persist(&next)?;
+        *users = next;
+        Ok(())
+    }
+
+    pub fn create(&self, name: &str, password: &str, superuser: bool) -> Result<(), AuthError> {
+        let valid = !name.is_empty()
+            && name.len() <= USER_NAME_BYTES_MAX
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
+        if !valid {
+            return Err(AuthError::InvalidName);
+        }
+        if password.len() < PASSWORD_BYTES_MIN {
+            return Err(AuthError::WeakPassword);
+        }
+        let hash = hash_password(password)?;
+        self.change(|users| {
+            if users.contains_key(name) {
+                return Err(AuthError::Exists(name.to_string()));
+            }
+            users.insert(name.to_string(), UserRecord { password: hash, superuser, grants: BTreeMap::new() });
+            Ok(())
+        })
+    }
+
+    /// `caller` changes `name`'s password: their own with the old password, anyone's if
+    /// superuser. Ends the user's sessions.
+    pub fn change_password(&self, caller: &str, name: &str, old: &str, new: &str) -> Result<(), AuthError> {
+        if new.len() < PASSWORD_BYTES_MIN {
+            return Err(AuthError::WeakPassword);
+        }
+        let record = self.get(name)?;
+        if !self.is_superuser(caller) {
+            if caller != name {
+                return Err(AuthError::NotSuperuser);
+            }
+            if !password_matches(&record.password, old) {
+                return Err(AuthError::BadCredentials);
+            }
+        }
+        let hash = hash_password(new)?;
+        self.change(|users| {
+            let u = users.get_mut(name).ok_or_else(|| AuthError::NotFound(name.to_string()))?;
+            u.password = hash;
+            Ok(())
+        })?;
+        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, s| s.user != name);
+        Ok(())
+    }
+
+    pub fn grant(&self, name: &str, database: &str, permission: Option<Permission>) -> Result<UserRecord, AuthError> {
+        self.change(|users| {
+            let u = users.get_mut(name).ok_or_else(|| AuthError::NotFound(name.to_string()))?;
+            match permission {
+                Some(p) => u.grants.insert(database.to_string(), p),
+                None => u.grants.remove(database),
+            };
+            Ok(())
+        })?;
+        self.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_sessions_and_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, created) = Auth::open(dir.path(), "first-password", Duration::from_secs(60)).unwrap();
+        assert!(created);
+        let stored = std::fs::read_to_string(dir.path().join("users.json")).unwrap();
+        assert!(stored.contains("$argon2id$") && !stored.contains("first-password"));
+        assert!(matches!(auth.login("admin", "wrong-password"), Err(AuthError::BadCredentials)));
+        assert!(matches!(auth.login("nobody", "first-password"), Err(AuthError::BadCredentials)));
+        let (token, _) = auth.login("admin", "first-password").unwrap();
+        assert_eq!(token.len(), 64);
+        assert_eq!(auth.session(&token).unwrap(), "admin");
+        assert!(matches!(auth.session("0123"), Err(AuthError::NoSession)));
+
+        auth.create("ann", "ann-password", false).unwrap();
+        assert!(matches!(auth.create("ann", "ann-password", false), Err(AuthError::Exists(_))));
+        assert!(matches!(auth.create("bob", "short", false), Err(AuthError::WeakPassword)));
+        assert!(matches!(auth.create("bad name", "long-enough", false), Err(AuthError::InvalidName)));
+        assert_eq!(auth.permission("ann", "db"), None);
+        auth.grant("ann", "db", Some(Permission::Read)).unwrap();
+        assert!(auth.require("ann", "db", Permission::Read).is_ok());
+        assert!(matches!(auth.require("ann", "db", Permission::ReadWrite), Err(AuthError::Denied { .. })));
+        assert!(auth.require("admin", "db", Permission::Admin).is_ok());
+        auth.grant("ann", "db", None).unwrap();
+        assert!(auth.require("ann", "db", Permission::Read).is_err());
+
+        let (t, _) = auth.login("ann", "ann-password").unwrap();
+        assert!(matches!(auth.change_password("ann", "ann", "wrong", "new-password"), Err(AuthError::BadCredentials)));
+        auth.change_password("ann", "ann", "ann-password", "new-password").unwrap();
+        assert!(auth.session(&t).is_err(), "a password change ends the user's sessions");
+        assert!(auth.login("ann", "new-password").is_ok());
+        auth.logout(&token);
+        assert!(auth.session(&token).is_err());
+
+        // Reopened: users persist, the admin is not recreated.
+        drop(auth);
+        let (auth, created) = Auth::open(dir.path(), "other", Duration::from_secs(60)).unwrap();
+        assert!(!created);
+        assert!(auth.login("admin", "first-password").is_ok());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("users.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, _) = Auth::open(dir.path(), "first-password", Duration::from_millis(1)).unwrap();
+        let (token, _) = auth.login("admin", "first-password").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(auth.session(&token).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! `chainlogd`: many databases behind one gRPC endpoint, with users and permissions.
+//!
+//! - [`catalog`]: the databases, their identities and settings, their ledgers.
+//! - [`auth`]: users (Argon2id), per-database permissions, session tokens.
+//! - `service`: the tonic services, thin adapters over the two above.
+//! - `error`: the one mapping from ledger errors to gRPC statuses.
+//!
+//! [`serve`] takes a bound listener and a shutdown future, so tests run the server in-process
+//! or as the real binary alike.
+
+pub mod auth;
+pub mod catalog;
+mod error;
+mod service;
+
+pub use service::{KEY_NOT_FOUND, PAGE_LIMIT_MAX, REASON};
+
+use crate::proto::{auth_server, data_server, databases_server, users_server};
+use crate::storage::fs;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default address of the gRPC endpoint.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3322";
+/// The database every server has.
+pub const DEFAULT_DATABASE: &str = "defaultdb";
+/// Default lifetime of a session token.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Largest gRPC message, either way: one maximal transaction and its framing.
+pub const MESSAGE_BYTES_MAX: usize = crate::ledger::TX_BYTES_MAX + (1 << 20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// TLS for the gRPC endpoint (rustls): PEM certificate chain and key, and, for mutual TLS, the
+/// CA whose certificates clients must present.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Default `./data`.
+    pub data_dir: PathBuf,
+    /// The first admin's password; random (and written to `<data-dir>/admin-password`) if
+    /// `None`. Used only at first start.
+    pub admin_password: Option<String>,
+    /// States are signed when set.
+    pub signing_key: Option<ed25519_dalek::SigningKey>,
+    pub tls: Option<TlsConfig>,
+    /// Default 24 hours.
+    pub token_ttl: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            admin_password: None,
+            signing_key: None,
+            tls: None,
+            token_ttl: DEFAULT_TOKEN_TTL,
+        }
+    }
+}
+
+/// What the services share.
+pub struct ServerState {
+    pub catalog: catalog::Catalog,
+    pub auth: auth::Auth,
+    pub signing_key: Option<ed25519_dalek::SigningKey>,
+}
+
+/// Opens (creating on first start) the data directory: the users, with the first admin, and
+/// the databases, with `defaultdb`.
+pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
+    let dir = &config.data_dir;
+    fs::create_dir_all(dir)?;
+    let first_start = !dir.join("users.json").exists();
+    let password = match (&config.admin_password, first_start) {
+        (Some(p), _) => p.clone(),
+        (None, true) => {
+            let p = auth::random_password();
+            let path = dir.join("admin-password");
+            fs::atomic_write_private(&path, format!("{p}\n").as_bytes())?;
+            tracing::info!(path = %path.display(), "created user admin; its password is in this file (mode 0600)");
+            p
+        }
+        (None, false) => String::new(),
+    };
+    let (auth, created) = auth::Auth::open(dir, &password, config.token_ttl)?;
+    if created && config.admin_password.is_some() {
+        tracing::info!("created user admin with the password from CHAINLOG_ADMIN_PASSWORD");
+    }
+    let catalog = catalog::Catalog::open(dir)?;
+    if created && catalog.get(DEFAULT_DATABASE).is_err() {
+        catalog.create(DEFAULT_DATABASE, catalog::Settings::default())?;
+    }
+    Ok(Arc::new(ServerState { catalog, auth, signing_key: config.signing_key.clone() }))
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` resolves, then finishes the requests in
+/// flight and closes every database (checkpoint and fsync).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServerState>,
+    tls: Option<&TlsConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let svc = service::Service { state: state.clone() };
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Config { path: PathBuf::from("proto"), reason: e.to_string() })?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        let mut cfg = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem));
+        if let Some(ca) = &t.client_ca_pem {
+            cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(cfg)?;
+    }
+    let result = builder
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(auth_server::AuthServer::new(svc.clone()))
+        .add_service(
+            users_server::UsersServer::new(svc.clone()),
+        )
+        .add_service(databases_server::DatabasesServer::new(svc.clone()))
+        .add_service(
+            data_server::DataServer::new(svc)
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await;
+    let closing = state.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.catalog.close()).await;
+    result.map_err(ServerError::from)
+}
+
+/// Prometheus text for every database.
+pub fn metrics_text(state: &ServerState) -> String {
+    let mut out = String::from(
+        "# HELP chainlog_database_tx_id Id of the last committed transaction.\n# TYPE chainlog_database_tx_id gauge\n",
+    );
+    for db in state.catalog.list() {
+        out.push_str(&format!("chainlog_database_tx_id{{database=\"{}\"}} {}\n", db.name, db.ledger.state().tx_id));
+    }
+    out.push_str("# HELP chainlog_databases Databases held.\n# TYPE chainlog_databases gauge\n");
+    out.push_str(&format!("chainlog_databases {}\n", state.catalog.list().len()));
+    out
+}
+
+/// Serves `GET /metrics` (Prometheus text format) on `listener` until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServerState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let state = state.clone();
+            async move {
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_text(&state))
+            }
+        }),
+    );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// Reads an Ed25519 signing key: a file holding the 32-byte seed, raw or as 64 hex characters.
+pub fn read_signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey, ServerError> {
+    let bad = |reason: &str| ServerError::Config { path: path.to_path_buf(), reason: reason.to_string() };
+    let bytes = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let seed: [u8; 32] = if bytes.len() == 32 {
+        bytes.as_slice().try_into().map_err(|_| bad("not 32 bytes"))?
+    } else {
+        crate::integrity::Digest::from_hex(text.trim()).ok_or_else(|| bad("expected a 32-byte seed, raw or as 64 hex characters"))?.0
+    };
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
