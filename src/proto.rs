@@ -5,7 +5,8 @@
 tonic::include_proto!("chainlog.v1");
 
 /// The descriptor set served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/chainlog_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/chainlog_descriptor.bin"));
 
 use crate::integrity::{self, Digest};
 
@@ -18,7 +19,10 @@ pub struct WireError {
 }
 
 pub fn digest(field: &'static str, b: &[u8]) -> Result<Digest, WireError> {
-    <[u8; 32]>::try_from(b).map(Digest).map_err(|_| WireError { field, reason: "not 32 bytes" })
+    <[u8; 32]>::try_from(b).map(Digest).map_err(|_| WireError {
+        field,
+        reason: "not 32 bytes",
+    })
 }
 
 pub fn digests(field: &'static str, v: &[Vec<u8>]) -> Result<Vec<Digest>, WireError> {
@@ -44,7 +48,10 @@ impl TryFrom<&TxHeader> for integrity::TxHeader {
     type Error = WireError;
     fn try_from(h: &TxHeader) -> Result<Self, WireError> {
         Ok(integrity::TxHeader {
-            version: u16::try_from(h.version).map_err(|_| WireError { field: "version", reason: "too large" })?,
+            version: u16::try_from(h.version).map_err(|_| WireError {
+                field: "version",
+                reason: "too large",
+            })?,
             id: h.id,
             timestamp_us: h.timestamp_us,
             prev_alh: digest("prev_alh", &h.prev_alh)?,
@@ -58,7 +65,10 @@ impl TryFrom<&TxHeader> for integrity::TxHeader {
 
 /// A required message field.
 pub fn required<'a, T>(field: &'static str, v: &'a Option<T>) -> Result<&'a T, WireError> {
-    v.as_ref().ok_or(WireError { field, reason: "missing" })
+    v.as_ref().ok_or(WireError {
+        field,
+        reason: "missing",
+    })
 }
 
 impl From<&integrity::StateProof> for StateProof {
@@ -83,4 +93,3 @@ impl TryFrom<&StateProof> for integrity::StateProof {
         })
     }
 }
-

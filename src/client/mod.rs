@@ -27,7 +27,10 @@ pub enum ClientError {
     #[error("verification failed: {0}")]
     Tamper(Box<TamperError>),
     #[error("state file {path}: {reason}")]
-    StateFile { path: std::path::PathBuf, reason: String },
+    StateFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("not logged in")]
     NotLoggedIn,
 }
@@ -50,9 +53,15 @@ pub struct Bearer(Arc<RwLock<Option<String>>>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let token = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let token = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         if let Some(t) = token {
-            let v = format!("Bearer {t}").parse().map_err(|_| Status::internal("token is not ASCII"))?;
+            let v = format!("Bearer {t}")
+                .parse()
+                .map_err(|_| Status::internal("token is not ASCII"))?;
             req.metadata_mut().insert("authorization", v);
         }
         Ok(req)
@@ -72,7 +81,8 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` (`http://host:port`, or `https://` with `tls`).
     pub async fn connect(addr: &str, tls: Option<ClientTls>) -> Result<Client> {
-        let mut ep = Endpoint::from_shared(addr.to_string()).map_err(|_| ClientError::Address(addr.to_string()))?;
+        let mut ep = Endpoint::from_shared(addr.to_string())
+            .map_err(|_| ClientError::Address(addr.to_string()))?;
         if let Some(t) = tls {
             let mut cfg = tonic::transport::ClientTlsConfig::new();
             if let Some(ca) = &t.ca_pem {
@@ -87,7 +97,11 @@ impl Client {
             ep = ep.tls_config(cfg)?;
         }
         let channel = ep.connect().await?;
-        Ok(Client { addr: addr.to_string(), channel, token: Arc::new(RwLock::new(None)) })
+        Ok(Client {
+            addr: addr.to_string(),
+            channel,
+            token: Arc::new(RwLock::new(None)),
+        })
     }
 
     pub fn addr(&self) -> &str {
@@ -121,28 +135,52 @@ impl Client {
     pub async fn login(&self, user: &str, password: &str) -> Result<proto::LoginResponse> {
         let r = self
             .auth()
-            .login(proto::LoginRequest { user: user.to_string(), password: password.to_string() })
+            .login(proto::LoginRequest {
+                user: user.to_string(),
+                password: password.to_string(),
+            })
             .await?
             .into_inner();
-        *self.token.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r.token.clone());
+        *self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r.token.clone());
         Ok(r)
     }
 
     pub async fn logout(&self) -> Result<()> {
         self.auth().logout(proto::LogoutRequest {}).await?;
-        *self.token.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         Ok(())
     }
 
     /// Commits `entries` (key, value) in one transaction.
     pub async fn set(&self, db: &str, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<proto::TxHeader> {
-        let entries = entries.into_iter().map(|(key, value)| proto::KeyValue { key, value }).collect();
-        Ok(self.data().set(proto::SetRequest { database: db.to_string(), entries }).await?.into_inner())
+        let entries = entries
+            .into_iter()
+            .map(|(key, value)| proto::KeyValue { key, value })
+            .collect();
+        Ok(self
+            .data()
+            .set(proto::SetRequest {
+                database: db.to_string(),
+                entries,
+            })
+            .await?
+            .into_inner())
     }
 
     /// The latest value of `key`; `None` if absent or deleted.
     pub async fn get(&self, db: &str, key: &[u8]) -> Result<Option<proto::Entry>> {
-        self.get_with(proto::GetRequest { database: db.to_string(), key: key.to_vec(), ..Default::default() }).await
+        self.get_with(proto::GetRequest {
+            database: db.to_string(),
+            key: key.to_vec(),
+            ..Default::default()
+        })
+        .await
     }
 
     /// A Get with every option (as of a tx, or after waiting for one).
@@ -155,7 +193,14 @@ impl Client {
     }
 
     pub async fn delete(&self, db: &str, keys: Vec<Vec<u8>>) -> Result<proto::TxHeader> {
-        Ok(self.data().delete(proto::DeleteRequest { database: db.to_string(), keys }).await?.into_inner())
+        Ok(self
+            .data()
+            .delete(proto::DeleteRequest {
+                database: db.to_string(),
+                keys,
+            })
+            .await?
+            .into_inner())
     }
 
     pub async fn history(&self, req: proto::HistoryRequest) -> Result<Vec<proto::Entry>> {
@@ -167,16 +212,32 @@ impl Client {
     }
 
     pub async fn tx(&self, db: &str, id: u64) -> Result<proto::Tx> {
-        Ok(self.data().tx_by_id(proto::TxByIdRequest { database: db.to_string(), id }).await?.into_inner())
+        Ok(self
+            .data()
+            .tx_by_id(proto::TxByIdRequest {
+                database: db.to_string(),
+                id,
+            })
+            .await?
+            .into_inner())
     }
 
     pub async fn current_state(&self, db: &str) -> Result<proto::State> {
-        Ok(self.data().current_state(proto::CurrentStateRequest { database: db.to_string() }).await?.into_inner())
+        Ok(self
+            .data()
+            .current_state(proto::CurrentStateRequest {
+                database: db.to_string(),
+            })
+            .await?
+            .into_inner())
     }
 }
 
 /// Whether a status says the key is absent (not the database).
 pub fn is_key_not_found(s: &Status) -> bool {
     s.code() == tonic::Code::NotFound
-        && s.metadata().get(crate::server::REASON).and_then(|v| v.to_str().ok()) == Some(crate::server::KEY_NOT_FOUND)
+        && s.metadata()
+            .get(crate::server::REASON)
+            .and_then(|v| v.to_str().ok())
+            == Some(crate::server::KEY_NOT_FOUND)
 }

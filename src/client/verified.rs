@@ -2,7 +2,9 @@
 //! database, which is then advanced and saved (temp file, fsync, rename).
 
 use super::{Client, ClientError, Result};
-use crate::integrity::{self, entry_digest, value_hash, Digest, EntryMeta, EntryProof, TxId, TxProof, VerifyError};
+use crate::integrity::{
+    self, entry_digest, value_hash, Digest, EntryMeta, EntryProof, TxId, TxProof, VerifyError,
+};
 use crate::proto::{self, digest, digests, required};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,6 +46,25 @@ pub enum TamperReason {
     Entries,
     #[error("the answer is for another key or tx than asked")]
     WrongAnswer,
+    /// The server found its own stored data failing its checks (DATA_LOSS): what it holds no
+    /// longer proves itself, so the answer cannot be verified.
+    #[error("the server reports stored data failing its integrity checks: {0}")]
+    ServerCorruption(String),
+}
+
+/// A DATA_LOSS answer to a verified call is tamper evidence too: the server's own checks of
+/// what it stored failed.
+fn check_status(db: &str, trusted: Option<TrustedState>, e: tonic::Status) -> ClientError {
+    if e.code() == tonic::Code::DataLoss {
+        return ClientError::Tamper(Box::new(TamperError {
+            database: db.to_string(),
+            trusted,
+            claimed_tx: 0,
+            claimed_alh: Digest::ZERO,
+            reason: TamperReason::ServerCorruption(e.message().to_string()),
+        }));
+    }
+    e.into()
 }
 
 /// A value read and verified.
@@ -73,12 +94,18 @@ pub struct VerifiedClient {
 }
 
 fn state_file_error(path: &Path, e: impl std::fmt::Display) -> ClientError {
-    ClientError::StateFile { path: path.to_path_buf(), reason: e.to_string() }
+    ClientError::StateFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
 }
 
 /// Replaces `path` with `bytes` atomically and durably.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
@@ -91,14 +118,23 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl VerifiedClient {
     /// Wraps `client`, loading trusted states from `state_file` (created when first saved).
-    pub fn new(client: Client, state_file: impl Into<PathBuf>, server_key: Option<ed25519_dalek::VerifyingKey>) -> Result<VerifiedClient> {
+    pub fn new(
+        client: Client,
+        state_file: impl Into<PathBuf>,
+        server_key: Option<ed25519_dalek::VerifyingKey>,
+    ) -> Result<VerifiedClient> {
         let path = state_file.into();
         let states = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| state_file_error(&path, e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
             Err(e) => return Err(state_file_error(&path, e)),
         };
-        Ok(VerifiedClient { client, path, states: Mutex::new(states), server_key })
+        Ok(VerifiedClient {
+            client,
+            path,
+            states: Mutex::new(states),
+            server_key,
+        })
     }
 
     pub fn client(&self) -> &Client {
@@ -111,7 +147,12 @@ impl VerifiedClient {
 
     /// The state trusted for `db`, if any.
     pub async fn trusted(&self, db: &str) -> Option<TrustedState> {
-        self.states.lock().await.databases.get(&self.slot(db)).cloned()
+        self.states
+            .lock()
+            .await
+            .databases
+            .get(&self.slot(db))
+            .cloned()
     }
 
     /// Checks `vt` (tx `vt.tx` in state `vt.state`, which extends the trusted state), then
@@ -132,36 +173,67 @@ impl VerifiedClient {
             }))
         };
         if let Some(key) = &self.server_key {
-            if !integrity::signing::verify_state(key, &state.uuid, state.tx_id, &claimed_alh, state.timestamp_ms, &state.signature) {
+            if !integrity::signing::verify_state(
+                key,
+                &state.uuid,
+                state.tx_id,
+                &claimed_alh,
+                state.timestamp_ms,
+                &state.signature,
+            ) {
                 return Err(tamper(TamperReason::Signature));
             }
         }
-        let tx: integrity::TxHeader = required("tx.header", &required("tx", &vt.tx)?.header)?.try_into()?;
+        let tx: integrity::TxHeader =
+            required("tx.header", &required("tx", &vt.tx)?.header)?.try_into()?;
         let proof = TxProof {
             tx,
             state: required("state_header", &vt.state_header)?.try_into()?,
             path: digests("tx_inclusion", &vt.tx_inclusion)?,
         };
-        proof.verify(state.tx_id, &claimed_alh).map_err(|e| tamper(e.into()))?;
+        proof
+            .verify(state.tx_id, &claimed_alh)
+            .map_err(|e| tamper(e.into()))?;
         if let Some(t) = &trusted {
             if t.uuid != state.uuid {
-                return Err(tamper(TamperReason::OtherDatabase { trusted: t.uuid.clone(), claimed: state.uuid.clone() }));
+                return Err(tamper(TamperReason::OtherDatabase {
+                    trusted: t.uuid.clone(),
+                    claimed: state.uuid.clone(),
+                }));
             }
-            let trusted_alh = Digest::from_hex(&t.alh).ok_or_else(|| state_file_error(&self.path, "bad Alh"))?;
+            let trusted_alh =
+                Digest::from_hex(&t.alh).ok_or_else(|| state_file_error(&self.path, "bad Alh"))?;
             if state.tx_id < t.tx_id {
                 return Err(tamper(TamperReason::Rollback));
             }
             if state.tx_id == t.tx_id {
                 if claimed_alh != trusted_alh {
-                    return Err(tamper(VerifyError::AlhMismatch { id: t.tx_id, expected: trusted_alh, computed: claimed_alh }.into()));
+                    return Err(tamper(
+                        VerifyError::AlhMismatch {
+                            id: t.tx_id,
+                            expected: trusted_alh,
+                            computed: claimed_alh,
+                        }
+                        .into(),
+                    ));
                 }
             } else {
-                let ext: integrity::StateProof = required("extension", &vt.extension)?.try_into()?;
-                ext.verify(t.tx_id, &trusted_alh, state.tx_id, &claimed_alh).map_err(|e| tamper(e.into()))?;
+                let ext: integrity::StateProof =
+                    required("extension", &vt.extension)?.try_into()?;
+                ext.verify(t.tx_id, &trusted_alh, state.tx_id, &claimed_alh)
+                    .map_err(|e| tamper(e.into()))?;
             }
         }
-        states.databases.insert(slot, TrustedState { uuid: state.uuid.clone(), tx_id: state.tx_id, alh: claimed_alh.to_hex() });
-        let bytes = serde_json::to_vec_pretty(&*states).map_err(|e| state_file_error(&self.path, e))?;
+        states.databases.insert(
+            slot,
+            TrustedState {
+                uuid: state.uuid.clone(),
+                tx_id: state.tx_id,
+                alh: claimed_alh.to_hex(),
+            },
+        );
+        let bytes =
+            serde_json::to_vec_pretty(&*states).map_err(|e| state_file_error(&self.path, e))?;
         write_atomically(&self.path, &bytes).map_err(|e| state_file_error(&self.path, e))?;
         Ok(proof.tx)
     }
@@ -176,12 +248,19 @@ impl VerifiedClient {
         let ve = self
             .client
             .data()
-            .verifiable_get(proto::VerifiableGetRequest { database: db.to_string(), key: key.to_vec(), at_tx, trusted_tx_id })
-            .await?
+            .verifiable_get(proto::VerifiableGetRequest {
+                database: db.to_string(),
+                key: key.to_vec(),
+                at_tx,
+                trusted_tx_id,
+            })
+            .await
+            .map_err(|e| check_status(db, None, e))?
             .into_inner();
         let vt = required("tx", &ve.tx)?;
         let entry = required("entry", &ve.entry)?.clone();
-        let header: integrity::TxHeader = required("tx.header", &required("tx", &vt.tx)?.header)?.try_into()?;
+        let header: integrity::TxHeader =
+            required("tx.header", &required("tx", &vt.tx)?.header)?.try_into()?;
         let state = required("state", &vt.state)?;
         let claimed_alh = digest("state.alh", &state.alh)?;
         let tamper = |reason: TamperReason| {
@@ -196,29 +275,50 @@ impl VerifiedClient {
         if entry.key != key || entry.tx != header.id || entry.deleted {
             return Err(tamper(TamperReason::WrongAnswer));
         }
-        let proof = EntryProof { index: ve.entry_index, entry_count: header.entry_count, path: digests("entry_path", &ve.entry_path)? };
+        let proof = EntryProof {
+            index: ve.entry_index,
+            entry_count: header.entry_count,
+            path: digests("entry_path", &ve.entry_path)?,
+        };
         let d = entry_digest(&entry.key, EntryMeta::default(), &value_hash(&entry.value));
         proof.verify(&d, &header).map_err(|e| tamper(e.into()))?;
         let h = self.accept(db, vt).await?;
-        Ok(VerifiedEntry { key: entry.key, value: entry.value, tx: h.id, state_tx: state.tx_id })
+        Ok(VerifiedEntry {
+            key: entry.key,
+            value: entry.value,
+            tx: h.id,
+            state_tx: state.tx_id,
+        })
     }
 
     /// Commits `entries`, then verifies that the tx the server made holds exactly them and is
     /// in a state that extends the trusted one.
-    pub async fn set(&self, db: &str, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<integrity::TxHeader> {
+    pub async fn set(
+        &self,
+        db: &str,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<integrity::TxHeader> {
         let trusted_tx_id = self.trusted_tx(db).await;
-        let digests_sent: Vec<Digest> = entries.iter().map(|(k, v)| entry_digest(k, EntryMeta::default(), &value_hash(v))).collect();
+        let digests_sent: Vec<Digest> = entries
+            .iter()
+            .map(|(k, v)| entry_digest(k, EntryMeta::default(), &value_hash(v)))
+            .collect();
         let vt = self
             .client
             .data()
             .verifiable_set(proto::VerifiableSetRequest {
                 database: db.to_string(),
-                entries: entries.into_iter().map(|(key, value)| proto::KeyValue { key, value }).collect(),
+                entries: entries
+                    .into_iter()
+                    .map(|(key, value)| proto::KeyValue { key, value })
+                    .collect(),
                 trusted_tx_id,
             })
-            .await?
+            .await
+            .map_err(|e| check_status(db, None, e))?
             .into_inner();
-        let header: integrity::TxHeader = required("tx.header", &required("tx", &vt.tx)?.header)?.try_into()?;
+        let header: integrity::TxHeader =
+            required("tx.header", &required("tx", &vt.tx)?.header)?.try_into()?;
         if integrity::tx::entries_root(&digests_sent) != header.entries_root {
             let state = required("state", &vt.state)?;
             return Err(ClientError::Tamper(Box::new(TamperError {
@@ -238,15 +338,26 @@ impl VerifiedClient {
         let vt = self
             .client
             .data()
-            .verifiable_tx_by_id(proto::VerifiableTxByIdRequest { database: db.to_string(), id, trusted_tx_id })
-            .await?
+            .verifiable_tx_by_id(proto::VerifiableTxByIdRequest {
+                database: db.to_string(),
+                id,
+                trusted_tx_id,
+            })
+            .await
+            .map_err(|e| check_status(db, None, e))?
             .into_inner();
         let tx = required("tx", &vt.tx)?;
         let header: integrity::TxHeader = required("tx.header", &tx.header)?.try_into()?;
         let digests: Vec<Digest> = tx
             .entries
             .iter()
-            .map(|e| entry_digest(&e.key, EntryMeta { deleted: e.deleted }, &value_hash(&e.value)))
+            .map(|e| {
+                entry_digest(
+                    &e.key,
+                    EntryMeta { deleted: e.deleted },
+                    &value_hash(&e.value),
+                )
+            })
             .collect();
         let state = required("state", &vt.state)?;
         let bad = |reason| {
@@ -261,7 +372,9 @@ impl VerifiedClient {
         if header.id != id {
             return Err(bad(TamperReason::WrongAnswer)?);
         }
-        if integrity::tx::entries_root(&digests) != header.entries_root || digests.len() != header.entry_count as usize {
+        if integrity::tx::entries_root(&digests) != header.entries_root
+            || digests.len() != header.entry_count as usize
+        {
             return Err(bad(TamperReason::Entries)?);
         }
         let h = self.accept(db, &vt).await?;
@@ -273,14 +386,23 @@ impl VerifiedClient {
         // A verified read of the newest tx carries the current state and its proofs.
         let current = self.client.current_state(db).await?;
         if current.tx_id == 0 {
-            return Ok(TrustedState { uuid: current.uuid, tx_id: 0, alh: Digest::ZERO.to_hex() });
+            return Ok(TrustedState {
+                uuid: current.uuid,
+                tx_id: 0,
+                alh: Digest::ZERO.to_hex(),
+            });
         }
         let trusted_tx_id = self.trusted_tx(db).await;
         let vt = self
             .client
             .data()
-            .verifiable_tx_by_id(proto::VerifiableTxByIdRequest { database: db.to_string(), id: current.tx_id, trusted_tx_id })
-            .await?
+            .verifiable_tx_by_id(proto::VerifiableTxByIdRequest {
+                database: db.to_string(),
+                id: current.tx_id,
+                trusted_tx_id,
+            })
+            .await
+            .map_err(|e| check_status(db, None, e))?
             .into_inner();
         self.accept(db, &vt).await?;
         self.trusted(db).await.ok_or(ClientError::NotLoggedIn)

@@ -20,9 +20,16 @@ pub fn state_message(uuid: &str, tx_id: TxId, alh: &Digest, timestamp_ms: u64) -
     m
 }
 
-pub fn sign_state(key: &ed25519_dalek::SigningKey, uuid: &str, tx_id: TxId, alh: &Digest, timestamp_ms: u64) -> [u8; 64] {
+pub fn sign_state(
+    key: &ed25519_dalek::SigningKey,
+    uuid: &str,
+    tx_id: TxId,
+    alh: &Digest,
+    timestamp_ms: u64,
+) -> [u8; 64] {
     use ed25519_dalek::Signer;
-    key.sign(&state_message(uuid, tx_id, alh, timestamp_ms)).to_bytes()
+    key.sign(&state_message(uuid, tx_id, alh, timestamp_ms))
+        .to_bytes()
 }
 
 /// Verifies a state signature made by `key`.
@@ -34,8 +41,11 @@ pub fn verify_state(
     timestamp_ms: u64,
     signature: &[u8],
 ) -> bool {
-    let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else { return false };
-    key.verify_strict(&state_message(uuid, tx_id, alh, timestamp_ms), &sig).is_ok()
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify_strict(&state_message(uuid, tx_id, alh, timestamp_ms), &sig)
+        .is_ok()
 }
 
 #[cfg(test)]

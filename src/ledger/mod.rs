@@ -378,7 +378,12 @@ impl Ledger {
             if now >= deadline || lock_poisoned(self.shared.queue.lock()).closing {
                 return false;
             }
-            generation = lock_poisoned(self.shared.done_signal.wait_timeout(generation, deadline - now)).0;
+            generation = lock_poisoned(
+                self.shared
+                    .done_signal
+                    .wait_timeout(generation, deadline - now),
+            )
+            .0;
         }
     }
 

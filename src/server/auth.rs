@@ -35,7 +35,11 @@ pub enum AuthError {
     #[error("missing or invalid session token")]
     NoSession,
     #[error("user {user:?} lacks {needed:?} permission on {database:?}")]
-    Denied { user: String, database: String, needed: Permission },
+    Denied {
+        user: String,
+        database: String,
+        needed: Permission,
+    },
     #[error("superuser permission required")]
     NotSuperuser,
     #[error("user {0:?} already exists")]
@@ -64,7 +68,9 @@ pub fn random_password() -> String {
     let mut b = [0u8; 24];
     random_bytes(&mut b);
     // 256 % 62 != 0: the slight bias leaves over 140 bits of entropy.
-    b.iter().map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char).collect()
+    b.iter()
+        .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,7 +92,11 @@ fn hash_password(password: &str) -> Result<String, AuthError> {
 }
 
 fn password_matches(phc: &str, password: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 struct Session {
@@ -108,18 +118,29 @@ pub struct Auth {
 impl Auth {
     /// Loads `<dir>/users.json`. On first start (no file), creates the superuser `admin` with
     /// `admin_password`, and returns `true`.
-    pub fn open(dir: &Path, admin_password: &str, token_ttl: Duration) -> Result<(Auth, bool), AuthError> {
+    pub fn open(
+        dir: &Path,
+        admin_password: &str,
+        token_ttl: Duration,
+    ) -> Result<(Auth, bool), AuthError> {
         let path = dir.join("users.json");
         let (users, created) = match fs::read(&path)? {
             Some(b) => (
-                serde_json::from_slice(&b).map_err(|e| AuthError::File { path: path.clone(), reason: e.to_string() })?,
+                serde_json::from_slice(&b).map_err(|e| AuthError::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
                 false,
             ),
             None => {
                 let mut users = BTreeMap::new();
                 users.insert(
                     ADMIN_USER.to_string(),
-                    UserRecord { password: hash_password(admin_password)?, superuser: true, grants: BTreeMap::new() },
+                    UserRecord {
+                        password: hash_password(admin_password)?,
+                        superuser: true,
+                        grants: BTreeMap::new(),
+                    },
                 );
                 (users, true)
             }
@@ -132,19 +153,29 @@ impl Auth {
             decoy: hash_password(&random_password())?,
         };
         if created {
-            auth.persist(&auth.users.read().unwrap_or_else(std::sync::PoisonError::into_inner))?;
+            auth.persist(
+                &auth
+                    .users
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )?;
         }
         Ok((auth, created))
     }
 
     fn persist(&self, users: &BTreeMap<String, UserRecord>) -> Result<(), AuthError> {
-        let bytes = serde_json::to_vec_pretty(users).map_err(|e| AuthError::File { path: self.path.clone(), reason: e.to_string() })?;
+        let bytes = serde_json::to_vec_pretty(users).map_err(|e| AuthError::File {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
         fs::atomic_write_private(&self.path, &bytes)?;
         Ok(())
     }
 
     fn users(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, UserRecord>> {
-        self.users.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.users
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Checks a password (slow on purpose: Argon2id) and opens a session.
@@ -164,20 +195,34 @@ impl Auth {
         random_bytes(&mut token);
         let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
         let expires = SystemTime::now() + self.token_ttl;
-        let mut sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = SystemTime::now();
         sessions.retain(|_, s| s.expires > now);
-        sessions.insert(*blake3::hash(token.as_bytes()).as_bytes(), Session { user: user.to_string(), expires });
+        sessions.insert(
+            *blake3::hash(token.as_bytes()).as_bytes(),
+            Session {
+                user: user.to_string(),
+                expires,
+            },
+        );
         Ok((token, expires))
     }
 
     /// The user a token belongs to.
     pub fn session(&self, token: &str) -> Result<String, AuthError> {
         let key = *blake3::hash(token.as_bytes()).as_bytes();
-        let sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match sessions.get_key_value(&key) {
             // The map lookup is by hash; the final comparison is constant-time.
-            Some((stored, s)) if bool::from(stored.ct_eq(&key)) && s.expires > SystemTime::now() => {
+            Some((stored, s))
+                if bool::from(stored.ct_eq(&key)) && s.expires > SystemTime::now() =>
+            {
                 if self.users().contains_key(&s.user) {
                     Ok(s.user.clone())
                 } else {
@@ -190,7 +235,10 @@ impl Auth {
 
     pub fn logout(&self, token: &str) {
         let key = *blake3::hash(token.as_bytes()).as_bytes();
-        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key);
     }
 
     pub fn is_superuser(&self, user: &str) -> bool {
@@ -218,20 +266,36 @@ impl Auth {
     pub fn require(&self, user: &str, database: &str, needed: Permission) -> Result<(), AuthError> {
         match self.permission(user, database) {
             Some(p) if p >= needed => Ok(()),
-            _ => Err(AuthError::Denied { user: user.to_string(), database: database.to_string(), needed }),
+            _ => Err(AuthError::Denied {
+                user: user.to_string(),
+                database: database.to_string(),
+                needed,
+            }),
         }
     }
 
     pub fn list(&self) -> Vec<(String, UserRecord)> {
-        self.users().iter().map(|(n, u)| (n.clone(), u.clone())).collect()
+        self.users()
+            .iter()
+            .map(|(n, u)| (n.clone(), u.clone()))
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Result<UserRecord, AuthError> {
-        self.users().get(name).cloned().ok_or_else(|| AuthError::NotFound(name.to_string()))
+        self.users()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| AuthError::NotFound(name.to_string()))
     }
 
-    fn change(&self, f: impl FnOnce(&mut BTreeMap<String, UserRecord>) -> Result<(), AuthError>) -> Result<(), AuthError> {
-        let mut users = self.users.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn change(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, UserRecord>) -> Result<(), AuthError>,
+    ) -> Result<(), AuthError> {
+        let mut users = self
+            .users
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = users.clone();
         f(&mut next)?;
         self.persist(&next)?;
@@ -242,7 +306,9 @@ impl Auth {
     pub fn create(&self, name: &str, password: &str, superuser: bool) -> Result<(), AuthError> {
         let valid = !name.is_empty()
             && name.len() <= USER_NAME_BYTES_MAX
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
         if !valid {
             return Err(AuthError::InvalidName);
         }
@@ -254,14 +320,27 @@ impl Auth {
             if users.contains_key(name) {
                 return Err(AuthError::Exists(name.to_string()));
             }
-            users.insert(name.to_string(), UserRecord { password: hash, superuser, grants: BTreeMap::new() });
+            users.insert(
+                name.to_string(),
+                UserRecord {
+                    password: hash,
+                    superuser,
+                    grants: BTreeMap::new(),
+                },
+            );
             Ok(())
         })
     }
 
     /// `caller` changes `name`'s password: their own with the old password, anyone's if
     /// superuser. Ends the user's sessions.
-    pub fn change_password(&self, caller: &str, name: &str, old: &str, new: &str) -> Result<(), AuthError> {
+    pub fn change_password(
+        &self,
+        caller: &str,
+        name: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<(), AuthError> {
         if new.len() < PASSWORD_BYTES_MIN {
             return Err(AuthError::WeakPassword);
         }
@@ -276,17 +355,29 @@ impl Auth {
         }
         let hash = hash_password(new)?;
         self.change(|users| {
-            let u = users.get_mut(name).ok_or_else(|| AuthError::NotFound(name.to_string()))?;
+            let u = users
+                .get_mut(name)
+                .ok_or_else(|| AuthError::NotFound(name.to_string()))?;
             u.password = hash;
             Ok(())
         })?;
-        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, s| s.user != name);
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, s| s.user != name);
         Ok(())
     }
 
-    pub fn grant(&self, name: &str, database: &str, permission: Option<Permission>) -> Result<UserRecord, AuthError> {
+    pub fn grant(
+        &self,
+        name: &str,
+        database: &str,
+        permission: Option<Permission>,
+    ) -> Result<UserRecord, AuthError> {
         self.change(|users| {
-            let u = users.get_mut(name).ok_or_else(|| AuthError::NotFound(name.to_string()))?;
+            let u = users
+                .get_mut(name)
+                .ok_or_else(|| AuthError::NotFound(name.to_string()))?;
             match permission {
                 Some(p) => u.grants.insert(database.to_string(), p),
                 None => u.grants.remove(database),
@@ -304,33 +395,59 @@ mod tests {
     #[test]
     fn users_sessions_and_permissions() {
         let dir = tempfile::tempdir().unwrap();
-        let (auth, created) = Auth::open(dir.path(), "first-password", Duration::from_secs(60)).unwrap();
+        let (auth, created) =
+            Auth::open(dir.path(), "first-password", Duration::from_secs(60)).unwrap();
         assert!(created);
         let stored = std::fs::read_to_string(dir.path().join("users.json")).unwrap();
         assert!(stored.contains("$argon2id$") && !stored.contains("first-password"));
-        assert!(matches!(auth.login("admin", "wrong-password"), Err(AuthError::BadCredentials)));
-        assert!(matches!(auth.login("nobody", "first-password"), Err(AuthError::BadCredentials)));
+        assert!(matches!(
+            auth.login("admin", "wrong-password"),
+            Err(AuthError::BadCredentials)
+        ));
+        assert!(matches!(
+            auth.login("nobody", "first-password"),
+            Err(AuthError::BadCredentials)
+        ));
         let (token, _) = auth.login("admin", "first-password").unwrap();
         assert_eq!(token.len(), 64);
         assert_eq!(auth.session(&token).unwrap(), "admin");
         assert!(matches!(auth.session("0123"), Err(AuthError::NoSession)));
 
         auth.create("ann", "ann-password", false).unwrap();
-        assert!(matches!(auth.create("ann", "ann-password", false), Err(AuthError::Exists(_))));
-        assert!(matches!(auth.create("bob", "short", false), Err(AuthError::WeakPassword)));
-        assert!(matches!(auth.create("bad name", "long-enough", false), Err(AuthError::InvalidName)));
+        assert!(matches!(
+            auth.create("ann", "ann-password", false),
+            Err(AuthError::Exists(_))
+        ));
+        assert!(matches!(
+            auth.create("bob", "short", false),
+            Err(AuthError::WeakPassword)
+        ));
+        assert!(matches!(
+            auth.create("bad name", "long-enough", false),
+            Err(AuthError::InvalidName)
+        ));
         assert_eq!(auth.permission("ann", "db"), None);
         auth.grant("ann", "db", Some(Permission::Read)).unwrap();
         assert!(auth.require("ann", "db", Permission::Read).is_ok());
-        assert!(matches!(auth.require("ann", "db", Permission::ReadWrite), Err(AuthError::Denied { .. })));
+        assert!(matches!(
+            auth.require("ann", "db", Permission::ReadWrite),
+            Err(AuthError::Denied { .. })
+        ));
         assert!(auth.require("admin", "db", Permission::Admin).is_ok());
         auth.grant("ann", "db", None).unwrap();
         assert!(auth.require("ann", "db", Permission::Read).is_err());
 
         let (t, _) = auth.login("ann", "ann-password").unwrap();
-        assert!(matches!(auth.change_password("ann", "ann", "wrong", "new-password"), Err(AuthError::BadCredentials)));
-        auth.change_password("ann", "ann", "ann-password", "new-password").unwrap();
-        assert!(auth.session(&t).is_err(), "a password change ends the user's sessions");
+        assert!(matches!(
+            auth.change_password("ann", "ann", "wrong", "new-password"),
+            Err(AuthError::BadCredentials)
+        ));
+        auth.change_password("ann", "ann", "ann-password", "new-password")
+            .unwrap();
+        assert!(
+            auth.session(&t).is_err(),
+            "a password change ends the user's sessions"
+        );
         assert!(auth.login("ann", "new-password").is_ok());
         auth.logout(&token);
         assert!(auth.session(&token).is_err());
@@ -341,7 +458,10 @@ mod tests {
         assert!(!created);
         assert!(auth.login("admin", "first-password").is_ok());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("users.json")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("users.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

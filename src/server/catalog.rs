@@ -50,7 +50,11 @@ impl Settings {
     pub fn options(&self) -> Options {
         let d = Options::default();
         Options {
-            durability: if self.buffered == Some(true) { Durability::Buffered } else { Durability::Synced },
+            durability: if self.buffered == Some(true) {
+                Durability::Buffered
+            } else {
+                Durability::Synced
+            },
             segment_bytes_max: self.segment_bytes_max.unwrap_or(d.segment_bytes_max),
             checkpoint_txs: self.checkpoint_txs.unwrap_or(d.checkpoint_txs),
             ..d
@@ -83,7 +87,9 @@ pub struct Catalog {
 fn check_name(name: &str) -> Result<(), CatalogError> {
     let ok = !name.is_empty()
         && name.len() <= DATABASE_NAME_BYTES_MAX
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -98,7 +104,14 @@ pub fn new_uuid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 impl Catalog {
@@ -107,8 +120,10 @@ impl Catalog {
         fs::create_dir_all(&dir.join("db"))?;
         let path = dir.join("catalog.json");
         let records: BTreeMap<String, Record> = match fs::read(&path)? {
-            Some(b) => serde_json::from_slice(&b)
-                .map_err(|e| CatalogError::File { path: path.clone(), reason: e.to_string() })?,
+            Some(b) => serde_json::from_slice(&b).map_err(|e| CatalogError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?,
             None => BTreeMap::new(),
         };
         let mut dbs = BTreeMap::new();
@@ -118,15 +133,35 @@ impl Catalog {
             if report.replayed_txs > 0 || report.truncated.is_some() {
                 tracing::info!(database = %name, replayed = report.replayed_txs, truncated = ?report.truncated, "recovered");
             }
-            dbs.insert(name.clone(), Arc::new(Database { name, uuid: r.uuid, settings: r.settings, ledger: Arc::new(ledger) }));
+            dbs.insert(
+                name.clone(),
+                Arc::new(Database {
+                    name,
+                    uuid: r.uuid,
+                    settings: r.settings,
+                    ledger: Arc::new(ledger),
+                }),
+            );
         }
-        Ok(Catalog { dir: dir.to_path_buf(), dbs: RwLock::new(dbs), change: std::sync::Mutex::new(()) })
+        Ok(Catalog {
+            dir: dir.to_path_buf(),
+            dbs: RwLock::new(dbs),
+            change: std::sync::Mutex::new(()),
+        })
     }
 
     fn persist(&self, dbs: &BTreeMap<String, Arc<Database>>) -> Result<(), CatalogError> {
         let records: BTreeMap<&String, Record> = dbs
             .iter()
-            .map(|(n, d)| (n, Record { uuid: d.uuid.clone(), settings: d.settings.clone() }))
+            .map(|(n, d)| {
+                (
+                    n,
+                    Record {
+                        uuid: d.uuid.clone(),
+                        settings: d.settings.clone(),
+                    },
+                )
+            })
             .collect();
         let bytes = serde_json::to_vec_pretty(&records).map_err(|e| CatalogError::File {
             path: self.dir.join("catalog.json"),
@@ -137,19 +172,30 @@ impl Catalog {
     }
 
     pub fn get(&self, name: &str) -> Result<Arc<Database>, CatalogError> {
-        let dbs = self.dbs.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        dbs.get(name).cloned().ok_or_else(|| CatalogError::NotFound(name.to_string()))
+        let dbs = self
+            .dbs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        dbs.get(name)
+            .cloned()
+            .ok_or_else(|| CatalogError::NotFound(name.to_string()))
     }
 
     pub fn list(&self) -> Vec<Arc<Database>> {
-        let dbs = self.dbs.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dbs = self
+            .dbs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         dbs.values().cloned().collect()
     }
 
     pub fn create(&self, name: &str, settings: Settings) -> Result<Arc<Database>, CatalogError> {
         check_name(name)?;
         settings.options().validate()?;
-        let _change = self.change.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _change = self
+            .change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.get(name).is_ok() {
             return Err(CatalogError::Exists(name.to_string()));
         }
@@ -159,11 +205,23 @@ impl Catalog {
             std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
         }
         let ledger = Ledger::open(&dir, settings.options())?;
-        let db = Arc::new(Database { name: name.to_string(), uuid: new_uuid(), settings, ledger: Arc::new(ledger) });
-        let mut next = self.dbs.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let db = Arc::new(Database {
+            name: name.to_string(),
+            uuid: new_uuid(),
+            settings,
+            ledger: Arc::new(ledger),
+        });
+        let mut next = self
+            .dbs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         next.insert(name.to_string(), db.clone());
         self.persist(&next)?;
-        *self.dbs.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        *self
+            .dbs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
         tracing::info!(database = %name, uuid = %db.uuid, "database created");
         Ok(db)
     }
@@ -171,17 +229,32 @@ impl Catalog {
     /// Applies new settings by reopening the database's ledger; requests in flight on the old
     /// one finish or fail with UNAVAILABLE.
     pub fn update(&self, name: &str, update: &Settings) -> Result<Arc<Database>, CatalogError> {
-        let _change = self.change.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _change = self
+            .change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.get(name)?;
         let settings = old.settings.merged(update);
         settings.options().validate()?;
         old.ledger.close()?;
         let ledger = Ledger::open(self.dir.join("db").join(name), settings.options())?;
-        let db = Arc::new(Database { name: old.name.clone(), uuid: old.uuid.clone(), settings, ledger: Arc::new(ledger) });
-        let mut next = self.dbs.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let db = Arc::new(Database {
+            name: old.name.clone(),
+            uuid: old.uuid.clone(),
+            settings,
+            ledger: Arc::new(ledger),
+        });
+        let mut next = self
+            .dbs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         next.insert(name.to_string(), db.clone());
         self.persist(&next)?;
-        *self.dbs.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        *self
+            .dbs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
         tracing::info!(database = %name, "database settings updated");
         Ok(db)
     }

@@ -19,7 +19,9 @@ pub(crate) fn status_of(e: LedgerError) -> Status {
         | E::InvalidOption { .. } => Code::InvalidArgument,
         E::KeyNotFound | E::TxNotFound { .. } => Code::NotFound,
         E::BadTx { .. } | E::Storage(StorageError::Corrupt { .. }) => Code::DataLoss,
-        E::Storage(StorageError::Locked { .. }) | E::Poisoned { .. } | E::Closed => Code::Unavailable,
+        E::Storage(StorageError::Locked { .. }) | E::Poisoned { .. } | E::Closed => {
+            Code::Unavailable
+        }
         E::Storage(StorageError::Io { .. }) => Code::Internal,
     };
     if code == Code::DataLoss || code == Code::Internal {

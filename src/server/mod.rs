@@ -114,7 +114,11 @@ pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
     if created && catalog.get(DEFAULT_DATABASE).is_err() {
         catalog.create(DEFAULT_DATABASE, catalog::Settings::default())?;
     }
-    Ok(Arc::new(ServerState { catalog, auth, signing_key: config.signing_key.clone() }))
+    Ok(Arc::new(ServerState {
+        catalog,
+        auth,
+        signing_key: config.signing_key.clone(),
+    }))
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` resolves, then finishes the requests in
@@ -125,17 +129,25 @@ pub async fn serve(
     tls: Option<&TlsConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let svc = service::Service { state: state.clone() };
+    let svc = service::Service {
+        state: state.clone(),
+    };
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ServerError::Config { path: PathBuf::from("proto"), reason: e.to_string() })?;
+        .map_err(|e| ServerError::Config {
+            path: PathBuf::from("proto"),
+            reason: e.to_string(),
+        })?;
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = tls {
-        let mut cfg = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem));
+        let mut cfg = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem),
+        );
         if let Some(ca) = &t.client_ca_pem {
             cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(ca));
         }
@@ -145,16 +157,17 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(auth_server::AuthServer::new(svc.clone()))
-        .add_service(
-            users_server::UsersServer::new(svc.clone()),
-        )
+        .add_service(users_server::UsersServer::new(svc.clone()))
         .add_service(databases_server::DatabasesServer::new(svc.clone()))
         .add_service(
             data_server::DataServer::new(svc)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
         .await;
     let closing = state.clone();
     let _ = tokio::task::spawn_blocking(move || closing.catalog.close()).await;
@@ -167,10 +180,17 @@ pub fn metrics_text(state: &ServerState) -> String {
         "# HELP chainlog_database_tx_id Id of the last committed transaction.\n# TYPE chainlog_database_tx_id gauge\n",
     );
     for db in state.catalog.list() {
-        out.push_str(&format!("chainlog_database_tx_id{{database=\"{}\"}} {}\n", db.name, db.ledger.state().tx_id));
+        out.push_str(&format!(
+            "chainlog_database_tx_id{{database=\"{}\"}} {}\n",
+            db.name,
+            db.ledger.state().tx_id
+        ));
     }
     out.push_str("# HELP chainlog_databases Databases held.\n# TYPE chainlog_databases gauge\n");
-    out.push_str(&format!("chainlog_databases {}\n", state.catalog.list().len()));
+    out.push_str(&format!(
+        "chainlog_databases {}\n",
+        state.catalog.list().len()
+    ));
     out
 }
 
@@ -185,23 +205,39 @@ pub async fn serve_metrics(
         axum::routing::get(move || {
             let state = state.clone();
             async move {
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_text(&state))
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    metrics_text(&state),
+                )
             }
         }),
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 
 /// Reads an Ed25519 signing key: a file holding the 32-byte seed, raw or as 64 hex characters.
 pub fn read_signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey, ServerError> {
-    let bad = |reason: &str| ServerError::Config { path: path.to_path_buf(), reason: reason.to_string() };
+    let bad = |reason: &str| ServerError::Config {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
     let bytes = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
     let text = String::from_utf8_lossy(&bytes);
     let seed: [u8; 32] = if bytes.len() == 32 {
-        bytes.as_slice().try_into().map_err(|_| bad("not 32 bytes"))?
+        bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("not 32 bytes"))?
     } else {
-        crate::integrity::Digest::from_hex(text.trim()).ok_or_else(|| bad("expected a 32-byte seed, raw or as 64 hex characters"))?.0
+        crate::integrity::Digest::from_hex(text.trim())
+            .ok_or_else(|| bad("expected a 32-byte seed, raw or as 64 hex characters"))?
+            .0
     };
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }

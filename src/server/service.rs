@@ -21,7 +21,9 @@ pub const WAIT_MS_MAX: u64 = 60_000;
 fn auth_status(e: AuthError) -> Status {
     match e {
         AuthError::BadCredentials | AuthError::NoSession => Status::unauthenticated(e.to_string()),
-        AuthError::Denied { .. } | AuthError::NotSuperuser => Status::permission_denied(e.to_string()),
+        AuthError::Denied { .. } | AuthError::NotSuperuser => {
+            Status::permission_denied(e.to_string())
+        }
         AuthError::Exists(_) => Status::already_exists(e.to_string()),
         AuthError::NotFound(_) => Status::not_found(e.to_string()),
         AuthError::InvalidName | AuthError::WeakPassword => Status::invalid_argument(e.to_string()),
@@ -72,27 +74,42 @@ fn permission_wire(p: Permission) -> proto::Permission {
 }
 
 fn settings_of(s: Option<&proto::DatabaseSettings>) -> Result<Settings, Status> {
-    let Some(s) = s else { return Ok(Settings::default()) };
+    let Some(s) = s else {
+        return Ok(Settings::default());
+    };
     let buffered = match s.durability.map(proto::Durability::try_from) {
         None | Some(Ok(proto::Durability::Unspecified)) => None,
         Some(Ok(proto::Durability::Synced)) => Some(false),
         Some(Ok(proto::Durability::Buffered)) => Some(true),
         Some(Err(_)) => return Err(Status::invalid_argument("unknown durability")),
     };
-    Ok(Settings { buffered, segment_bytes_max: s.segment_bytes_max, checkpoint_txs: s.checkpoint_txs })
+    Ok(Settings {
+        buffered,
+        segment_bytes_max: s.segment_bytes_max,
+        checkpoint_txs: s.checkpoint_txs,
+    })
 }
 
 fn settings_wire(s: &Settings) -> proto::DatabaseSettings {
     let o = s.options();
     proto::DatabaseSettings {
-        durability: Some(if s.buffered == Some(true) { proto::Durability::Buffered } else { proto::Durability::Synced } as i32),
+        durability: Some(if s.buffered == Some(true) {
+            proto::Durability::Buffered
+        } else {
+            proto::Durability::Synced
+        } as i32),
         segment_bytes_max: Some(o.segment_bytes_max),
         checkpoint_txs: Some(o.checkpoint_txs),
     }
 }
 
 fn entry_wire(kv: KeyValue) -> proto::Entry {
-    proto::Entry { key: kv.key, value: kv.value, tx: kv.tx, deleted: false }
+    proto::Entry {
+        key: kv.key,
+        value: kv.value,
+        tx: kv.tx,
+        deleted: false,
+    }
 }
 
 #[derive(Clone)]
@@ -107,9 +124,17 @@ impl Service {
     }
 
     /// The database named by a call, after checking the caller may act on it.
-    fn database<T>(&self, req: &Request<T>, name: &str, needed: Permission) -> Result<Arc<Database>, Status> {
+    fn database<T>(
+        &self,
+        req: &Request<T>,
+        name: &str,
+        needed: Permission,
+    ) -> Result<Arc<Database>, Status> {
         let user = self.caller(req)?;
-        self.state.auth.require(&user, name, needed).map_err(auth_status)?;
+        self.state
+            .auth
+            .require(&user, name, needed)
+            .map_err(auth_status)?;
         self.state.catalog.get(name).map_err(catalog_status)
     }
 
@@ -123,7 +148,9 @@ impl Service {
             ..proto::State::default()
         };
         if let Some(key) = &self.state.signing_key {
-            s.timestamp_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            s.timestamp_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
             s.signature = signing::sign_state(key, &db.uuid, tx_id, alh, s.timestamp_ms).to_vec();
             s.public_key = key.verifying_key().to_bytes().to_vec();
         }
@@ -142,7 +169,13 @@ impl Service {
 
     /// Everything to verify tx `id` against the client's trusted state, proven in the current
     /// state.
-    fn verifiable_tx(&self, db: &Database, id: TxId, trusted: TxId, with_entries: bool) -> Result<proto::VerifiableTx, LedgerError> {
+    fn verifiable_tx(
+        &self,
+        db: &Database,
+        id: TxId,
+        trusted: TxId,
+        with_entries: bool,
+    ) -> Result<proto::VerifiableTx, LedgerError> {
         let ledger = &db.ledger;
         let now = ledger.state();
         let proof = ledger.tx_proof(id, now.tx_id)?;
@@ -151,18 +184,28 @@ impl Service {
                 .tx(id)?
                 .entries
                 .into_iter()
-                .map(|e| proto::Entry { key: e.key, value: e.value, tx: id, deleted: e.meta.deleted })
+                .map(|e| proto::Entry {
+                    key: e.key,
+                    value: e.value,
+                    tx: id,
+                    deleted: e.meta.deleted,
+                })
                 .collect()
         } else {
             Vec::new()
         };
         let extension = if trusted > 0 && trusted < now.tx_id {
-            Some(proto::StateProof::from(&ledger.state_proof(trusted, now.tx_id)?))
+            Some(proto::StateProof::from(
+                &ledger.state_proof(trusted, now.tx_id)?,
+            ))
         } else {
             None
         };
         Ok(proto::VerifiableTx {
-            tx: Some(proto::Tx { header: Some((&proof.tx).into()), entries }),
+            tx: Some(proto::Tx {
+                header: Some((&proof.tx).into()),
+                entries,
+            }),
             state_header: Some((&proof.state).into()),
             tx_inclusion: proof.path.iter().map(|d| d.0.to_vec()).collect(),
             extension,
@@ -173,18 +216,30 @@ impl Service {
 
 #[tonic::async_trait]
 impl auth_server::Auth for Service {
-    async fn login(&self, req: Request<proto::LoginRequest>) -> Result<Response<proto::LoginResponse>, Status> {
+    async fn login(
+        &self,
+        req: Request<proto::LoginRequest>,
+    ) -> Result<Response<proto::LoginResponse>, Status> {
         let r = req.into_inner();
         let state = self.state.clone();
-        let (token, expires) = tokio::task::spawn_blocking(move || state.auth.login(&r.user, &r.password))
-            .await
-            .map_err(|_| Status::internal("login failed"))?
-            .map_err(auth_status)?;
-        let expires_at_ms = expires.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Ok(Response::new(proto::LoginResponse { token, expires_at_ms }))
+        let (token, expires) =
+            tokio::task::spawn_blocking(move || state.auth.login(&r.user, &r.password))
+                .await
+                .map_err(|_| Status::internal("login failed"))?
+                .map_err(auth_status)?;
+        let expires_at_ms = expires
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Ok(Response::new(proto::LoginResponse {
+            token,
+            expires_at_ms,
+        }))
     }
 
-    async fn logout(&self, req: Request<proto::LogoutRequest>) -> Result<Response<proto::LogoutResponse>, Status> {
+    async fn logout(
+        &self,
+        req: Request<proto::LogoutRequest>,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
         self.caller(&req)?;
         self.state.auth.logout(bearer(&req)?);
         Ok(Response::new(proto::LogoutResponse {}))
@@ -198,16 +253,25 @@ fn user_wire(name: String, u: &super::auth::UserRecord) -> proto::User {
         grants: u
             .grants
             .iter()
-            .map(|(d, p)| proto::DatabaseGrant { database: d.clone(), permission: permission_wire(*p) as i32 })
+            .map(|(d, p)| proto::DatabaseGrant {
+                database: d.clone(),
+                permission: permission_wire(*p) as i32,
+            })
             .collect(),
     }
 }
 
 #[tonic::async_trait]
 impl users_server::Users for Service {
-    async fn create_user(&self, req: Request<proto::CreateUserRequest>) -> Result<Response<proto::User>, Status> {
+    async fn create_user(
+        &self,
+        req: Request<proto::CreateUserRequest>,
+    ) -> Result<Response<proto::User>, Status> {
         let caller = self.caller(&req)?;
-        self.state.auth.require_superuser(&caller).map_err(auth_status)?;
+        self.state
+            .auth
+            .require_superuser(&caller)
+            .map_err(auth_status)?;
         let r = req.into_inner();
         let state = self.state.clone();
         let name = r.name.clone();
@@ -220,10 +284,22 @@ impl users_server::Users for Service {
         Ok(Response::new(user_wire(name, &u)))
     }
 
-    async fn list_users(&self, req: Request<proto::ListUsersRequest>) -> Result<Response<proto::ListUsersResponse>, Status> {
+    async fn list_users(
+        &self,
+        req: Request<proto::ListUsersRequest>,
+    ) -> Result<Response<proto::ListUsersResponse>, Status> {
         let caller = self.caller(&req)?;
-        self.state.auth.require_superuser(&caller).map_err(auth_status)?;
-        let users = self.state.auth.list().into_iter().map(|(n, u)| user_wire(n, &u)).collect();
+        self.state
+            .auth
+            .require_superuser(&caller)
+            .map_err(auth_status)?;
+        let users = self
+            .state
+            .auth
+            .list()
+            .into_iter()
+            .map(|(n, u)| user_wire(n, &u))
+            .collect();
         Ok(Response::new(proto::ListUsersResponse { users }))
     }
 
@@ -234,31 +310,60 @@ impl users_server::Users for Service {
         let caller = self.caller(&req)?;
         let r = req.into_inner();
         let state = self.state.clone();
-        tokio::task::spawn_blocking(move || state.auth.change_password(&caller, &r.name, &r.old_password, &r.new_password))
-            .await
-            .map_err(|_| Status::internal("password change failed"))?
-            .map_err(auth_status)?;
+        tokio::task::spawn_blocking(move || {
+            state
+                .auth
+                .change_password(&caller, &r.name, &r.old_password, &r.new_password)
+        })
+        .await
+        .map_err(|_| Status::internal("password change failed"))?
+        .map_err(auth_status)?;
         Ok(Response::new(proto::ChangePasswordResponse {}))
     }
 
-    async fn grant(&self, req: Request<proto::GrantRequest>) -> Result<Response<proto::User>, Status> {
+    async fn grant(
+        &self,
+        req: Request<proto::GrantRequest>,
+    ) -> Result<Response<proto::User>, Status> {
         let caller = self.caller(&req)?;
         let r = req.into_inner();
-        self.state.auth.require(&caller, &r.database, Permission::Admin).map_err(auth_status)?;
-        self.state.catalog.get(&r.database).map_err(catalog_status)?;
+        self.state
+            .auth
+            .require(&caller, &r.database, Permission::Admin)
+            .map_err(auth_status)?;
+        self.state
+            .catalog
+            .get(&r.database)
+            .map_err(catalog_status)?;
         let Some(p) = permission_of(r.permission)? else {
-            return Err(Status::invalid_argument("a grant needs a permission: read, readwrite or admin"));
+            return Err(Status::invalid_argument(
+                "a grant needs a permission: read, readwrite or admin",
+            ));
         };
-        let u = self.state.auth.grant(&r.user, &r.database, Some(p)).map_err(auth_status)?;
+        let u = self
+            .state
+            .auth
+            .grant(&r.user, &r.database, Some(p))
+            .map_err(auth_status)?;
         tracing::info!(user = %r.user, database = %r.database, permission = ?p, by = %caller, "permission granted");
         Ok(Response::new(user_wire(r.user, &u)))
     }
 
-    async fn revoke(&self, req: Request<proto::RevokeRequest>) -> Result<Response<proto::User>, Status> {
+    async fn revoke(
+        &self,
+        req: Request<proto::RevokeRequest>,
+    ) -> Result<Response<proto::User>, Status> {
         let caller = self.caller(&req)?;
         let r = req.into_inner();
-        self.state.auth.require(&caller, &r.database, Permission::Admin).map_err(auth_status)?;
-        let u = self.state.auth.grant(&r.user, &r.database, None).map_err(auth_status)?;
+        self.state
+            .auth
+            .require(&caller, &r.database, Permission::Admin)
+            .map_err(auth_status)?;
+        let u = self
+            .state
+            .auth
+            .grant(&r.user, &r.database, None)
+            .map_err(auth_status)?;
         tracing::info!(user = %r.user, database = %r.database, by = %caller, "permission revoked");
         Ok(Response::new(user_wire(r.user, &u)))
     }
@@ -266,9 +371,15 @@ impl users_server::Users for Service {
 
 #[tonic::async_trait]
 impl databases_server::Databases for Service {
-    async fn create_database(&self, req: Request<proto::CreateDatabaseRequest>) -> Result<Response<proto::DatabaseInfo>, Status> {
+    async fn create_database(
+        &self,
+        req: Request<proto::CreateDatabaseRequest>,
+    ) -> Result<Response<proto::DatabaseInfo>, Status> {
         let caller = self.caller(&req)?;
-        self.state.auth.require_superuser(&caller).map_err(auth_status)?;
+        self.state
+            .auth
+            .require_superuser(&caller)
+            .map_err(auth_status)?;
         let r = req.into_inner();
         let settings = settings_of(r.settings.as_ref())?;
         let state = self.state.clone();
@@ -279,7 +390,10 @@ impl databases_server::Databases for Service {
         Ok(Response::new(self.info(&db)))
     }
 
-    async fn list_databases(&self, req: Request<proto::ListDatabasesRequest>) -> Result<Response<proto::ListDatabasesResponse>, Status> {
+    async fn list_databases(
+        &self,
+        req: Request<proto::ListDatabasesRequest>,
+    ) -> Result<Response<proto::ListDatabasesResponse>, Status> {
         let caller = self.caller(&req)?;
         let databases = self
             .state
@@ -292,7 +406,10 @@ impl databases_server::Databases for Service {
         Ok(Response::new(proto::ListDatabasesResponse { databases }))
     }
 
-    async fn update_database(&self, req: Request<proto::UpdateDatabaseRequest>) -> Result<Response<proto::DatabaseInfo>, Status> {
+    async fn update_database(
+        &self,
+        req: Request<proto::UpdateDatabaseRequest>,
+    ) -> Result<Response<proto::DatabaseInfo>, Status> {
         let r = req.get_ref();
         self.database(&req, &r.name, Permission::Admin)?;
         let r = req.into_inner();
@@ -319,7 +436,11 @@ pub const REASON: &str = "chainlog-reason";
 pub const KEY_NOT_FOUND: &str = "key_not_found";
 
 fn limit_of(limit: u32) -> usize {
-    (if limit == 0 { PAGE_LIMIT_MAX } else { limit.min(PAGE_LIMIT_MAX) }) as usize
+    (if limit == 0 {
+        PAGE_LIMIT_MAX
+    } else {
+        limit.min(PAGE_LIMIT_MAX)
+    }) as usize
 }
 
 fn order_of(desc: bool) -> Order {
@@ -332,9 +453,17 @@ fn order_of(desc: bool) -> Order {
 
 #[tonic::async_trait]
 impl data_server::Data for Service {
-    async fn set(&self, req: Request<proto::SetRequest>) -> Result<Response<proto::TxHeader>, Status> {
+    async fn set(
+        &self,
+        req: Request<proto::SetRequest>,
+    ) -> Result<Response<proto::TxHeader>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::ReadWrite)?;
-        let entries = req.into_inner().entries.into_iter().map(|kv| NewEntry::put(kv.key, kv.value)).collect();
+        let entries = req
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|kv| NewEntry::put(kv.key, kv.value))
+            .collect();
         let h = blocking(move || db.ledger.commit(entries)).await?;
         Ok(Response::new((&h).into()))
     }
@@ -343,8 +472,16 @@ impl data_server::Data for Service {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let r = req.into_inner();
         let kv = blocking(move || {
-            if r.since_tx > 0 && !db.ledger.wait_for(r.since_tx, Duration::from_millis(r.wait_ms.min(WAIT_MS_MAX))) {
-                return Err(LedgerError::TxNotFound { id: r.since_tx, last: db.ledger.state().tx_id });
+            if r.since_tx > 0
+                && !db.ledger.wait_for(
+                    r.since_tx,
+                    Duration::from_millis(r.wait_ms.min(WAIT_MS_MAX)),
+                )
+            {
+                return Err(LedgerError::TxNotFound {
+                    id: r.since_tx,
+                    last: db.ledger.state().tx_id,
+                });
             }
             let at = if r.at_tx == 0 { TxId::MAX } else { r.at_tx };
             db.ledger.get_at(&r.key, at)
@@ -354,38 +491,70 @@ impl data_server::Data for Service {
         Ok(Response::new(entry_wire(kv)))
     }
 
-    async fn delete(&self, req: Request<proto::DeleteRequest>) -> Result<Response<proto::TxHeader>, Status> {
+    async fn delete(
+        &self,
+        req: Request<proto::DeleteRequest>,
+    ) -> Result<Response<proto::TxHeader>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::ReadWrite)?;
         let keys = req.into_inner().keys;
-        let h = blocking(move || db.ledger.delete(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>())).await?;
+        let h = blocking(move || {
+            db.ledger
+                .delete(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>())
+        })
+        .await?;
         Ok(Response::new((&h).into()))
     }
 
-    async fn history(&self, req: Request<proto::HistoryRequest>) -> Result<Response<proto::HistoryResponse>, Status> {
+    async fn history(
+        &self,
+        req: Request<proto::HistoryRequest>,
+    ) -> Result<Response<proto::HistoryResponse>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let r = req.into_inner();
         let key = r.key.clone();
-        let versions = blocking(move || db.ledger.history(&r.key, r.offset, limit_of(r.limit), order_of(r.desc))).await?;
+        let versions = blocking(move || {
+            db.ledger
+                .history(&r.key, r.offset, limit_of(r.limit), order_of(r.desc))
+        })
+        .await?;
         let entries = versions
             .into_iter()
-            .map(|v| proto::Entry { key: key.clone(), value: v.value, tx: v.tx, deleted: v.deleted })
+            .map(|v| proto::Entry {
+                key: key.clone(),
+                value: v.value,
+                tx: v.tx,
+                deleted: v.deleted,
+            })
             .collect();
         Ok(Response::new(proto::HistoryResponse { entries }))
     }
 
-    async fn scan(&self, req: Request<proto::ScanRequest>) -> Result<Response<proto::ScanResponse>, Status> {
+    async fn scan(
+        &self,
+        req: Request<proto::ScanRequest>,
+    ) -> Result<Response<proto::ScanResponse>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let r = req.into_inner();
         let found = blocking(move || {
-            let after = if r.after.is_empty() { None } else { Some(r.after.as_slice()) };
+            let after = if r.after.is_empty() {
+                None
+            } else {
+                Some(r.after.as_slice())
+            };
             let at = if r.at_tx == 0 { TxId::MAX } else { r.at_tx };
-            db.ledger.scan(&r.prefix, after, limit_of(r.limit), order_of(r.desc), at)
+            db.ledger
+                .scan(&r.prefix, after, limit_of(r.limit), order_of(r.desc), at)
         })
         .await?;
-        Ok(Response::new(proto::ScanResponse { entries: found.into_iter().map(entry_wire).collect() }))
+        Ok(Response::new(proto::ScanResponse {
+            entries: found.into_iter().map(entry_wire).collect(),
+        }))
     }
 
-    async fn tx_by_id(&self, req: Request<proto::TxByIdRequest>) -> Result<Response<proto::Tx>, Status> {
+    async fn tx_by_id(
+        &self,
+        req: Request<proto::TxByIdRequest>,
+    ) -> Result<Response<proto::Tx>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let id = req.get_ref().id;
         let tx = blocking(move || db.ledger.tx(id)).await?;
@@ -394,15 +563,27 @@ impl data_server::Data for Service {
             entries: tx
                 .entries
                 .into_iter()
-                .map(|e| proto::Entry { key: e.key, value: e.value, tx: id, deleted: e.meta.deleted })
+                .map(|e| proto::Entry {
+                    key: e.key,
+                    value: e.value,
+                    tx: id,
+                    deleted: e.meta.deleted,
+                })
                 .collect(),
         }))
     }
 
-    async fn verifiable_set(&self, req: Request<proto::VerifiableSetRequest>) -> Result<Response<proto::VerifiableTx>, Status> {
+    async fn verifiable_set(
+        &self,
+        req: Request<proto::VerifiableSetRequest>,
+    ) -> Result<Response<proto::VerifiableTx>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::ReadWrite)?;
         let r = req.into_inner();
-        let entries = r.entries.into_iter().map(|kv| NewEntry::put(kv.key, kv.value)).collect();
+        let entries = r
+            .entries
+            .into_iter()
+            .map(|kv| NewEntry::put(kv.key, kv.value))
+            .collect();
         let this = self.clone();
         let v = blocking(move || {
             let h = db.ledger.commit(entries)?;
@@ -412,18 +593,33 @@ impl data_server::Data for Service {
         Ok(Response::new(v))
     }
 
-    async fn verifiable_get(&self, req: Request<proto::VerifiableGetRequest>) -> Result<Response<proto::VerifiableEntry>, Status> {
+    async fn verifiable_get(
+        &self,
+        req: Request<proto::VerifiableGetRequest>,
+    ) -> Result<Response<proto::VerifiableEntry>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let r = req.into_inner();
         let this = self.clone();
         let v = blocking(move || {
             let now = db.ledger.state();
-            let at = if r.at_tx == 0 { now.tx_id } else { r.at_tx.min(now.tx_id) };
-            let kv = db.ledger.get_at(&r.key, at)?.ok_or(LedgerError::KeyNotFound)?;
+            let at = if r.at_tx == 0 {
+                now.tx_id
+            } else {
+                r.at_tx.min(now.tx_id)
+            };
+            let kv = db
+                .ledger
+                .get_at(&r.key, at)?
+                .ok_or(LedgerError::KeyNotFound)?;
             let (entry, proof) = db.ledger.entry_proof(kv.tx, &r.key)?;
             let tx = this.verifiable_tx(&db, kv.tx, r.trusted_tx_id, false)?;
             Ok(proto::VerifiableEntry {
-                entry: Some(proto::Entry { key: entry.key, value: entry.value, tx: kv.tx, deleted: entry.meta.deleted }),
+                entry: Some(proto::Entry {
+                    key: entry.key,
+                    value: entry.value,
+                    tx: kv.tx,
+                    deleted: entry.meta.deleted,
+                }),
                 entry_index: proof.index,
                 entry_path: proof.path.iter().map(|d| d.0.to_vec()).collect(),
                 tx: Some(tx),
@@ -433,7 +629,10 @@ impl data_server::Data for Service {
         Ok(Response::new(v))
     }
 
-    async fn verifiable_tx_by_id(&self, req: Request<proto::VerifiableTxByIdRequest>) -> Result<Response<proto::VerifiableTx>, Status> {
+    async fn verifiable_tx_by_id(
+        &self,
+        req: Request<proto::VerifiableTxByIdRequest>,
+    ) -> Result<Response<proto::VerifiableTx>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let r = req.into_inner();
         let this = self.clone();
@@ -441,17 +640,22 @@ impl data_server::Data for Service {
         Ok(Response::new(v))
     }
 
-    async fn consistency_proof(&self, req: Request<proto::ConsistencyProofRequest>) -> Result<Response<proto::StateProof>, Status> {
+    async fn consistency_proof(
+        &self,
+        req: Request<proto::ConsistencyProofRequest>,
+    ) -> Result<Response<proto::StateProof>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let r = req.into_inner();
         let p = blocking(move || db.ledger.state_proof(r.old_tx_id, r.new_tx_id)).await?;
         Ok(Response::new((&p).into()))
     }
 
-    async fn current_state(&self, req: Request<proto::CurrentStateRequest>) -> Result<Response<proto::State>, Status> {
+    async fn current_state(
+        &self,
+        req: Request<proto::CurrentStateRequest>,
+    ) -> Result<Response<proto::State>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let st = db.ledger.state();
         Ok(Response::new(self.state_wire(&db, st.tx_id, &st.alh)))
     }
 }
-

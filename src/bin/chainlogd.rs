@@ -1,0 +1,192 @@
+//! chainlogd: the chainlog server. Parses flags (also from `CHAINLOG_<FLAG>` variables and a
+//! TOML file), then hands over to `chainlog::server`.
+
+use chainlog::server::{self, ServerConfig, TlsConfig};
+use clap::Parser;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The chainlog server: verifiable key-value databases over gRPC.
+///
+/// Every flag can also be given as an environment variable (shown below) or as a key of the
+/// TOML file named by --config (the flag's name with '_' for '-', e.g. `data_dir = "/var/lib/chainlog"`).
+/// A flag beats a variable, which beats the file, which beats the default.
+///
+/// At first start the data directory is created with the database `defaultdb` and the
+/// superuser `admin`, whose password is CHAINLOG_ADMIN_PASSWORD if set, else random and
+/// written to <data-dir>/admin-password (mode 0600).
+#[derive(Debug, Parser)]
+#[command(name = "chainlogd", version)]
+struct Args {
+    /// TOML file with any of the settings below.
+    #[arg(long, env = "CHAINLOG_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where databases and users are kept [default: ./data]
+    #[arg(long, env = "CHAINLOG_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC address to listen on [default: 127.0.0.1:3322]
+    #[arg(long, env = "CHAINLOG_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Address for Prometheus metrics at /metrics [default: none]
+    #[arg(long, env = "CHAINLOG_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Ed25519 key (32-byte seed, raw or hex) to sign states with [default: states unsigned]
+    #[arg(long, env = "CHAINLOG_SIGNING_KEY", value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC over TLS (needs --tls-key)
+    #[arg(long, env = "CHAINLOG_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "CHAINLOG_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA: require client certificates signed by it (mutual TLS)
+    #[arg(long, env = "CHAINLOG_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Session token lifetime in seconds [default: 86400]
+    #[arg(long, env = "CHAINLOG_TOKEN_TTL_SECS", value_name = "SECS")]
+    token_ttl_secs: Option<u64>,
+    /// Log filter (tracing env-filter syntax) [default: info]
+    #[arg(long, env = "CHAINLOG_LOG", value_name = "FILTER")]
+    log: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    metrics_listen: Option<String>,
+    signing_key: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    token_ttl_secs: Option<u64>,
+    log: Option<String>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let file: FileConfig = match &args.config {
+        Some(p) => toml::from_str(&String::from_utf8_lossy(&read(p)?))
+            .map_err(|e| format!("{}: {e}", p.display()))?,
+        None => FileConfig::default(),
+    };
+    let filter = args.log.or(file.log).unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .map_err(|e| format!("--log {filter:?}: {e}"))?,
+        )
+        .init();
+
+    let mut config = ServerConfig::new(
+        args.data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data")),
+    );
+    config.admin_password = std::env::var("CHAINLOG_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    if let Some(secs) = args.token_ttl_secs.or(file.token_ttl_secs) {
+        config.token_ttl = Duration::from_secs(secs);
+    }
+    if let Some(p) = args.signing_key.or(file.signing_key) {
+        config.signing_key = Some(server::read_signing_key(&p).map_err(|e| e.to_string())?);
+    }
+    match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
+        (Some(c), Some(k)) => {
+            let client_ca_pem = match args.tls_client_ca.or(file.tls_client_ca) {
+                Some(p) => Some(read(&p)?),
+                None => None,
+            };
+            config.tls = Some(TlsConfig {
+                cert_pem: read(&c)?,
+                key_pem: read(&k)?,
+                client_ca_pem,
+            });
+        }
+        (None, None) => {}
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    }
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| server::DEFAULT_LISTEN.into());
+    let state = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || server::open(&config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(addr = %addr, tls = config.tls.is_some(), signed_states = config.signing_key.is_some(), "listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    if let Some(m) = args.metrics_listen.or(file.metrics_listen) {
+        let l = tokio::net::TcpListener::bind(&m)
+            .await
+            .map_err(|e| format!("listen on {m}: {e}"))?;
+        tracing::info!(addr = %l.local_addr().map_err(|e| e.to_string())?, "metrics at /metrics");
+        let (state, rx) = (state.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = server::serve_metrics(l, state, stopped(rx)).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = stop_tx.send(true);
+    });
+    server::serve(listener, state, config.tls.as_ref(), stopped(stop_rx))
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chainlogd: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chainlogd: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

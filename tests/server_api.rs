@@ -1,0 +1,605 @@
+//! The real `chainlogd` driven through the SDK: auth failures and the permission matrix,
+//! every data call, verified calls, restart persistence, graceful shutdown under load.
+
+mod common;
+
+use chainlog::client::{Client, ClientError, VerifiedClient};
+use chainlog::proto;
+use common::{admin, Server, ADMIN_PASSWORD};
+use tonic::Code;
+
+fn code(e: ClientError) -> Code {
+    match e {
+        ClientError::Status(s) => s.code(),
+        other => panic!("expected a status, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failures_and_the_permission_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let anon = Client::connect(&server.addr, None).await.unwrap();
+    // No token, wrong password, wrong user: UNAUTHENTICATED, without saying which.
+    assert_eq!(
+        code(anon.get("defaultdb", b"k").await.unwrap_err()),
+        Code::Unauthenticated
+    );
+    let e = anon.login("admin", "nope").await.unwrap_err();
+    let ClientError::Status(s1) = e else { panic!() };
+    let e = anon.login("nobody", "nope").await.unwrap_err();
+    let ClientError::Status(s2) = e else { panic!() };
+    assert_eq!((s1.code(), s1.message()), (s2.code(), s2.message()));
+    assert_eq!(s1.code(), Code::Unauthenticated);
+
+    let admin = admin(&server).await;
+    admin
+        .databases()
+        .create_database(proto::CreateDatabaseRequest {
+            name: "app".into(),
+            settings: None,
+        })
+        .await
+        .unwrap();
+    for (name, perm) in [
+        ("reader", proto::Permission::Read),
+        ("writer", proto::Permission::Readwrite),
+        ("owner", proto::Permission::Admin),
+    ] {
+        admin
+            .users()
+            .create_user(proto::CreateUserRequest {
+                name: name.into(),
+                password: format!("{name}-password"),
+                superuser: false,
+            })
+            .await
+            .unwrap();
+        admin
+            .users()
+            .grant(proto::GrantRequest {
+                user: name.into(),
+                database: "app".into(),
+                permission: perm as i32,
+            })
+            .await
+            .unwrap();
+    }
+    admin
+        .users()
+        .create_user(proto::CreateUserRequest {
+            name: "stranger".into(),
+            password: "stranger-password".into(),
+            superuser: false,
+        })
+        .await
+        .unwrap();
+    admin
+        .set("app", vec![(b"k".to_vec(), b"v".to_vec())])
+        .await
+        .unwrap();
+
+    let login = |name: &'static str| {
+        let addr = server.addr.clone();
+        async move {
+            let c = Client::connect(&addr, None).await.unwrap();
+            c.login(name, &format!("{name}-password")).await.unwrap();
+            c
+        }
+    };
+    let (reader, writer, owner, stranger) = (
+        login("reader").await,
+        login("writer").await,
+        login("owner").await,
+        login("stranger").await,
+    );
+    // Read: reader, writer, owner; not stranger.
+    for c in [&reader, &writer, &owner] {
+        assert_eq!(c.get("app", b"k").await.unwrap().unwrap().value, b"v");
+    }
+    assert_eq!(
+        code(stranger.get("app", b"k").await.unwrap_err()),
+        Code::PermissionDenied
+    );
+    // Write: writer, owner.
+    assert_eq!(
+        code(
+            reader
+                .set("app", vec![(b"k".to_vec(), b"x".to_vec())])
+                .await
+                .unwrap_err()
+        ),
+        Code::PermissionDenied
+    );
+    writer
+        .set("app", vec![(b"k".to_vec(), b"w".to_vec())])
+        .await
+        .unwrap();
+    owner
+        .set("app", vec![(b"k".to_vec(), b"o".to_vec())])
+        .await
+        .unwrap();
+    // Settings and grants: owner; creating databases and users: superuser only.
+    let upd = |c: &Client| {
+        let mut d = c.databases();
+        async move {
+            d.update_database(proto::UpdateDatabaseRequest {
+                name: "app".into(),
+                settings: None,
+            })
+            .await
+        }
+    };
+    assert_eq!(
+        upd(&writer).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    upd(&owner).await.unwrap();
+    assert_eq!(
+        owner
+            .databases()
+            .create_database(proto::CreateDatabaseRequest {
+                name: "x".into(),
+                settings: None
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        owner
+            .users()
+            .create_user(proto::CreateUserRequest {
+                name: "y".into(),
+                password: "long-enough".into(),
+                superuser: false
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    owner
+        .users()
+        .grant(proto::GrantRequest {
+            user: "stranger".into(),
+            database: "app".into(),
+            permission: proto::Permission::Read as i32,
+        })
+        .await
+        .unwrap();
+    assert!(stranger.get("app", b"k").await.unwrap().is_some());
+    assert_eq!(
+        writer
+            .users()
+            .revoke(proto::RevokeRequest {
+                user: "stranger".into(),
+                database: "app".into()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    owner
+        .users()
+        .revoke(proto::RevokeRequest {
+            user: "stranger".into(),
+            database: "app".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        code(stranger.get("app", b"k").await.unwrap_err()),
+        Code::PermissionDenied
+    );
+    // Lists show only what the caller may see.
+    let seen = reader
+        .databases()
+        .list_databases(proto::ListDatabasesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        seen.databases
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["app"]
+    );
+    assert_eq!(
+        reader
+            .users()
+            .list_users(proto::ListUsersRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    // Logout ends the session.
+    reader.logout().await.unwrap();
+    assert_eq!(
+        code(reader.get("app", b"k").await.unwrap_err()),
+        Code::Unauthenticated
+    );
+    // Errors map to codes.
+    assert_eq!(
+        code(admin.get("nodb", b"k").await.unwrap_err()),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(
+            admin
+                .set("app", vec![(Vec::new(), b"v".to_vec())])
+                .await
+                .unwrap_err()
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            admin
+                .set("app", vec![(vec![1; 2000], b"v".to_vec())])
+                .await
+                .unwrap_err()
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        admin
+            .databases()
+            .create_database(proto::CreateDatabaseRequest {
+                name: "app".into(),
+                settings: None
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::AlreadyExists
+    );
+    assert_eq!(
+        admin
+            .databases()
+            .create_database(proto::CreateDatabaseRequest {
+                name: "bad/name".into(),
+                settings: None
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(admin.tx("app", 999).await.unwrap_err()),
+        Code::NotFound
+    );
+    // The first-start log names the password's source, never the password.
+    assert!(!server.log().contains(ADMIN_PASSWORD));
+    assert!(!std::fs::read_to_string(dir.path().join("users.json"))
+        .unwrap()
+        .contains("password\": \"reader"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_data_call_and_the_verified_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = admin(&server).await;
+    let db = "defaultdb";
+    let h1 = c
+        .set(
+            db,
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"p/x".to_vec(), b"x".to_vec()),
+            ],
+        )
+        .await
+        .unwrap();
+    let h2 = c
+        .set(
+            db,
+            vec![
+                (b"a".to_vec(), b"2".to_vec()),
+                (b"p/y".to_vec(), b"y".to_vec()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!((h1.id, h2.id), (1, 2));
+    assert_eq!(c.get(db, b"a").await.unwrap().unwrap().value, b"2");
+    let at1 = c
+        .get_with(proto::GetRequest {
+            database: db.into(),
+            key: b"a".to_vec(),
+            at_tx: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(at1.unwrap().value, b"1");
+    // Waiting for a tx that comes later.
+    let c2 = c.clone();
+    let waiter = tokio::spawn(async move {
+        c2.get_with(proto::GetRequest {
+            database: "defaultdb".into(),
+            key: b"late".to_vec(),
+            since_tx: 3,
+            wait_ms: 10_000,
+            ..Default::default()
+        })
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    c.set(db, vec![(b"late".to_vec(), b"arrived".to_vec())])
+        .await
+        .unwrap();
+    assert_eq!(waiter.await.unwrap().unwrap().unwrap().value, b"arrived");
+    let timed_out = c
+        .get_with(proto::GetRequest {
+            database: db.into(),
+            key: b"a".to_vec(),
+            since_tx: 99,
+            wait_ms: 50,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(timed_out.unwrap_err()), Code::NotFound);
+
+    c.delete(db, vec![b"a".to_vec()]).await.unwrap();
+    assert_eq!(c.get(db, b"a").await.unwrap(), None);
+    assert_eq!(
+        code(c.delete(db, vec![b"a".to_vec()]).await.unwrap_err()),
+        Code::NotFound
+    );
+    let hist = c
+        .history(proto::HistoryRequest {
+            database: db.into(),
+            key: b"a".to_vec(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        hist.iter().map(|e| (e.tx, e.deleted)).collect::<Vec<_>>(),
+        vec![(1, false), (2, false), (4, true)]
+    );
+    let scan = c
+        .scan(proto::ScanRequest {
+            database: db.into(),
+            prefix: b"p/".to_vec(),
+            limit: 10,
+            desc: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        scan.iter().map(|e| e.key.clone()).collect::<Vec<_>>(),
+        vec![b"p/y".to_vec(), b"p/x".to_vec()]
+    );
+    let tx = c.tx(db, 2).await.unwrap();
+    assert_eq!(tx.entries.len(), 2);
+
+    // Verified: trust on first use, then every answer proven against the trusted state.
+    let state_file = dir.path().join("client-state.json");
+    let v = VerifiedClient::new(c.clone(), &state_file, None).unwrap();
+    let e = v.get(db, b"p/x", 0).await.unwrap();
+    assert_eq!((e.value.as_slice(), e.tx), (&b"x"[..], 1));
+    let first = v.trusted(db).await.unwrap();
+    assert_eq!(first.tx_id, 4);
+    let h = v
+        .set(db, vec![(b"v".to_vec(), b"verified".to_vec())])
+        .await
+        .unwrap();
+    assert_eq!(h.id, 5);
+    c.set(db, vec![(b"more".to_vec(), b"m".to_vec())])
+        .await
+        .unwrap();
+    let (th, entries) = v.tx(db, 2).await.unwrap();
+    assert_eq!((th.id, entries.len()), (2, 2));
+    assert_eq!(v.trusted(db).await.unwrap().tx_id, 6);
+    // The state file survives the client.
+    let again = VerifiedClient::new(c.clone(), &state_file, None).unwrap();
+    assert_eq!(again.trusted(db).await.unwrap().tx_id, 6);
+    let st = again.state(db).await.unwrap();
+    assert_eq!(st.tx_id, 6);
+    let cur = c.current_state(db).await.unwrap();
+    assert_eq!(
+        chainlog::integrity::Digest::from_hex(&st.alh)
+            .unwrap()
+            .0
+            .to_vec(),
+        cur.alh
+    );
+    let p = c
+        .data()
+        .consistency_proof(proto::ConsistencyProofRequest {
+            database: db.into(),
+            old_tx_id: 2,
+            new_tx_id: 6,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let p: chainlog::integrity::StateProof = (&p).try_into().unwrap();
+    p.verify(2, &p.old.alh(), 6, &p.new.alh()).unwrap();
+    // A key that does not exist is NOT_FOUND, not a verification failure.
+    assert!(
+        matches!(v.get(db, b"nope", 0).await, Err(ClientError::Status(s)) if s.code() == Code::NotFound)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_states_verify_with_the_server_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("signing.key");
+    std::fs::write(&key_path, "11".repeat(32)).unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--signing-key", key_path.to_str().unwrap()],
+    );
+    let c = admin(&server).await;
+    c.set("defaultdb", vec![(b"k".to_vec(), b"v".to_vec())])
+        .await
+        .unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32]).verifying_key();
+    let v = VerifiedClient::new(c.clone(), dir.path().join("s.json"), Some(key)).unwrap();
+    assert_eq!(v.get("defaultdb", b"k", 0).await.unwrap().value, b"v");
+    let wrong = ed25519_dalek::SigningKey::from_bytes(&[0x22; 32]).verifying_key();
+    let v = VerifiedClient::new(c, dir.path().join("s2.json"), Some(wrong)).unwrap();
+    assert!(matches!(
+        v.get("defaultdb", b"k", 0).await,
+        Err(ClientError::Tamper(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_data_users_and_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = admin(&server).await;
+    c.databases()
+        .create_database(proto::CreateDatabaseRequest {
+            name: "kept".into(),
+            settings: Some(proto::DatabaseSettings {
+                checkpoint_txs: Some(7),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    c.users()
+        .create_user(proto::CreateUserRequest {
+            name: "ann".into(),
+            password: "ann-password".into(),
+            superuser: false,
+        })
+        .await
+        .unwrap();
+    for i in 0..20u32 {
+        c.set(
+            "kept",
+            vec![(format!("k{i}").into_bytes(), i.to_le_bytes().to_vec())],
+        )
+        .await
+        .unwrap();
+    }
+    let uuid = c.current_state("kept").await.unwrap().uuid;
+    assert!(server.stop().success());
+
+    let server = Server::start(dir.path(), &[]);
+    let c = admin(&server).await;
+    let st = c.current_state("kept").await.unwrap();
+    assert_eq!((st.tx_id, st.uuid), (20, uuid));
+    assert_eq!(
+        c.get("kept", b"k19").await.unwrap().unwrap().value,
+        19u32.to_le_bytes()
+    );
+    let dbs = c
+        .databases()
+        .list_databases(proto::ListDatabasesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .databases;
+    let kept = dbs.iter().find(|d| d.name == "kept").unwrap();
+    assert_eq!(kept.settings.unwrap().checkpoint_txs, Some(7));
+    let ann = Client::connect(&server.addr, None).await.unwrap();
+    ann.login("ann", "ann-password").await.unwrap();
+    // The admin password file exists only when the password was generated.
+    assert!(!dir.path().join("admin-password").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_under_load_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = admin(&server).await;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (c, acked) = (c.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0.. {
+                let key = format!("t{t}-{i}").into_bytes();
+                match c.set("defaultdb", vec![(key.clone(), b"v".to_vec())]).await {
+                    Ok(_) => acked.lock().unwrap().push(key),
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let status = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 50,
+        "only {} writes before shutdown",
+        acked.len()
+    );
+    let server = Server::start(dir.path(), &[]);
+    let c = admin(&server).await;
+    for k in &acked {
+        assert!(
+            c.get("defaultdb", k).await.unwrap().is_some(),
+            "acknowledged write {} lost",
+            String::from_utf8_lossy(k)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_get_errors_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = admin(&server).await;
+    let big = vec![0u8; 33 << 20];
+    assert_eq!(
+        code(
+            c.set("defaultdb", vec![(b"big".to_vec(), big)])
+                .await
+                .unwrap_err()
+        ),
+        Code::InvalidArgument
+    );
+    let bad = c
+        .data()
+        .verifiable_get(proto::VerifiableGetRequest {
+            database: "defaultdb".into(),
+            key: vec![],
+            at_tx: 0,
+            trusted_tx_id: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::NotFound);
+    // Many connections at once.
+    let mut tasks = Vec::new();
+    for i in 0..256 {
+        let addr = server.addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::connect(&addr, None).await.unwrap();
+            let r = c.get("defaultdb", b"x").await;
+            assert_eq!(
+                code(r.unwrap_err()),
+                Code::Unauthenticated,
+                "connection {i}"
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    c.set("defaultdb", vec![(b"still".to_vec(), b"serving".to_vec())])
+        .await
+        .unwrap();
+}
