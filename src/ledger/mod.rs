@@ -399,6 +399,21 @@ impl Ledger {
         writer::submit(&self.shared, prepared)
     }
 
+    /// [`Ledger::commit`] for async callers: the task waits, no thread does. Validation and
+    /// hashing run on the calling task (on a blocking thread for txs over 64 KiB of values).
+    pub async fn commit_async(&self, entries: Vec<NewEntry>) -> Result<TxHeader> {
+        let bytes: usize = entries.iter().map(|e| e.key.len() + e.value.len()).sum();
+        let prepared = if bytes > 64 << 10 {
+            tokio::task::spawn_blocking(move || writer::prepare(entries))
+                .await
+                .map_err(|_| LedgerError::Closed)??
+        } else {
+            writer::prepare(entries)?
+        };
+        let done = writer::submit_async(&self.shared, prepared)?;
+        done.await.unwrap_or(Err(LedgerError::Closed))
+    }
+
     /// Logically deletes `keys` in one transaction. Fails with [`LedgerError::KeyNotFound`] if
     /// one of them is not live.
     pub fn delete(&self, keys: &[&[u8]]) -> Result<TxHeader> {

@@ -45,14 +45,26 @@ pub(crate) struct Prepared {
 /// per committer on the writer's thread.
 type Slot = Arc<Mutex<Option<Result<TxHeader>>>>;
 
+/// How a committer waits for its outcome: a blocked thread on the shared condvar, or an async
+/// task woken through a oneshot channel (no thread parked per commit).
+enum Reply {
+    Slot(Slot),
+    Async(tokio::sync::oneshot::Sender<Result<TxHeader>>),
+}
+
 struct Pending {
     tx: Prepared,
-    slot: Slot,
+    reply: Reply,
 }
 
 impl Pending {
     fn reply(self, result: Result<TxHeader>) {
-        *lock_poisoned(self.slot.lock()) = Some(result);
+        match self.reply {
+            Reply::Slot(slot) => *lock_poisoned(slot.lock()) = Some(result),
+            Reply::Async(tx) => {
+                let _ = tx.send(result);
+            }
+        }
     }
 }
 
@@ -138,8 +150,8 @@ pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
 }
 
 /// Queues `tx` for the writer and waits until it is durable (or failed).
-pub(crate) fn submit(shared: &Shared, tx: Prepared) -> Result<TxHeader> {
-    let slot: Slot = Arc::new(Mutex::new(None));
+/// Puts a prepared tx in the writer's queue, unless the ledger is failed or closing.
+fn enqueue(shared: &Shared, pending: Pending) -> Result<()> {
     {
         let mut q = lock_poisoned(shared.queue.lock());
         if let Some((path, kind)) = &q.failure {
@@ -151,12 +163,37 @@ pub(crate) fn submit(shared: &Shared, tx: Prepared) -> Result<TxHeader> {
         if q.closing {
             return Err(LedgerError::Closed);
         }
-        q.pending.push_back(Pending {
-            tx,
-            slot: slot.clone(),
-        });
+        q.pending.push_back(pending);
     }
     shared.queue_signal.notify_one();
+    Ok(())
+}
+
+/// Queues `tx` for the writer; the outcome arrives on the returned channel.
+pub(crate) fn submit_async(
+    shared: &Shared,
+    tx: Prepared,
+) -> Result<tokio::sync::oneshot::Receiver<Result<TxHeader>>> {
+    let (reply, done) = tokio::sync::oneshot::channel();
+    enqueue(
+        shared,
+        Pending {
+            tx,
+            reply: Reply::Async(reply),
+        },
+    )?;
+    Ok(done)
+}
+
+pub(crate) fn submit(shared: &Shared, tx: Prepared) -> Result<TxHeader> {
+    let slot: Slot = Arc::new(Mutex::new(None));
+    enqueue(
+        shared,
+        Pending {
+            tx,
+            reply: Reply::Slot(slot.clone()),
+        },
+    )?;
     let mut generation = lock_poisoned(shared.done_generation.lock());
     loop {
         if let Some(result) = lock_poisoned(slot.lock()).take() {

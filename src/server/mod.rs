@@ -164,14 +164,24 @@ pub async fn serve(
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     let closing = state.clone();
     let _ = tokio::task::spawn_blocking(move || closing.catalog.close()).await;
     result.map_err(ServerError::from)
+}
+
+/// Accepted connections, with Nagle's algorithm off: a proof answer is written in more than
+/// one piece, and waiting for the peer's delayed ACK added 40 ms to it.
+fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
 
 /// Prometheus text for every database.
