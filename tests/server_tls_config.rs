@@ -1,0 +1,171 @@
+//! The real `chainlogd` with TLS and mutual TLS (certificates made by rcgen at test time),
+//! settings from a TOML file and from CHAINLOG_* variables, the metrics endpoint, and the
+//! standard gRPC health service.
+
+mod common;
+
+use chainlog::client::{Client, ClientTls};
+use common::{Server, ADMIN_PASSWORD};
+use std::io::{Read, Write};
+
+struct Pki {
+    ca_pem: String,
+    server: (String, String),
+    client: (String, String),
+}
+
+fn pki() -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    Pki {
+        ca_pem: ca.pem(),
+        server: leaf(vec!["localhost".into()]),
+        client: leaf(vec!["client".into()]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki();
+    let w = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (cert, key, ca) = (
+        w("server.pem", &p.server.0),
+        w("server.key", &p.server.1),
+        w("ca.pem", &p.ca_pem),
+    );
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ],
+    );
+    let https = server.addr.replace("http://", "https://");
+    let tls = |with_identity: bool| ClientTls {
+        ca_pem: Some(p.ca_pem.clone().into_bytes()),
+        identity_pem: with_identity.then(|| {
+            (
+                p.client.0.clone().into_bytes(),
+                p.client.1.clone().into_bytes(),
+            )
+        }),
+        domain: Some("localhost".into()),
+    };
+    let c = Client::connect(&https, Some(tls(true))).await.unwrap();
+    c.login("admin", ADMIN_PASSWORD).await.unwrap();
+    c.set("defaultdb", vec![(b"k".to_vec(), b"over tls".to_vec())])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get("defaultdb", b"k").await.unwrap().unwrap().value,
+        b"over tls"
+    );
+    // Without a client certificate, the handshake or the first call fails.
+    let refused = match Client::connect(&https, Some(tls(false))).await {
+        Err(_) => true,
+        Ok(c) => c.login("admin", ADMIN_PASSWORD).await.is_err(),
+    };
+    assert!(
+        refused,
+        "mutual TLS must refuse a client without a certificate"
+    );
+    // Plain text to a TLS port fails.
+    let plain = match Client::connect(&server.addr, None).await {
+        Err(_) => true,
+        Ok(c) => c.login("admin", ADMIN_PASSWORD).await.is_err(),
+    };
+    assert!(plain);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_environment_metrics_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("chainlogd.toml");
+    std::fs::write(&config, format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\ntoken_ttl_secs = 3600\nlog = \"info\"\n")).unwrap();
+    // The data directory comes from the environment, the rest from the file.
+    let data = dir.path().join("from-env");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chainlogd"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("CHAINLOG_DATA_DIR", &data)
+        .env("CHAINLOG_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut body = String::new();
+    for _ in 0..200 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .unwrap();
+            s.read_to_string(&mut body).unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains("chainlog_database_tx_id{database=\"defaultdb\"} 0"),
+        "{body}"
+    );
+    assert!(
+        data.join("users.json").exists(),
+        "CHAINLOG_DATA_DIR was used"
+    );
+
+    // Health: the standard service answers SERVING.
+    let server = Server::start(&dir.path().join("data2"), &[]);
+    let channel = tonic::transport::Endpoint::from_shared(server.addr.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // A bad config file is a clear error, not a start.
+    std::fs::write(&config, "no_such_setting = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlogd"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_setting"));
+}
