@@ -352,3 +352,75 @@ fn a_second_open_of_one_directory_is_refused() {
         ))
     ));
 }
+
+#[test]
+fn a_replica_applies_byte_identical_txs_and_refuses_others() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Ledger::open(a.path(), small()).unwrap();
+    let replica = Ledger::open(b.path(), small()).unwrap();
+    for i in 0..300u32 {
+        let mut e = vec![NewEntry::put(format!("k{}", i % 40), format!("v{i}"))];
+        if i % 7 == 0 {
+            e.push(NewEntry::delete(format!("gone{i}")));
+        }
+        primary.commit(e).unwrap();
+    }
+    for id in 1..=300 {
+        let tx = primary.tx(id).unwrap();
+        let entries = tx
+            .entries
+            .iter()
+            .map(|e| NewEntry {
+                key: e.key.clone(),
+                value: e.value.clone(),
+                meta: e.meta,
+            })
+            .collect();
+        assert_eq!(
+            replica.apply(tx.header, tx.alh, entries).unwrap(),
+            tx.header
+        );
+    }
+    assert_eq!(replica.state(), primary.state());
+    assert_eq!(replica.get(b"k3").unwrap(), primary.get(b"k3").unwrap());
+    // A proof from the replica verifies against the primary's state.
+    let s = primary.state();
+    replica
+        .tx_proof(17, s.tx_id)
+        .unwrap()
+        .verify(s.tx_id, &s.alh)
+        .unwrap();
+
+    // Out of order, tampered entries, or a forked history: refused, nothing written.
+    let tx = primary.tx(5).unwrap();
+    let entries = |t: &chainlog::ledger::Tx| {
+        t.entries
+            .iter()
+            .map(|e| NewEntry {
+                key: e.key.clone(),
+                value: e.value.clone(),
+                meta: e.meta,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(matches!(
+        replica.apply(tx.header, tx.alh, entries(&tx)),
+        Err(LedgerError::NotNext { tx: 5, .. })
+    ));
+    primary.commit(vec![NewEntry::put("next", "1")]).unwrap();
+    let next = primary.tx(301).unwrap();
+    let mut forged = entries(&next);
+    forged[0].value = b"2".to_vec();
+    assert!(
+        matches!(replica.apply(next.header, next.alh, forged), Err(LedgerError::NotNext { reason, .. }) if reason.contains("entries root"))
+    );
+    replica
+        .commit(vec![NewEntry::put("local", "write")])
+        .unwrap();
+    assert!(matches!(
+        replica.apply(next.header, next.alh, entries(&next)),
+        Err(LedgerError::NotNext { .. })
+    ));
+    assert_eq!(replica.state().tx_id, 301);
+    assert_ne!(replica.state().alh, primary.state().alh);
+}

@@ -151,6 +151,9 @@ pub enum LedgerError {
     DeleteWithValue { index: usize },
     #[error("key not found")]
     KeyNotFound,
+    /// A replicated tx that does not extend this database exactly: the histories differ.
+    #[error("tx {tx} does not extend this database: {reason}")]
+    NotNext { tx: TxId, reason: &'static str },
     #[error("tx {id} does not exist; the last is {last}")]
     TxNotFound { id: TxId, last: TxId },
     #[error("invalid option {name}: {reason}")]
@@ -412,6 +415,31 @@ impl Ledger {
         };
         let done = writer::submit_async(&self.shared, prepared)?;
         done.await.unwrap_or(Err(LedgerError::Closed))
+    }
+
+    /// Appends a tx copied from another database (a replica applying its primary's log): the
+    /// same header, the same entries. It is written only if its entries hash to its entries
+    /// root, its Alh matches, and it extends this database exactly (next id, previous Alh,
+    /// history root); otherwise [`LedgerError::NotNext`] and nothing is written. The result
+    /// is byte-identical to the source's tx.
+    pub async fn apply_async(
+        &self,
+        header: TxHeader,
+        alh: Digest,
+        entries: Vec<NewEntry>,
+    ) -> Result<TxHeader> {
+        let prepared =
+            tokio::task::spawn_blocking(move || writer::prepare_replicated(header, &alh, entries))
+                .await
+                .map_err(|_| LedgerError::Closed)??;
+        let done = writer::submit_async(&self.shared, prepared)?;
+        done.await.unwrap_or(Err(LedgerError::Closed))
+    }
+
+    /// Blocking [`Ledger::apply_async`].
+    pub fn apply(&self, header: TxHeader, alh: Digest, entries: Vec<NewEntry>) -> Result<TxHeader> {
+        let prepared = writer::prepare_replicated(header, &alh, entries)?;
+        writer::submit(&self.shared, prepared)
     }
 
     /// Logically deletes `keys` in one transaction. Fails with [`LedgerError::KeyNotFound`] if

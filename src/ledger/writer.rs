@@ -38,6 +38,8 @@ pub(crate) struct Prepared {
     body_crc: crc32fast::Hasher,
     /// Per entry: key, deleted, offset of the value hash in `body`, value length.
     refs: Vec<(Vec<u8>, bool, usize, u32)>,
+    /// A replicated tx: the header it must be written with, byte for byte.
+    fixed: Option<TxHeader>,
 }
 
 /// Where the writer puts a commit's outcome. Committers wait on `Shared::done_signal`, which
@@ -80,6 +82,32 @@ pub(crate) struct Queue {
     pub closing: bool,
     /// The first write-path failure; commits are refused from then on.
     pub failure: Option<(PathBuf, std::io::ErrorKind)>,
+}
+
+/// Prepares a tx copied from another database: its entries must hash to the header's entries
+/// root, and the writer will check that the header extends this database exactly.
+pub(crate) fn prepare_replicated(
+    header: TxHeader,
+    alh: &crate::integrity::Digest,
+    entries: Vec<NewEntry>,
+) -> Result<Prepared> {
+    let id = header.id;
+    let mismatch = |reason| Err(LedgerError::NotNext { tx: id, reason });
+    if header.version != FORMAT_VERSION {
+        return mismatch("unknown format version");
+    }
+    if header.alh() != *alh {
+        return mismatch("the Alh does not match the header");
+    }
+    if header.entry_count as usize != entries.len() {
+        return mismatch("entry count differs from the entries");
+    }
+    let mut p = prepare(entries)?;
+    if p.entries_root != header.entries_root {
+        return mismatch("the entries do not hash to the entries root");
+    }
+    p.fixed = Some(header);
+    Ok(p)
 }
 
 /// Checks limits and hashes everything that does not depend on the tx's position.
@@ -146,6 +174,7 @@ pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
         },
         body,
         refs,
+        fixed: None,
     })
 }
 
@@ -375,9 +404,9 @@ impl Writer {
         while let Some(batch) = self.next_batch() {
             let mut batch = batch;
             let error = match self.write(&mut batch) {
-                Ok(headers) => {
-                    for (p, h) in batch.into_iter().zip(headers) {
-                        p.reply(Ok(h));
+                Ok(results) => {
+                    for (p, h) in batch.into_iter().zip(results) {
+                        p.reply(h);
                     }
                     announce(&self.shared);
                     let due = self.since_checkpoint >= self.shared.options.checkpoint_txs
@@ -445,17 +474,48 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes one group of txs and makes it durable and visible. Returns their headers.
+    /// Writes one group of txs and makes it durable and visible. Returns each tx's header, or
+    /// why a replicated tx does not extend this database (it is then not written).
     /// Takes the keys out of the prepared txs, into the index.
-    fn write(&mut self, batch: &mut [Pending]) -> Result<Vec<TxHeader>> {
-        let txs = batch.len();
-        let mut headers = Vec::with_capacity(txs);
+    fn write(&mut self, batch: &mut [Pending]) -> Result<Vec<Result<TxHeader>>> {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut written = 0u64;
         let mut updates: Vec<(Vec<u8>, Version)> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         let mut nodes = Vec::new();
         let mut head = Vec::with_capacity(codec::HEADER_BYTES);
         for tx in batch.iter_mut().map(|p| &mut p.tx) {
             let id = self.last_id + 1;
+            let header = match &tx.fixed {
+                None => TxHeader {
+                    version: FORMAT_VERSION,
+                    id,
+                    timestamp_us: now_us().max(self.last_ts),
+                    prev_alh: self.last_alh,
+                    entry_count: tx.entry_count,
+                    entries_root: tx.entries_root,
+                    history_size: id - 1,
+                    history_root: self.frontier.root(),
+                },
+                Some(h) => {
+                    let reason = if h.id != id {
+                        Some("it is not the next tx id")
+                    } else if h.prev_alh != self.last_alh {
+                        Some("its previous Alh is not this database's last Alh")
+                    } else if h.history_size != id - 1 || h.history_root != self.frontier.root() {
+                        Some("its history root is not this database's")
+                    } else if h.timestamp_us < self.last_ts {
+                        Some("its timestamp is before the last tx's")
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = reason {
+                        results.push(Err(LedgerError::NotNext { tx: h.id, reason }));
+                        continue;
+                    }
+                    *h
+                }
+            };
             let frame_len = FRAME_HEADER_BYTES + codec::HEADER_BYTES + tx.body.len();
             let seg_max = self.shared.options.segment_bytes_max;
             if self.segment.len() + (buf.len() + frame_len) as u64 > seg_max
@@ -465,16 +525,6 @@ impl Writer {
                 buf.clear();
                 self.roll(id)?;
             }
-            let header = TxHeader {
-                version: FORMAT_VERSION,
-                id,
-                timestamp_us: now_us().max(self.last_ts),
-                prev_alh: self.last_alh,
-                entry_count: tx.entry_count,
-                entries_root: tx.entries_root,
-                history_size: id - 1,
-                history_root: self.frontier.root(),
-            };
             let alh = header.alh();
             let offset = self.segment.len() + buf.len() as u64;
             head.clear();
@@ -507,7 +557,8 @@ impl Writer {
             self.last_id = id;
             self.last_alh = alh;
             self.last_ts = header.timestamp_us;
-            headers.push(header);
+            written += 1;
+            results.push(Ok(header));
         }
         self.segment.append(&buf)?;
         self.history.flush()?;
@@ -515,7 +566,7 @@ impl Writer {
         if self.shared.options.durability == super::Durability::Synced {
             self.segment.sync()?;
         }
-        self.since_checkpoint += txs as u64;
+        self.since_checkpoint += written;
         {
             let mut idx = lock_poisoned(self.shared.index.write());
             for (k, v) in updates {
@@ -523,12 +574,14 @@ impl Writer {
             }
         }
         let mut view = lock_poisoned(self.shared.view.write());
-        view.last = headers.last().copied().or(view.last);
+        if let Some(Ok(h)) = results.iter().rev().find(|r| r.is_ok()) {
+            view.last = Some(*h);
+        }
         view.state = State {
             tx_id: self.last_id,
             alh: self.last_alh,
         };
-        Ok(headers)
+        Ok(results)
     }
 
     /// Waits for the checkpoint under way, if any, and takes back the runs.

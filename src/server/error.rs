@@ -18,6 +18,7 @@ pub(crate) fn status_of(e: LedgerError) -> Status {
         | E::DeleteWithValue { .. }
         | E::InvalidOption { .. } => Code::InvalidArgument,
         E::KeyNotFound | E::TxNotFound { .. } => Code::NotFound,
+        E::NotNext { .. } => Code::FailedPrecondition,
         E::BadTx { .. } | E::Storage(StorageError::Corrupt { .. }) => Code::DataLoss,
         E::Storage(StorageError::Locked { .. }) | E::Poisoned { .. } | E::Closed => {
             Code::Unavailable
