@@ -12,6 +12,8 @@
 //! - [`index`]: key -> versions, in memory and in sorted run files.
 //! - [`ledger`]: one database: the only writer; composes storage, integrity and index; owns
 //!   commit order, group commit, checkpoints, recovery and the offline check.
+//! - [`replication`]: replica databases following a primary: the stream's two sides, the
+//!   replicator task, status and acknowledgements.
 //! - [`server`]: `chainlogd`: tonic adapters over many ledgers, users and permissions.
 //! - [`client`]: the Rust SDK (also used by the CLI); depends on `integrity`, never `storage`.
 //! - [`proto`]: the generated gRPC types and the one place that converts them to and from
@@ -22,5 +24,6 @@ pub mod index;
 pub mod integrity;
 pub mod ledger;
 pub mod proto;
+pub mod replication;
 pub mod server;
 pub mod storage;

@@ -506,7 +506,7 @@ async fn restart_keeps_data_users_and_settings() {
         .into_inner()
         .databases;
     let kept = dbs.iter().find(|d| d.name == "kept").unwrap();
-    assert_eq!(kept.settings.unwrap().checkpoint_txs, Some(7));
+    assert_eq!(kept.settings.as_ref().unwrap().checkpoint_txs, Some(7));
     let ann = Client::connect(&server.addr, None).await.unwrap();
     ann.login("ann", "ann-password").await.unwrap();
     // The admin password file exists only when the password was generated.

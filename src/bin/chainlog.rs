@@ -109,12 +109,105 @@ enum Command {
     Vtx { id: u64 },
     /// The database's current state, verified to extend the trusted one
     State,
+    /// Replication status
+    #[command(subcommand)]
+    Replication(ReplicationCmd),
     /// Check a database directory offline (no server; the server must be stopped)
     Verify {
         /// The server's data directory
         #[arg(long)]
         data_dir: PathBuf,
     },
+}
+
+/// Replication settings of a database (immudb's flag names).
+#[derive(Debug, clap::Args, Default)]
+struct ReplicationFlags {
+    /// The database is a replica: it takes txs only from its primary, and refuses writes.
+    /// `=false` promotes a replica to primary
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    replication_is_replica: Option<bool>,
+    /// Host of the primary (no host: no replicator; txs come from an external replicator)
+    #[arg(long, value_name = "HOST")]
+    replication_primary_host: Option<String>,
+    /// Port of the primary [default: 3322]
+    #[arg(long, value_name = "PORT")]
+    replication_primary_port: Option<u32>,
+    /// Database on the primary [default: defaultdb]
+    #[arg(long, value_name = "NAME")]
+    replication_primary_database: Option<String>,
+    /// User the replicator logs in to the primary as (read permission is enough)
+    #[arg(long, value_name = "USER")]
+    replication_primary_username: Option<String>,
+    /// Its password (prefer --replication-primary-password-file); never shown again
+    #[arg(long, value_name = "PASSWORD")]
+    replication_primary_password: Option<String>,
+    /// File holding that password (first line)
+    #[arg(long, value_name = "FILE")]
+    replication_primary_password_file: Option<PathBuf>,
+    /// On a primary: acknowledge commits only once replicas hold them (with --replication-sync-acks)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    replication_sync_enabled: Option<bool>,
+    /// On a primary: how many replicas must hold a tx before its commit is acknowledged
+    #[arg(long, value_name = "K")]
+    replication_sync_acks: Option<u32>,
+    /// Longest a synchronous commit waits for its acknowledgements [default: 5000]
+    #[arg(long, value_name = "MS")]
+    replication_sync_timeout_ms: Option<u64>,
+    /// Txs the primary may send ahead of the replica's acknowledgements
+    #[arg(long, value_name = "N")]
+    replication_prefetch_tx_buffer_size: Option<u32>,
+    /// PEM CA file to verify the primary's TLS certificate (the replicator then uses TLS)
+    #[arg(long, value_name = "FILE")]
+    replication_primary_tls_ca: Option<String>,
+    /// PEM client certificate and key for a primary requiring mutual TLS
+    #[arg(long, value_name = "FILE")]
+    replication_primary_tls_cert: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    replication_primary_tls_key: Option<String>,
+}
+
+impl ReplicationFlags {
+    fn settings(&self) -> Result<Option<proto::ReplicationSettings>, Failure> {
+        let password = match &self.replication_primary_password_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| Failure::Error(format!("{}: {e}", f.display())))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            None => self.replication_primary_password.clone(),
+        };
+        let sync_acks = match (self.replication_sync_enabled, self.replication_sync_acks) {
+            (Some(false), _) => Some(0),
+            (Some(true), None) => Some(1),
+            (_, k) => k,
+        };
+        let r = proto::ReplicationSettings {
+            is_replica: self.replication_is_replica,
+            primary_host: self.replication_primary_host.clone(),
+            primary_port: self.replication_primary_port,
+            primary_database: self.replication_primary_database.clone(),
+            primary_username: self.replication_primary_username.clone(),
+            primary_password: password,
+            sync_acks,
+            sync_timeout_ms: self.replication_sync_timeout_ms,
+            prefetch_tx_buffer_size: self.replication_prefetch_tx_buffer_size,
+            primary_tls_ca_file: self.replication_primary_tls_ca.clone(),
+            primary_tls_cert_file: self.replication_primary_tls_cert.clone(),
+            primary_tls_key_file: self.replication_primary_tls_key.clone(),
+            primary_password_set: false,
+        };
+        Ok((r != proto::ReplicationSettings::default()).then_some(r))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ReplicationCmd {
+    /// Replication state of --db: on a replica its replicator, on a primary its replicas
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +222,8 @@ enum DatabaseCmd {
         segment_bytes_max: Option<u64>,
         #[arg(long)]
         checkpoint_txs: Option<u64>,
+        #[command(flatten)]
+        replication: Box<ReplicationFlags>,
     },
     /// List databases with settings and state
     List,
@@ -141,6 +236,8 @@ enum DatabaseCmd {
         segment_bytes_max: Option<u64>,
         #[arg(long)]
         checkpoint_txs: Option<u64>,
+        #[command(flatten)]
+        replication: Box<ReplicationFlags>,
     },
 }
 
@@ -321,11 +418,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Database(cmd) => {
             let c = connect(&cli).await?;
             let info_json = |i: &proto::DatabaseInfo| {
-                let s = i.settings.unwrap_or_default();
+                let s = i.settings.clone().unwrap_or_default();
                 let st = i.state.clone().unwrap_or_default();
                 json!({"name": i.name, "uuid": i.uuid, "tx_id": st.tx_id, "alh": hex(&st.alh),
                        "settings": {"durability": if s.durability == Some(proto::Durability::Buffered as i32) {"buffered"} else {"synced"},
-                                    "segment_bytes_max": s.segment_bytes_max, "checkpoint_txs": s.checkpoint_txs}})
+                                    "segment_bytes_max": s.segment_bytes_max, "checkpoint_txs": s.checkpoint_txs,
+                                    "replication": s.replication.as_ref().map(|r| json!({
+                                        "is_replica": r.is_replica, "primary_host": r.primary_host, "primary_port": r.primary_port,
+                                        "primary_database": r.primary_database, "primary_username": r.primary_username,
+                                        "primary_password_set": r.primary_password_set, "sync_acks": r.sync_acks}))}})
             };
             match cmd {
                 DatabaseCmd::Create {
@@ -333,11 +434,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     buffered,
                     segment_bytes_max,
                     checkpoint_txs,
+                    replication,
                 } => {
                     let settings = proto::DatabaseSettings {
                         durability: buffered.then_some(proto::Durability::Buffered as i32),
                         segment_bytes_max: *segment_bytes_max,
                         checkpoint_txs: *checkpoint_txs,
+                        replication: replication.settings()?,
                     };
                     let i = c
                         .databases()
@@ -382,11 +485,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     buffered,
                     segment_bytes_max,
                     checkpoint_txs,
+                    replication,
                 } => {
                     let settings = proto::DatabaseSettings {
                         durability: buffered.map(|b| if b { proto::Durability::Buffered } else { proto::Durability::Synced } as i32),
                         segment_bytes_max: *segment_bytes_max,
                         checkpoint_txs: *checkpoint_txs,
+                        replication: replication.settings()?,
                     };
                     let i = c
                         .databases()
@@ -494,6 +599,47 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     });
                 }
             }
+        }
+        Command::Replication(ReplicationCmd::Status) => {
+            let c = connect(&cli).await?;
+            let r = c
+                .replication()
+                .replication_status(proto::ReplicationStatusRequest {
+                    database: db.clone(),
+                })
+                .await
+                .map_err(ClientError::from)?
+                .into_inner();
+            let replicas: Vec<serde_json::Value> = r
+                .replicas
+                .iter()
+                .map(|l| json!({"replica": l.replica, "peer": l.peer, "acked_tx_id": l.acked_tx_id, "lag_txs": l.lag_txs}))
+                .collect();
+            out.print(
+                json!({"database": r.database, "role": r.role, "primary": r.primary, "state": r.state,
+                       "last_applied_tx_id": r.last_applied_tx_id, "primary_head_tx_id": r.primary_head_tx_id,
+                       "lag_txs": r.lag_txs, "lag_ms": r.lag_ms, "last_error": r.last_error,
+                       "diverged_local": r.diverged_local.as_ref().map(header_json),
+                       "diverged_remote": r.diverged_remote.as_ref().map(header_json),
+                       "replicas": replicas}),
+                || {
+                    let mut s = if r.role == "replica" {
+                        format!(
+                            "{} replica of {}: {}, applied tx {}, primary at tx {}, lag {} txs / {} ms",
+                            r.database, r.primary, r.state, r.last_applied_tx_id, r.primary_head_tx_id, r.lag_txs, r.lag_ms
+                        )
+                    } else {
+                        format!("{} primary at tx {}", r.database, r.last_applied_tx_id)
+                    };
+                    if !r.last_error.is_empty() {
+                        s.push_str(&format!("\nlast error: {}", r.last_error));
+                    }
+                    for l in &r.replicas {
+                        s.push_str(&format!("\nreplica {} ({}): acked tx {}, lag {} txs", l.replica, l.peer, l.acked_tx_id, l.lag_txs));
+                    }
+                    s
+                },
+            );
         }
         Command::Set { key, value } => {
             let h = connect(&cli)

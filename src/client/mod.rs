@@ -8,7 +8,9 @@ mod verified;
 
 pub use verified::{TamperError, TrustedState, VerifiedClient, VerifiedEntry};
 
-use crate::proto::{self, auth_client, data_client, databases_client, users_client};
+use crate::proto::{
+    self, auth_client, data_client, databases_client, replication_client, users_client,
+};
 use std::sync::{Arc, RwLock};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -127,6 +129,12 @@ impl Client {
     /// The data service, with message limits that fit the largest transaction.
     pub fn data(&self) -> data_client::DataClient<Authed> {
         data_client::DataClient::with_interceptor(self.channel.clone(), self.bearer())
+            .max_decoding_message_size(crate::server::MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(crate::server::MESSAGE_BYTES_MAX)
+    }
+
+    pub fn replication(&self) -> replication_client::ReplicationClient<Authed> {
+        replication_client::ReplicationClient::with_interceptor(self.channel.clone(), self.bearer())
             .max_decoding_message_size(crate::server::MESSAGE_BYTES_MAX)
             .max_encoding_message_size(crate::server::MESSAGE_BYTES_MAX)
     }

@@ -39,6 +39,11 @@ impl Digest {
         Some(Digest(out))
     }
 
+    /// For messages: the digest if `bytes` is 32 bytes long, else zero.
+    pub fn from_slice_lossy(bytes: &[u8]) -> Digest {
+        Digest::from_slice(bytes).unwrap_or_default()
+    }
+
     pub(crate) fn from_slice(bytes: &[u8]) -> Option<Digest> {
         <[u8; DIGEST_BYTES]>::try_from(bytes).ok().map(Digest)
     }

@@ -324,6 +324,8 @@ pub(crate) struct Shared {
     /// Bumped by the writer each time it has filled the outcome slots of a group.
     done_generation: Mutex<u64>,
     done_signal: Condvar,
+    /// The last committed tx id, for async waiters (replication streams).
+    published: tokio::sync::watch::Sender<TxId>,
 }
 
 /// An open database. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -367,6 +369,11 @@ impl Ledger {
     /// The current state: id and Alh of the last committed tx.
     pub fn state(&self) -> State {
         lock_poisoned(self.shared.view.read()).state
+    }
+
+    /// Follows the last committed tx id as it changes, without polling.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<TxId> {
+        self.shared.published.subscribe()
     }
 
     /// Waits until tx `tx` is committed, at most `timeout`; whether it is.

@@ -288,6 +288,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         queue_signal: Condvar::new(),
         done_generation: Mutex::new(0),
         done_signal: Condvar::new(),
+        published: tokio::sync::watch::Sender::new(replay.last_id),
     });
     let ledger = Ledger {
         shared: shared.clone(),

@@ -581,6 +581,8 @@ impl Writer {
             tx_id: self.last_id,
             alh: self.last_alh,
         };
+        drop(view);
+        self.shared.published.send_replace(self.last_id);
         Ok(results)
     }
 

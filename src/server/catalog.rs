@@ -2,6 +2,7 @@
 //! `<data-dir>/catalog.json`), and their open ledgers (in `<data-dir>/db/<name>/`).
 
 use crate::ledger::{Durability, Ledger, LedgerError, Options};
+use crate::replication::hub::Hub;
 use crate::storage::{fs, StorageError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,6 +37,111 @@ pub struct Settings {
     pub segment_bytes_max: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_txs: Option<u64>,
+    #[serde(default)]
+    pub replication: ReplicationSettings,
+}
+
+/// How a database replicates. Kept in `catalog.json` (mode 0600: it holds the password);
+/// the password is never returned by the API nor logged (`Debug` redacts it).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_replica: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_acks: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch_tx_buffer_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_tls_ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_tls_cert_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_tls_key_file: Option<String>,
+}
+
+impl std::fmt::Debug for ReplicationSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationSettings")
+            .field("is_replica", &self.is_replica)
+            .field("primary_host", &self.primary_host)
+            .field("primary_port", &self.primary_port)
+            .field("primary_database", &self.primary_database)
+            .field("primary_username", &self.primary_username)
+            .field(
+                "primary_password",
+                &self.primary_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("sync_acks", &self.sync_acks)
+            .finish()
+    }
+}
+
+/// Default wait of a synchronous commit for its acknowledgements.
+pub const SYNC_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+
+impl ReplicationSettings {
+    pub fn merged(&self, u: &ReplicationSettings) -> ReplicationSettings {
+        ReplicationSettings {
+            is_replica: u.is_replica.or(self.is_replica),
+            primary_host: u.primary_host.clone().or_else(|| self.primary_host.clone()),
+            primary_port: u.primary_port.or(self.primary_port),
+            primary_database: u
+                .primary_database
+                .clone()
+                .or_else(|| self.primary_database.clone()),
+            primary_username: u
+                .primary_username
+                .clone()
+                .or_else(|| self.primary_username.clone()),
+            primary_password: u
+                .primary_password
+                .clone()
+                .or_else(|| self.primary_password.clone()),
+            sync_acks: u.sync_acks.or(self.sync_acks),
+            sync_timeout_ms: u.sync_timeout_ms.or(self.sync_timeout_ms),
+            prefetch_tx_buffer_size: u.prefetch_tx_buffer_size.or(self.prefetch_tx_buffer_size),
+            primary_tls_ca_file: u
+                .primary_tls_ca_file
+                .clone()
+                .or_else(|| self.primary_tls_ca_file.clone()),
+            primary_tls_cert_file: u
+                .primary_tls_cert_file
+                .clone()
+                .or_else(|| self.primary_tls_cert_file.clone()),
+            primary_tls_key_file: u
+                .primary_tls_key_file
+                .clone()
+                .or_else(|| self.primary_tls_key_file.clone()),
+        }
+    }
+
+    pub fn is_replica(&self) -> bool {
+        self.is_replica == Some(true)
+    }
+
+    /// `host:port/database`, for status output.
+    pub fn primary(&self) -> String {
+        format!(
+            "{}:{}/{}",
+            self.primary_host.as_deref().unwrap_or(""),
+            self.primary_port.unwrap_or(3322),
+            self.primary_database
+                .as_deref()
+                .unwrap_or(super::DEFAULT_DATABASE)
+        )
+    }
 }
 
 impl Settings {
@@ -44,6 +150,7 @@ impl Settings {
             buffered: update.buffered.or(self.buffered),
             segment_bytes_max: update.segment_bytes_max.or(self.segment_bytes_max),
             checkpoint_txs: update.checkpoint_txs.or(self.checkpoint_txs),
+            replication: self.replication.merged(&update.replication),
         }
     }
 
@@ -75,6 +182,8 @@ pub struct Database {
     pub uuid: String,
     pub settings: Settings,
     pub ledger: Arc<Ledger>,
+    /// Who follows it, and its replicator if it is a replica. Kept across settings updates.
+    pub hub: Arc<Hub>,
 }
 
 pub struct Catalog {
@@ -140,6 +249,7 @@ impl Catalog {
                     uuid: r.uuid,
                     settings: r.settings,
                     ledger: Arc::new(ledger),
+                    hub: Arc::default(),
                 }),
             );
         }
@@ -148,6 +258,90 @@ impl Catalog {
             dbs: RwLock::new(dbs),
             change: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Starts the replicators of the replica databases (needs a tokio runtime).
+    pub fn start_replicators(self: &Arc<Self>) {
+        for db in self.list() {
+            self.apply_replication(&db);
+        }
+    }
+
+    /// (Re)starts or stops `db`'s replicator to match its settings.
+    fn apply_replication(self: &Arc<Self>, db: &Database) {
+        let r = &db.settings.replication;
+        let Some(host) = r
+            .primary_host
+            .clone()
+            .filter(|h| r.is_replica() && !h.is_empty())
+        else {
+            db.hub.clear_replicator();
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let read = |p: &Option<String>| p.as_ref().and_then(|p| std::fs::read(p).ok());
+        let tls = r
+            .primary_tls_ca_file
+            .as_ref()
+            .map(|_| crate::client::ClientTls {
+                ca_pem: read(&r.primary_tls_ca_file),
+                identity_pem: read(&r.primary_tls_cert_file).zip(read(&r.primary_tls_key_file)),
+                domain: None,
+            });
+        let config = crate::replication::replicator::ReplicatorConfig {
+            primary_url: format!(
+                "{}://{host}:{}",
+                if tls.is_some() { "https" } else { "http" },
+                r.primary_port.unwrap_or(3322)
+            ),
+            primary_database: r
+                .primary_database
+                .clone()
+                .unwrap_or_else(|| super::DEFAULT_DATABASE.into()),
+            username: r.primary_username.clone().unwrap_or_default(),
+            password: r.primary_password.clone().unwrap_or_default(),
+            tls,
+            replica_name: db.name.clone(),
+        };
+        let local = Arc::new(LocalReplica {
+            catalog: self.clone(),
+            name: db.name.clone(),
+        });
+        let hub = db.hub.clone();
+        tracing::info!(database = %db.name, primary = %r.primary(), "starting replicator");
+        let task = rt.spawn(crate::replication::replicator::run(local, hub, config));
+        db.hub.start_replicator(r.primary(), task);
+    }
+
+    /// Replaces `name`'s entry, keeping its ledger and hub, with a new identity.
+    fn adopt_uuid(&self, name: &str, uuid: &str) -> Result<(), CatalogError> {
+        let _change = self
+            .change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.get(name)?;
+        let db = Arc::new(Database {
+            name: old.name.clone(),
+            uuid: uuid.to_string(),
+            settings: old.settings.clone(),
+            ledger: old.ledger.clone(),
+            hub: old.hub.clone(),
+        });
+        let mut next = self
+            .dbs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        next.insert(name.to_string(), db);
+        self.persist(&next)?;
+        *self
+            .dbs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        tracing::info!(database = %name, uuid, "replica took its primary's identity");
+        Ok(())
     }
 
     fn persist(&self, dbs: &BTreeMap<String, Arc<Database>>) -> Result<(), CatalogError> {
@@ -167,7 +361,7 @@ impl Catalog {
             path: self.dir.join("catalog.json"),
             reason: e.to_string(),
         })?;
-        fs::atomic_write(&self.dir.join("catalog.json"), &bytes)?;
+        fs::atomic_write_private(&self.dir.join("catalog.json"), &bytes)?;
         Ok(())
     }
 
@@ -189,7 +383,11 @@ impl Catalog {
         dbs.values().cloned().collect()
     }
 
-    pub fn create(&self, name: &str, settings: Settings) -> Result<Arc<Database>, CatalogError> {
+    pub fn create(
+        self: &Arc<Self>,
+        name: &str,
+        settings: Settings,
+    ) -> Result<Arc<Database>, CatalogError> {
         check_name(name)?;
         settings.options().validate()?;
         let _change = self
@@ -210,6 +408,7 @@ impl Catalog {
             uuid: new_uuid(),
             settings,
             ledger: Arc::new(ledger),
+            hub: Arc::default(),
         });
         let mut next = self
             .dbs
@@ -222,13 +421,18 @@ impl Catalog {
             .dbs
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
-        tracing::info!(database = %name, uuid = %db.uuid, "database created");
+        tracing::info!(database = %name, uuid = %db.uuid, replica = db.settings.replication.is_replica(), "database created");
+        self.apply_replication(&db);
         Ok(db)
     }
 
     /// Applies new settings by reopening the database's ledger; requests in flight on the old
     /// one finish or fail with UNAVAILABLE.
-    pub fn update(&self, name: &str, update: &Settings) -> Result<Arc<Database>, CatalogError> {
+    pub fn update(
+        self: &Arc<Self>,
+        name: &str,
+        update: &Settings,
+    ) -> Result<Arc<Database>, CatalogError> {
         let _change = self
             .change
             .lock()
@@ -236,13 +440,23 @@ impl Catalog {
         let old = self.get(name)?;
         let settings = old.settings.merged(update);
         settings.options().validate()?;
-        old.ledger.close()?;
-        let ledger = Ledger::open(self.dir.join("db").join(name), settings.options())?;
+        old.hub.stop_replicator();
+        // Storage options need the ledger reopened; replication settings alone do not.
+        let ledger = if settings.options() == old.settings.options() {
+            old.ledger.clone()
+        } else {
+            old.ledger.close()?;
+            Arc::new(Ledger::open(
+                self.dir.join("db").join(name),
+                settings.options(),
+            )?)
+        };
         let db = Arc::new(Database {
             name: old.name.clone(),
             uuid: old.uuid.clone(),
             settings,
-            ledger: Arc::new(ledger),
+            ledger,
+            hub: old.hub.clone(),
         });
         let mut next = self
             .dbs
@@ -256,15 +470,49 @@ impl Catalog {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
         tracing::info!(database = %name, "database settings updated");
+        drop(_change);
+        self.apply_replication(&db);
         Ok(db)
     }
 
-    /// Closes every ledger: checkpoint and fsync.
+    pub fn stop_replicators(&self) {
+        for db in self.list() {
+            db.hub.stop_replicator();
+        }
+    }
+
+    /// Stops the replicators and closes every ledger: checkpoint and fsync.
     pub fn close(&self) {
         for db in self.list() {
+            db.hub.stop_replicator();
             if let Err(e) = db.ledger.close() {
                 tracing::error!(database = %db.name, error = %e, "close failed");
             }
         }
+    }
+}
+
+/// A replica database as its replicator sees it.
+struct LocalReplica {
+    catalog: Arc<Catalog>,
+    name: String,
+}
+
+impl crate::replication::replicator::Local for LocalReplica {
+    fn ledger(&self) -> Option<Arc<Ledger>> {
+        self.catalog.get(&self.name).ok().map(|d| d.ledger.clone())
+    }
+
+    fn uuid(&self) -> String {
+        self.catalog
+            .get(&self.name)
+            .map(|d| d.uuid.clone())
+            .unwrap_or_default()
+    }
+
+    fn adopt_uuid(&self, uuid: &str) -> Result<(), String> {
+        self.catalog
+            .adopt_uuid(&self.name, uuid)
+            .map_err(|e| e.to_string())
     }
 }

@@ -5,7 +5,7 @@ use crate::ledger::LedgerError;
 use crate::storage::StorageError;
 use tonic::{Code, Status};
 
-pub(crate) fn status_of(e: LedgerError) -> Status {
+pub fn status_of(e: LedgerError) -> Status {
     use LedgerError as E;
     let code = match &e {
         E::EmptyTx

@@ -13,9 +13,10 @@ pub mod catalog;
 mod error;
 mod service;
 
+pub use error::status_of;
 pub use service::{KEY_NOT_FOUND, PAGE_LIMIT_MAX, REASON};
 
-use crate::proto::{auth_server, data_server, databases_server, users_server};
+use crate::proto::{auth_server, data_server, databases_server, replication_server, users_server};
 use crate::storage::fs;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -84,9 +85,12 @@ impl ServerConfig {
 
 /// What the services share.
 pub struct ServerState {
-    pub catalog: catalog::Catalog,
+    pub catalog: Arc<catalog::Catalog>,
     pub auth: auth::Auth,
     pub signing_key: Option<ed25519_dalek::SigningKey>,
+    /// Set when the server shuts down: ends the follow streams, which would otherwise keep
+    /// their connections, and the shutdown, open forever.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Opens (creating on first start) the data directory: the users, with the first admin, and
@@ -110,14 +114,16 @@ pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
     if created && config.admin_password.is_some() {
         tracing::info!("created user admin with the password from CHAINLOG_ADMIN_PASSWORD");
     }
-    let catalog = catalog::Catalog::open(dir)?;
+    let catalog = Arc::new(catalog::Catalog::open(dir)?);
     if created && catalog.get(DEFAULT_DATABASE).is_err() {
         catalog.create(DEFAULT_DATABASE, catalog::Settings::default())?;
     }
+    catalog.start_replicators();
     Ok(Arc::new(ServerState {
         catalog,
         auth,
         signing_key: config.signing_key.clone(),
+        stopping: tokio::sync::watch::Sender::new(false),
     }))
 }
 
@@ -160,11 +166,25 @@ pub async fn serve(
         .add_service(users_server::UsersServer::new(svc.clone()))
         .add_service(databases_server::DatabasesServer::new(svc.clone()))
         .add_service(
+            replication_server::ReplicationServer::new(svc.clone())
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        )
+        .add_service(
             data_server::DataServer::new(svc)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), {
+            let state = state.clone();
+            async move {
+                shutdown.await;
+                // End the follow streams and stop the replicators, or the connections they
+                // hold would keep the shutdown waiting.
+                state.stopping.send_replace(true);
+                state.catalog.stop_replicators();
+            }
+        })
         .await;
     let closing = state.clone();
     let _ = tokio::task::spawn_blocking(move || closing.catalog.close()).await;
@@ -194,6 +214,32 @@ pub fn metrics_text(state: &ServerState) -> String {
             "chainlog_database_tx_id{{database=\"{}\"}} {}\n",
             db.name,
             db.ledger.state().tx_id
+        ));
+    }
+    out.push_str("# HELP chainlog_replica_lag_txs Txs the primary has that this replica has not applied.\n# TYPE chainlog_replica_lag_txs gauge\n");
+    out.push_str("# HELP chainlog_replica_lag_ms Commit-time distance from the primary's head.\n# TYPE chainlog_replica_lag_ms gauge\n");
+    out.push_str("# HELP chainlog_replica_diverged 1 if the replicator stopped on a divergence.\n# TYPE chainlog_replica_diverged gauge\n");
+    out.push_str("# HELP chainlog_replicas_connected Replicas following this database.\n# TYPE chainlog_replicas_connected gauge\n");
+    for db in state.catalog.list() {
+        if let Some(s) = db.hub.status() {
+            let d = &db.name;
+            out.push_str(&format!(
+                "chainlog_replica_lag_txs{{database=\"{d}\"}} {}\n",
+                s.lag_txs()
+            ));
+            out.push_str(&format!(
+                "chainlog_replica_lag_ms{{database=\"{d}\"}} {}\n",
+                s.lag_ms()
+            ));
+            let diverged = u8::from(s.state == crate::replication::ReplicaState::Diverged);
+            out.push_str(&format!(
+                "chainlog_replica_diverged{{database=\"{d}\"}} {diverged}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "chainlog_replicas_connected{{database=\"{}\"}} {}\n",
+            db.name,
+            db.hub.followers().len()
         ));
     }
     out.push_str("# HELP chainlog_databases Databases held.\n# TYPE chainlog_databases gauge\n");

@@ -8,7 +8,9 @@ use super::ServerState;
 use crate::index::Order;
 use crate::integrity::{signing, Digest, TxId};
 use crate::ledger::{KeyValue, LedgerError, NewEntry};
-use crate::proto::{self, auth_server, data_server, databases_server, users_server};
+use crate::proto::{
+    self, auth_server, data_server, databases_server, replication_server, users_server,
+};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::{Request, Response, Status};
@@ -83,10 +85,34 @@ fn settings_of(s: Option<&proto::DatabaseSettings>) -> Result<Settings, Status> 
         Some(Ok(proto::Durability::Buffered)) => Some(true),
         Some(Err(_)) => return Err(Status::invalid_argument("unknown durability")),
     };
+    let replication = match &s.replication {
+        None => Default::default(),
+        Some(r) => super::catalog::ReplicationSettings {
+            is_replica: r.is_replica,
+            primary_host: r.primary_host.clone(),
+            primary_port: r
+                .primary_port
+                .map(|p| {
+                    u16::try_from(p)
+                        .map_err(|_| Status::invalid_argument("primary port above 65535"))
+                })
+                .transpose()?,
+            primary_database: r.primary_database.clone(),
+            primary_username: r.primary_username.clone(),
+            primary_password: r.primary_password.clone(),
+            sync_acks: r.sync_acks,
+            sync_timeout_ms: r.sync_timeout_ms,
+            prefetch_tx_buffer_size: r.prefetch_tx_buffer_size,
+            primary_tls_ca_file: r.primary_tls_ca_file.clone(),
+            primary_tls_cert_file: r.primary_tls_cert_file.clone(),
+            primary_tls_key_file: r.primary_tls_key_file.clone(),
+        },
+    };
     Ok(Settings {
         buffered,
         segment_bytes_max: s.segment_bytes_max,
         checkpoint_txs: s.checkpoint_txs,
+        replication,
     })
 }
 
@@ -100,6 +126,26 @@ fn settings_wire(s: &Settings) -> proto::DatabaseSettings {
         } as i32),
         segment_bytes_max: Some(o.segment_bytes_max),
         checkpoint_txs: Some(o.checkpoint_txs),
+        replication: Some(replication_wire(&s.replication)),
+    }
+}
+
+/// Replication settings as the API shows them: never the password.
+fn replication_wire(r: &super::catalog::ReplicationSettings) -> proto::ReplicationSettings {
+    proto::ReplicationSettings {
+        is_replica: Some(r.is_replica()),
+        primary_host: r.primary_host.clone(),
+        primary_port: r.primary_port.map(u32::from),
+        primary_database: r.primary_database.clone(),
+        primary_username: r.primary_username.clone(),
+        primary_password: None,
+        sync_acks: r.sync_acks,
+        sync_timeout_ms: r.sync_timeout_ms,
+        prefetch_tx_buffer_size: r.prefetch_tx_buffer_size,
+        primary_tls_ca_file: r.primary_tls_ca_file.clone(),
+        primary_tls_cert_file: r.primary_tls_cert_file.clone(),
+        primary_tls_key_file: r.primary_tls_key_file.clone(),
+        primary_password_set: r.primary_password.is_some(),
     }
 }
 
@@ -136,6 +182,45 @@ impl Service {
             .require(&user, name, needed)
             .map_err(auth_status)?;
         self.state.catalog.get(name).map_err(catalog_status)
+    }
+
+    /// [`Service::database`] for a write: replicas refuse writes.
+    fn writable<T>(&self, req: &Request<T>, name: &str) -> Result<Arc<Database>, Status> {
+        let db = self.database(req, name, Permission::ReadWrite)?;
+        if db.settings.replication.is_replica() {
+            return Err(Status::failed_precondition(format!(
+                "database {name} is a replica (of {}); write to its primary",
+                db.settings.replication.primary()
+            )));
+        }
+        Ok(db)
+    }
+
+    /// Waits until `sync_acks` replicas hold tx `id`, if the database asks for it.
+    async fn await_acks(db: &Database, id: TxId) -> Result<(), Status> {
+        let r = &db.settings.replication;
+        let Some(needed) = r.sync_acks.filter(|k| *k > 0).map(|k| k as usize) else {
+            return Ok(());
+        };
+        let timeout = Duration::from_millis(
+            r.sync_timeout_ms
+                .unwrap_or(super::catalog::SYNC_TIMEOUT_MS_DEFAULT),
+        );
+        let mut acks = db.hub.subscribe_acks();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let have = db.hub.acked(id);
+            if have >= needed {
+                return Ok(());
+            }
+            let changed = tokio::time::timeout_at(deadline, acks.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Err(Status::unavailable(format!(
+                    "tx {id} is durable on the primary but not yet replicated: {have} of {needed} replicas acknowledged it within {} ms",
+                    timeout.as_millis()
+                )));
+            }
+        }
     }
 
     /// The state of `db` at tx `tx_id`, signed when the server has a key.
@@ -457,14 +542,15 @@ impl data_server::Data for Service {
         &self,
         req: Request<proto::SetRequest>,
     ) -> Result<Response<proto::TxHeader>, Status> {
-        let db = self.database(&req, &req.get_ref().database, Permission::ReadWrite)?;
+        let db = self.writable(&req, &req.get_ref().database)?;
         let entries = req
             .into_inner()
             .entries
             .into_iter()
             .map(|kv| NewEntry::put(kv.key, kv.value))
             .collect();
-        let h = blocking(move || db.ledger.commit(entries)).await?;
+        let h = db.ledger.commit_async(entries).await.map_err(status_of)?;
+        Self::await_acks(&db, h.id).await?;
         Ok(Response::new((&h).into()))
     }
 
@@ -495,13 +581,15 @@ impl data_server::Data for Service {
         &self,
         req: Request<proto::DeleteRequest>,
     ) -> Result<Response<proto::TxHeader>, Status> {
-        let db = self.database(&req, &req.get_ref().database, Permission::ReadWrite)?;
+        let db = self.writable(&req, &req.get_ref().database)?;
         let keys = req.into_inner().keys;
+        let d = db.clone();
         let h = blocking(move || {
-            db.ledger
+            d.ledger
                 .delete(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>())
         })
         .await?;
+        Self::await_acks(&db, h.id).await?;
         Ok(Response::new((&h).into()))
     }
 
@@ -577,19 +665,17 @@ impl data_server::Data for Service {
         &self,
         req: Request<proto::VerifiableSetRequest>,
     ) -> Result<Response<proto::VerifiableTx>, Status> {
-        let db = self.database(&req, &req.get_ref().database, Permission::ReadWrite)?;
+        let db = self.writable(&req, &req.get_ref().database)?;
         let r = req.into_inner();
         let entries = r
             .entries
             .into_iter()
             .map(|kv| NewEntry::put(kv.key, kv.value))
             .collect();
+        let h = db.ledger.commit_async(entries).await.map_err(status_of)?;
+        Self::await_acks(&db, h.id).await?;
         let this = self.clone();
-        let v = blocking(move || {
-            let h = db.ledger.commit(entries)?;
-            this.verifiable_tx(&db, h.id, r.trusted_tx_id, false)
-        })
-        .await?;
+        let v = blocking(move || this.verifiable_tx(&db, h.id, r.trusted_tx_id, false)).await?;
         Ok(Response::new(v))
     }
 
@@ -657,5 +743,117 @@ impl data_server::Data for Service {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let st = db.ledger.state();
         Ok(Response::new(self.state_wire(&db, st.tx_id, &st.alh)))
+    }
+}
+
+#[tonic::async_trait]
+impl replication_server::Replication for Service {
+    type FollowStream =
+        tokio_stream::wrappers::ReceiverStream<Result<proto::FollowResponse, Status>>;
+
+    async fn follow(
+        &self,
+        req: Request<tonic::Streaming<proto::FollowRequest>>,
+    ) -> Result<Response<Self::FollowStream>, Status> {
+        let user = self.caller(&req)?;
+        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let mut inbound = req.into_inner();
+        let hello = match inbound.message().await? {
+            Some(proto::FollowRequest {
+                msg: Some(proto::follow_request::Msg::Hello(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a follow stream starts with a hello",
+                ))
+            }
+        };
+        self.state
+            .auth
+            .require(&user, &hello.database, Permission::Read)
+            .map_err(auth_status)?;
+        let db = self
+            .state
+            .catalog
+            .get(&hello.database)
+            .map_err(catalog_status)?;
+        let (ledger, uuid, h) = (db.ledger.clone(), db.uuid.clone(), hello.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::replication::primary::check_position(&ledger, &uuid, &h)
+        })
+        .await
+        .map_err(|_| Status::internal("follow failed"))??;
+        tracing::info!(database = %db.name, replica = %hello.replica, %peer, from_tx = hello.tx_id, "replica connected");
+        let prefetch = db.settings.replication.prefetch_tx_buffer_size.map_or(
+            crate::replication::primary::PREFETCH_BATCHES_DEFAULT,
+            |n| {
+                (n as usize)
+                    .div_ceil(crate::replication::primary::BATCH_TXS_MAX)
+                    .max(1)
+            },
+        );
+        let rx = crate::replication::primary::serve(
+            crate::replication::primary::Follow {
+                ledger: db.ledger.clone(),
+                uuid: db.uuid.clone(),
+                hub: db.hub.clone(),
+                hello,
+                peer,
+                prefetch_batches: prefetch,
+                stopping: self.state.stopping.subscribe(),
+            },
+            inbound,
+        );
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
+    async fn replication_status(
+        &self,
+        req: Request<proto::ReplicationStatusRequest>,
+    ) -> Result<Response<proto::ReplicationStatusResponse>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let head = db.ledger.state().tx_id;
+        let replicas = db
+            .hub
+            .followers()
+            .into_iter()
+            .map(|f| proto::ReplicaLink {
+                replica: f.replica,
+                peer: f.peer,
+                acked_tx_id: f.acked,
+                lag_txs: head.saturating_sub(f.acked),
+            })
+            .collect();
+        let mut r = proto::ReplicationStatusResponse {
+            database: db.name.clone(),
+            role: if db.settings.replication.is_replica() {
+                "replica"
+            } else {
+                "primary"
+            }
+            .into(),
+            last_applied_tx_id: head,
+            replicas,
+            ..Default::default()
+        };
+        if db.settings.replication.is_replica() {
+            r.primary = db.settings.replication.primary();
+            r.state = "stopped".into();
+        }
+        if let Some(s) = db.hub.status() {
+            r.primary = s.primary.clone();
+            r.state = s.state.as_str().into();
+            r.primary_head_tx_id = s.primary_head.max(head);
+            r.lag_txs = r.primary_head_tx_id.saturating_sub(head);
+            r.lag_ms = if r.lag_txs == 0 { 0 } else { s.lag_ms() };
+            r.last_error = s.last_error.clone().unwrap_or_default();
+            if let Some((local, remote)) = &s.diverged {
+                r.diverged_local = local.as_ref().map(Into::into);
+                r.diverged_remote = Some(remote.into());
+            }
+        }
+        Ok(Response::new(r))
     }
 }

@@ -17,8 +17,13 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_at(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// On a fixed address, for a server that must come back where its replicas look for it.
+    pub fn start_at(data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chainlogd"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("CHAINLOG_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -113,4 +118,13 @@ pub async fn admin(server: &Server) -> chainlog::client::Client {
         .expect("connect");
     c.login("admin", ADMIN_PASSWORD).await.expect("login");
     c
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

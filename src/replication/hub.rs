@@ -1,0 +1,170 @@
+//! Per database: the replicas following it, their acknowledged positions, and (on a replica)
+//! its replicator's status.
+
+use super::ReplicaState;
+use crate::integrity::{TxHeader, TxId};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follower {
+    pub replica: String,
+    pub peer: String,
+    pub acked: TxId,
+}
+
+/// A replicator's view, for status and metrics.
+#[derive(Debug, Clone)]
+pub struct ReplicaStatus {
+    pub state: ReplicaState,
+    pub primary: String,
+    pub last_applied: TxId,
+    pub last_applied_timestamp_us: u64,
+    pub primary_head: TxId,
+    pub primary_head_timestamp_us: u64,
+    pub last_error: Option<String>,
+    /// The replica's and the primary's header where they differ.
+    pub diverged: Option<(Option<TxHeader>, TxHeader)>,
+}
+
+impl ReplicaStatus {
+    pub fn lag_txs(&self) -> u64 {
+        self.primary_head.saturating_sub(self.last_applied)
+    }
+
+    pub fn lag_ms(&self) -> u64 {
+        if self.lag_txs() == 0 {
+            0
+        } else {
+            self.primary_head_timestamp_us
+                .saturating_sub(self.last_applied_timestamp_us)
+                / 1000
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    followers: Mutex<BTreeMap<u64, Follower>>,
+    next_id: AtomicU64,
+    /// Bumped on every acknowledgement, for synchronous commits to wait on.
+    acks: tokio::sync::watch::Sender<u64>,
+    status: Mutex<Option<ReplicaStatus>>,
+    runner: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Default for Hub {
+    fn default() -> Hub {
+        Hub {
+            followers: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            acks: tokio::sync::watch::Sender::new(0),
+            status: Mutex::default(),
+            runner: Mutex::default(),
+        }
+    }
+}
+
+/// Unregisters a follower when its stream ends.
+pub struct Registration {
+    hub: Arc<Hub>,
+    id: u64,
+}
+
+impl Registration {
+    pub fn ack(&self, tx: TxId) {
+        if let Some(f) = lock(&self.hub.followers).get_mut(&self.id) {
+            f.acked = f.acked.max(tx);
+        }
+        self.hub.acks.send_modify(|g| *g += 1);
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.hub.followers).remove(&self.id);
+        self.hub.acks.send_modify(|g| *g += 1);
+    }
+}
+
+impl Hub {
+    pub fn register(self: &Arc<Self>, replica: String, peer: String, acked: TxId) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.followers).insert(
+            id,
+            Follower {
+                replica,
+                peer,
+                acked,
+            },
+        );
+        Registration {
+            hub: self.clone(),
+            id,
+        }
+    }
+
+    pub fn followers(&self) -> Vec<Follower> {
+        lock(&self.followers).values().cloned().collect()
+    }
+
+    /// How many followers hold tx `tx` durably.
+    pub fn acked(&self, tx: TxId) -> usize {
+        lock(&self.followers)
+            .values()
+            .filter(|f| f.acked >= tx)
+            .count()
+    }
+
+    pub fn subscribe_acks(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.acks.subscribe()
+    }
+
+    pub fn status(&self) -> Option<ReplicaStatus> {
+        lock(&self.status).clone()
+    }
+
+    pub fn update_status(&self, f: impl FnOnce(&mut ReplicaStatus)) {
+        if let Some(s) = lock(&self.status).as_mut() {
+            f(s);
+        }
+    }
+
+    /// Starts `runner` as this database's replicator, stopping any previous one.
+    pub fn start_replicator(&self, primary: String, runner: tokio::task::JoinHandle<()>) {
+        self.stop_replicator();
+        *lock(&self.status) = Some(ReplicaStatus {
+            state: ReplicaState::Connecting,
+            primary,
+            last_applied: 0,
+            last_applied_timestamp_us: 0,
+            primary_head: 0,
+            primary_head_timestamp_us: 0,
+            last_error: None,
+            diverged: None,
+        });
+        *lock(&self.runner) = Some(runner);
+    }
+
+    pub fn stop_replicator(&self) {
+        if let Some(h) = lock(&self.runner).take() {
+            h.abort();
+        }
+        if let Some(s) = lock(&self.status).as_mut() {
+            if s.state != ReplicaState::Diverged {
+                s.state = ReplicaState::Stopped;
+            }
+        }
+    }
+
+    /// Forgets the replicator entirely (the database is a primary now).
+    pub fn clear_replicator(&self) {
+        self.stop_replicator();
+        *lock(&self.status) = None;
+    }
+}

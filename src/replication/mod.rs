@@ -1,0 +1,114 @@
+//! Replication: a replica database follows its primary over one long-lived stream, verifying
+//! each tx before applying it byte for byte.
+//!
+//! - [`hub`]: per database, who follows it (primary side) and how its replicator is doing
+//!   (replica side); acknowledgements for synchronous commits.
+//! - [`primary`]: the primary side of a stream: position check, batches, heartbeats.
+//! - [`replicator`]: the replica side, a tokio task per replica database.
+//! - [`Backoff`] and [`ReplicaState`]: the decisions, without I/O.
+
+pub mod hub;
+pub mod primary;
+pub mod replicator;
+
+use std::time::Duration;
+
+/// Metadata values of `chainlog-reason` with which a primary refuses a position.
+pub const REASON_DIVERGED: &str = "diverged";
+pub const REASON_OTHER_DATABASE: &str = "other_database";
+pub const REASON_REPLICA_AHEAD: &str = "replica_ahead";
+
+/// Where a replicator is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    Connecting,
+    CatchingUp,
+    Streaming,
+    /// Its history and the primary's differ: it stopped, and keeps its data as it was.
+    Diverged,
+    Stopped,
+}
+
+impl ReplicaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Connecting => "connecting",
+            ReplicaState::CatchingUp => "catching-up",
+            ReplicaState::Streaming => "streaming",
+            ReplicaState::Diverged => "diverged",
+            ReplicaState::Stopped => "stopped",
+        }
+    }
+
+    /// Catching up while more than a batch behind, streaming once within one.
+    pub fn while_applying(applied: u64, head: u64) -> ReplicaState {
+        if head.saturating_sub(applied) > primary::BATCH_TXS_MAX as u64 {
+            ReplicaState::CatchingUp
+        } else {
+            ReplicaState::Streaming
+        }
+    }
+}
+
+/// Reconnection delays: exponential from `BACKOFF_MIN` to `BACKOFF_MAX`, each with up to 50%
+/// random jitter taken off, so replicas of one primary do not reconnect in step.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { next: BACKOFF_MIN }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt; `jitter` is any random u16.
+    pub fn delay(&mut self, jitter: u16) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        base - base.mul_f64(f64::from(jitter) / f64::from(u16::MAX) / 2.0)
+    }
+
+    /// After a connection that worked.
+    pub fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_jitters_and_resets() {
+        let mut b = Backoff::default();
+        assert_eq!(b.delay(0), BACKOFF_MIN);
+        assert_eq!(b.delay(0), BACKOFF_MIN * 2);
+        let half = b.delay(u16::MAX);
+        assert_eq!(half, BACKOFF_MIN * 2);
+        for _ in 0..20 {
+            b.delay(0);
+        }
+        assert_eq!(b.delay(0), BACKOFF_MAX);
+        b.reset();
+        assert_eq!(b.delay(0), BACKOFF_MIN);
+    }
+
+    #[test]
+    fn states() {
+        assert_eq!(
+            ReplicaState::while_applying(0, 5000),
+            ReplicaState::CatchingUp
+        );
+        assert_eq!(
+            ReplicaState::while_applying(4900, 5000),
+            ReplicaState::Streaming
+        );
+        assert_eq!(ReplicaState::Diverged.as_str(), "diverged");
+    }
+}

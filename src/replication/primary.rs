@@ -1,0 +1,233 @@
+//! The primary side of a follow stream: check the replica's position against this history,
+//! then send committed txs in bounded batches as they commit, and heartbeats while idle.
+
+use super::hub::Hub;
+use super::{REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD};
+use crate::integrity::TxId;
+use crate::ledger::{Ledger, LedgerError};
+use crate::proto::{
+    self, follow_response::Msg, FollowHello, FollowRequest, FollowResponse, TxBatch,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::Status;
+
+/// Most txs in one batch.
+pub const BATCH_TXS_MAX: usize = 1000;
+/// Most value and key bytes in one batch (a larger tx still goes alone).
+pub const BATCH_BYTES_MAX: usize = 4 << 20;
+/// A heartbeat goes out after this long without a batch.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Batches sent ahead of the replica by default.
+pub const PREFETCH_BATCHES_DEFAULT: usize = 4;
+
+fn refuse(reason: &'static str, message: String) -> Status {
+    let mut m = tonic::metadata::MetadataMap::new();
+    m.insert(crate::server::REASON, reason.parse().expect("ASCII"));
+    Status::with_metadata(tonic::Code::FailedPrecondition, message, m)
+}
+
+/// Whether the replica's position `(hello.tx_id, hello.alh)` is in this history.
+pub fn check_position(ledger: &Ledger, uuid: &str, hello: &FollowHello) -> Result<(), Status> {
+    if !hello.expected_uuid.is_empty() && hello.expected_uuid != uuid {
+        return Err(refuse(
+            REASON_OTHER_DATABASE,
+            format!(
+                "this database is {uuid}, the replica follows {}",
+                hello.expected_uuid
+            ),
+        ));
+    }
+    let head = ledger.state().tx_id;
+    if hello.tx_id > head {
+        return Err(refuse(
+            REASON_REPLICA_AHEAD,
+            format!(
+                "the replica is at tx {}, this database at tx {head}",
+                hello.tx_id
+            ),
+        ));
+    }
+    if hello.tx_id > 0 {
+        let ours = ledger
+            .header(hello.tx_id)
+            .map_err(crate::server::status_of)?
+            .alh();
+        if ours.0.as_slice() != hello.alh.as_slice() {
+            return Err(refuse(
+                REASON_DIVERGED,
+                format!(
+                    "at tx {} this database has Alh {ours}, the replica has {}",
+                    hello.tx_id,
+                    crate::integrity::Digest::from_slice_lossy(&hello.alh)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn read_batch(
+    ledger: &Ledger,
+    from: TxId,
+    to: TxId,
+) -> Result<Vec<proto::ReplicatedTx>, LedgerError> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for id in from..=to {
+        let tx = ledger.tx(id)?;
+        bytes += tx
+            .entries
+            .iter()
+            .map(|e| e.key.len() + e.value.len())
+            .sum::<usize>();
+        out.push(proto::ReplicatedTx {
+            header: Some((&tx.header).into()),
+            alh: tx.alh.0.to_vec(),
+            entries: tx
+                .entries
+                .into_iter()
+                .map(|e| proto::Entry {
+                    key: e.key,
+                    value: e.value,
+                    tx: id,
+                    deleted: e.meta.deleted,
+                })
+                .collect(),
+        });
+        if out.len() >= BATCH_TXS_MAX || bytes >= BATCH_BYTES_MAX {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Serves a follow stream whose hello was checked: a task sends batches into the returned
+/// channel (bounded: flow control), another reads the replica's acknowledgements.
+/// A checked follow request, ready to be served.
+pub struct Follow {
+    pub ledger: Arc<Ledger>,
+    pub uuid: String,
+    pub hub: Arc<Hub>,
+    pub hello: FollowHello,
+    pub peer: String,
+    /// Batches that may wait in the stream ahead of the replica.
+    pub prefetch_batches: usize,
+    /// Turns true when the server shuts down.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+pub fn serve(
+    follow: Follow,
+    mut inbound: tonic::Streaming<FollowRequest>,
+) -> tokio::sync::mpsc::Receiver<Result<FollowResponse, Status>> {
+    let Follow {
+        ledger,
+        uuid,
+        hub,
+        hello,
+        peer,
+        prefetch_batches,
+        mut stopping,
+    } = follow;
+    let (out, rx) = tokio::sync::mpsc::channel(prefetch_batches.max(1));
+    let registration = Arc::new(hub.register(hello.replica.clone(), peer, hello.tx_id));
+    let acks = registration.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(msg)) = inbound.message().await {
+            if let Some(proto::follow_request::Msg::AckTxId(tx)) = msg.msg {
+                acks.ack(tx);
+            }
+        }
+    });
+    let replica = hello.replica.clone();
+    tokio::spawn(async move {
+        let _registration = registration;
+        let _log = LogOnDrop(replica);
+        let mut published = ledger.subscribe();
+        let mut sent = hello.tx_id;
+        let welcome = Msg::Welcome(proto::Welcome {
+            uuid,
+            head_tx_id: ledger.state().tx_id,
+        });
+        if out
+            .send(Ok(FollowResponse { msg: Some(welcome) }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            let head = ledger.state().tx_id;
+            let head_ts = ledger.last_header().map_or(0, |h| h.timestamp_us);
+            if sent < head {
+                let l = ledger.clone();
+                let txs = match tokio::task::spawn_blocking(move || read_batch(&l, sent + 1, head))
+                    .await
+                {
+                    Ok(Ok(txs)) => txs,
+                    Ok(Err(e)) => {
+                        let _ = out.send(Err(crate::server::status_of(e))).await;
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                sent += txs.len() as u64;
+                let batch = TxBatch {
+                    txs,
+                    head_tx_id: head,
+                    head_timestamp_us: head_ts,
+                };
+                if out
+                    .send(Ok(FollowResponse {
+                        msg: Some(Msg::Batch(batch)),
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            // Caught up: wait for the next commit, or send a heartbeat.
+            // (The watch's guard must not live across the send below: map it away first.)
+            let woke = tokio::select! {
+                r = tokio::time::timeout(HEARTBEAT_INTERVAL, published.wait_for(|&id| id > sent)) => r.map(|r| r.is_ok()),
+                _ = stopping.changed() => return,
+            };
+            match woke {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => {
+                    let beat = TxBatch {
+                        txs: Vec::new(),
+                        head_tx_id: head,
+                        head_timestamp_us: head_ts,
+                    };
+                    if out
+                        .send(Ok(FollowResponse {
+                            msg: Some(Msg::Heartbeat(beat)),
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Logs the end of a follow stream, however it ends.
+struct LogOnDrop(String);
+
+impl Drop for LogOnDrop {
+    fn drop(&mut self) {
+        tracing::info!(replica = %self.0, "replica stream ended");
+    }
+}

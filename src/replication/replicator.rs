@@ -1,0 +1,287 @@
+//! The replica side: a tokio task per replica database that logs in to the primary, follows
+//! its log from this database's last durable tx, verifies each tx and applies it, and
+//! acknowledges what is durable. It stops for good, keeping its data, when the histories
+//! differ; any other failure is retried with capped, jittered backoff.
+
+use super::hub::Hub;
+use super::{Backoff, ReplicaState, REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD};
+use crate::client::{Client, ClientTls};
+use crate::integrity::{self, Digest, EntryMeta};
+use crate::ledger::{Ledger, LedgerError, NewEntry};
+use crate::proto::{self, follow_response::Msg, FollowHello, FollowRequest};
+use std::sync::Arc;
+
+/// What the replicator needs from the server that holds the replica database.
+pub trait Local: Send + Sync + 'static {
+    /// The replica database's ledger as it is now (settings updates reopen it).
+    fn ledger(&self) -> Option<Arc<Ledger>>;
+    /// The database identity the replica holds.
+    fn uuid(&self) -> String;
+    /// Takes the primary's identity: a replica holds the primary's log, so it carries its
+    /// identity, and a client's trusted state works on either.
+    fn adopt_uuid(&self, uuid: &str) -> Result<(), String>;
+}
+
+#[derive(Clone)]
+pub struct ReplicatorConfig {
+    /// `http://host:port`, or `https://` with `tls`.
+    pub primary_url: String,
+    pub primary_database: String,
+    pub username: String,
+    pub password: String,
+    pub tls: Option<ClientTls>,
+    /// How this replica names itself in the primary's status.
+    pub replica_name: String,
+}
+
+impl std::fmt::Debug for ReplicatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatorConfig")
+            .field("primary_url", &self.primary_url)
+            .field("primary_database", &self.primary_database)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a follow attempt ended.
+enum End {
+    /// Retry after a backoff.
+    Retry(String),
+    /// The histories differ: stop.
+    Diverged(Box<Divergence>),
+}
+
+struct Divergence {
+    reason: String,
+    local: Option<integrity::TxHeader>,
+    remote: Option<integrity::TxHeader>,
+}
+
+fn diverged(
+    reason: String,
+    local: Option<integrity::TxHeader>,
+    remote: Option<integrity::TxHeader>,
+) -> End {
+    End::Diverged(Box::new(Divergence {
+        reason,
+        local,
+        remote,
+    }))
+}
+
+fn jitter() -> u16 {
+    let mut b = [0u8; 2];
+    crate::server::auth::random_bytes(&mut b);
+    u16::from_le_bytes(b)
+}
+
+fn decode(
+    tx: proto::ReplicatedTx,
+) -> Result<(integrity::TxHeader, Digest, Vec<NewEntry>), proto::WireError> {
+    let header: integrity::TxHeader = proto::required("header", &tx.header)?.try_into()?;
+    let alh = proto::digest("alh", &tx.alh)?;
+    let entries = tx
+        .entries
+        .into_iter()
+        .map(|e| NewEntry {
+            key: e.key,
+            value: e.value,
+            meta: EntryMeta { deleted: e.deleted },
+        })
+        .collect();
+    Ok((header, alh, entries))
+}
+
+/// Runs until the task is aborted or the histories differ.
+pub async fn run(local: Arc<dyn Local>, hub: Arc<Hub>, config: ReplicatorConfig) {
+    let mut backoff = Backoff::default();
+    loop {
+        hub.update_status(|s| s.state = ReplicaState::Connecting);
+        let (end, progressed) = follow(&*local, &hub, &config).await;
+        match end {
+            End::Diverged(d) => {
+                let Divergence {
+                    reason,
+                    local,
+                    remote,
+                } = *d;
+                tracing::error!(
+                    primary = %config.primary_url, database = %config.primary_database, %reason,
+                    local = ?local, remote = ?remote,
+                    "replication stopped: this replica's history differs from its primary's; local data is kept as is"
+                );
+                hub.update_status(|s| {
+                    s.state = ReplicaState::Diverged;
+                    s.last_error = Some(reason.clone());
+                    if let Some(r) = remote {
+                        s.diverged = Some((local, r));
+                    }
+                });
+                return;
+            }
+            End::Retry(e) => {
+                if progressed {
+                    backoff.reset();
+                }
+                let delay = backoff.delay(jitter());
+                tracing::warn!(primary = %config.primary_url, error = %e, retry_in_ms = delay.as_millis() as u64, "replication interrupted");
+                hub.update_status(|s| {
+                    s.state = ReplicaState::Connecting;
+                    s.last_error = Some(e.clone());
+                });
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// One connection: returns how it ended and whether it applied or heard anything.
+async fn follow(local: &dyn Local, hub: &Hub, config: &ReplicatorConfig) -> (End, bool) {
+    let mut progressed = false;
+    let end = follow_inner(local, hub, config, &mut progressed).await;
+    (
+        end.err()
+            .unwrap_or_else(|| End::Retry("the primary closed the stream".into())),
+        progressed,
+    )
+}
+
+async fn follow_inner(
+    local: &dyn Local,
+    hub: &Hub,
+    config: &ReplicatorConfig,
+    progressed: &mut bool,
+) -> Result<(), End> {
+    let retry = |e: &dyn std::fmt::Display| End::Retry(e.to_string());
+    let ledger = local
+        .ledger()
+        .ok_or_else(|| End::Retry("the replica database is not open".into()))?;
+    let client = Client::connect(&config.primary_url, config.tls.clone())
+        .await
+        .map_err(|e| retry(&e))?;
+    client
+        .login(&config.username, &config.password)
+        .await
+        .map_err(|e| retry(&e))?;
+    let state = ledger.state();
+    let expected_uuid = if state.tx_id == 0 {
+        String::new()
+    } else {
+        local.uuid()
+    };
+    let (acks, outbound) = tokio::sync::mpsc::channel(16);
+    let hello = FollowHello {
+        database: config.primary_database.clone(),
+        expected_uuid,
+        tx_id: state.tx_id,
+        alh: if state.tx_id == 0 {
+            Vec::new()
+        } else {
+            state.alh.0.to_vec()
+        },
+        replica: config.replica_name.clone(),
+    };
+    acks.send(FollowRequest {
+        msg: Some(proto::follow_request::Msg::Hello(hello)),
+    })
+    .await
+    .map_err(|_| End::Retry("stream closed".into()))?;
+    let mut stream = match client
+        .replication()
+        .follow(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await
+    {
+        Ok(s) => s.into_inner(),
+        Err(s) => {
+            let reason = s
+                .metadata()
+                .get(crate::server::REASON)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if [REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD].contains(&reason) {
+                let local_header = ledger.last_header();
+                return Err(diverged(
+                    format!("{reason}: {}", s.message()),
+                    local_header,
+                    None,
+                ));
+            }
+            return Err(retry(&s.message()));
+        }
+    };
+    loop {
+        let msg = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(s) => return Err(retry(&s.message())),
+        };
+        *progressed = true;
+        match msg.msg {
+            Some(Msg::Welcome(w)) => {
+                if w.uuid != local.uuid() {
+                    if ledger.state().tx_id == 0 {
+                        local.adopt_uuid(&w.uuid).map_err(End::Retry)?;
+                    } else {
+                        return Err(diverged(
+                            format!(
+                                "the primary is database {}, this replica holds {}",
+                                w.uuid,
+                                local.uuid()
+                            ),
+                            ledger.last_header(),
+                            None,
+                        ));
+                    }
+                }
+                hub.update_status(|s| {
+                    s.primary_head = w.head_tx_id;
+                    s.state = ReplicaState::while_applying(ledger.state().tx_id, w.head_tx_id);
+                    s.last_error = None;
+                });
+            }
+            Some(Msg::Heartbeat(b)) => {
+                let applied = ledger.state().tx_id;
+                hub.update_status(|s| {
+                    s.primary_head = b.head_tx_id;
+                    s.primary_head_timestamp_us = b.head_timestamp_us;
+                    s.last_applied = applied;
+                    s.state = ReplicaState::while_applying(applied, b.head_tx_id);
+                });
+            }
+            Some(Msg::Batch(b)) => {
+                let (head, head_ts) = (b.head_tx_id, b.head_timestamp_us);
+                let mut last = None;
+                for tx in b.txs {
+                    let (header, alh, entries) = decode(tx).map_err(|e| retry(&e))?;
+                    match ledger.apply_async(header, alh, entries).await {
+                        Ok(h) => last = Some(h),
+                        Err(LedgerError::NotNext { tx, reason }) => {
+                            let local_header =
+                                ledger.header(tx).ok().or_else(|| ledger.last_header());
+                            return Err(diverged(format!("tx {tx} from the primary does not extend this replica: {reason}"), local_header, Some(header)));
+                        }
+                        Err(e) => return Err(retry(&e)),
+                    }
+                }
+                if let Some(h) = last {
+                    let _ = acks
+                        .send(FollowRequest {
+                            msg: Some(proto::follow_request::Msg::AckTxId(h.id)),
+                        })
+                        .await;
+                    hub.update_status(|s| {
+                        s.last_applied = h.id;
+                        s.last_applied_timestamp_us = h.timestamp_us;
+                        s.primary_head = head.max(h.id);
+                        s.primary_head_timestamp_us = head_ts.max(h.timestamp_us);
+                        s.state = ReplicaState::while_applying(h.id, head);
+                        s.last_error = None;
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Replication between real `chainlogd` processes on loopback: a replica created with the CLI
+//! flags converges on its primary (10,000 txs), survives kill -9 of itself and of the primary,
+//! refuses writes, serves proofs that verify against the primary's state, keeps its password
+//! secret, stops as `diverged` when the primary's history was rewritten, cascades through a
+//! chain, and holds back synchronous commits until acknowledged.
+
+mod common;
+
+use chainlog::client::Client;
+use chainlog::proto;
+use common::{admin, cli, free_port, Server, ADMIN_PASSWORD};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const REPLICA_PASSWORD: &str = "replicator-secret-9f2";
+
+async fn state(c: &Client, db: &str) -> (u64, Vec<u8>, String) {
+    let s = c.current_state(db).await.unwrap();
+    (s.tx_id, s.alh, s.uuid)
+}
+
+async fn status(c: &Client, db: &str) -> proto::ReplicationStatusResponse {
+    c.replication()
+        .replication_status(proto::ReplicationStatusRequest {
+            database: db.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits until `replica/db` has the same (tx id, Alh) as `primary/pdb`.
+async fn converge(primary: &Client, pdb: &str, replica: &Client, db: &str, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let (p, r) = (state(primary, pdb).await, state(replica, db).await);
+        if p.0 == r.0 && p.1 == r.1 {
+            return;
+        }
+        let s = status(replica, db).await;
+        assert!(
+            start.elapsed() < within,
+            "no convergence: primary at {}, replica at {} ({s:?})",
+            p.0,
+            r.0
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn write(c: &Client, db: &str, n: u64, tag: &str) {
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (c, db, tag) = (c.clone(), db.to_string(), tag.to_string());
+        tasks.push(tokio::spawn(async move {
+            for i in (t..n).step_by(16) {
+                c.set(
+                    &db,
+                    vec![(format!("{tag}-{i}").into_bytes(), vec![b'v'; 100])],
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Creates replica database `name` on `replica` following `primary_port/pdb`, with the CLI.
+fn create_replica(
+    replica: &Server,
+    dir: &Path,
+    name: &str,
+    primary_port: u16,
+    pdb: &str,
+    extra: &[&str],
+) {
+    let pw = dir.join("replication-password");
+    std::fs::write(&pw, format!("{REPLICA_PASSWORD}\n")).unwrap();
+    let port = primary_port.to_string();
+    let mut args = vec![
+        "database",
+        "create",
+        name,
+        "--replication-is-replica",
+        "--replication-primary-host",
+        "127.0.0.1",
+        "--replication-primary-port",
+        &port,
+        "--replication-primary-database",
+        pdb,
+        "--replication-primary-username",
+        "replicator",
+        "--replication-primary-password-file",
+        pw.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = cli(&replica.addr, &dir.join("cli-state.json"), &args);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// The user a replicator logs in as: read permission on the source database is enough.
+async fn replicator_user(primary: &Client, dbs: &[&str]) {
+    primary
+        .users()
+        .create_user(proto::CreateUserRequest {
+            name: "replicator".into(),
+            password: REPLICA_PASSWORD.into(),
+            superuser: false,
+        })
+        .await
+        .unwrap();
+    for db in dbs {
+        primary
+            .users()
+            .grant(proto::GrantRequest {
+                user: "replicator".into(),
+                database: (*db).into(),
+                permission: proto::Permission::Read as i32,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_converges_resumes_after_kill_9_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pport = free_port();
+    let paddr = format!("127.0.0.1:{pport}");
+    let mut primary = Server::start_at(&dir.path().join("p"), &paddr, &[]);
+    let mut replica = Server::start(&dir.path().join("r"), &[]);
+    let p = admin(&primary).await;
+    replicator_user(&p, &["defaultdb"]).await;
+    create_replica(&replica, dir.path(), "rdb", pport, "defaultdb", &[]);
+    let mut r = admin(&replica).await;
+
+    write(&p, "defaultdb", 10_000, "a").await;
+    converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(120)).await;
+    let (ptx, palh, puuid) = state(&p, "defaultdb").await;
+    assert_eq!(ptx, 10_000);
+    // The replica took the primary's identity, and its proofs verify against the primary's state.
+    assert_eq!(state(&r, "rdb").await.2, puuid);
+    let vt = r
+        .data()
+        .verifiable_tx_by_id(proto::VerifiableTxByIdRequest {
+            database: "rdb".into(),
+            id: 1234,
+            trusted_tx_id: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let proof = chainlog::integrity::TxProof {
+        tx: vt
+            .tx
+            .as_ref()
+            .unwrap()
+            .header
+            .as_ref()
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        state: vt.state_header.as_ref().unwrap().try_into().unwrap(),
+        path: chainlog::proto::digests("p", &vt.tx_inclusion).unwrap(),
+    };
+    proof
+        .verify(ptx, &chainlog::proto::digest("alh", &palh).unwrap())
+        .unwrap();
+    // Reads work, writes are refused.
+    assert_eq!(
+        r.get("rdb", b"a-77").await.unwrap().unwrap().value,
+        vec![b'v'; 100]
+    );
+    let e = r
+        .set("rdb", vec![(b"x".to_vec(), b"y".to_vec())])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, chainlog::client::ClientError::Status(s) if s.code() == tonic::Code::FailedPrecondition && s.message().contains("replica")),
+        "{e}"
+    );
+    let s = status(&r, "rdb").await;
+    assert_eq!(
+        (s.role.as_str(), s.state.as_str(), s.lag_txs),
+        ("replica", "streaming", 0),
+        "{s:?}"
+    );
+    let ps = status(&p, "defaultdb").await;
+    assert_eq!(ps.replicas.len(), 1);
+    assert_eq!(ps.replicas[0].acked_tx_id, 10_000);
+
+    // kill -9 of the replica mid-stream, then restart: no gap, no duplicate.
+    let writer = {
+        let p = p.clone();
+        tokio::spawn(async move { write(&p, "defaultdb", 2000, "b").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replica.child.kill().unwrap();
+    replica.child.wait().unwrap();
+    let rdir = replica.data_dir.clone();
+    drop(replica);
+    writer.await.unwrap();
+    replica = Server::start(&rdir, &[]);
+    r = admin(&replica).await;
+    converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(60)).await;
+
+    // kill -9 of the primary mid-stream, then restart on the same address.
+    let writer = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            for i in 0..100_000u32 {
+                if p.set(
+                    "defaultdb",
+                    vec![(format!("c-{i}").into_bytes(), b"v".to_vec())],
+                )
+                .await
+                .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    primary.child.kill().unwrap();
+    primary.child.wait().unwrap();
+    writer.await.unwrap();
+    let pdir = primary.data_dir.clone();
+    drop(primary);
+    primary = Server::start_at(&pdir, &paddr, &[]);
+    let p = admin(&primary).await;
+    write(&p, "defaultdb", 300, "d").await;
+    converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(60)).await;
+
+    // The replication password is nowhere to be read.
+    let (code, out, _) = cli(
+        &replica.addr,
+        &dir.path().join("s.json"),
+        &["--json", "database", "list"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("\"primary_password_set\":true") && !out.contains(REPLICA_PASSWORD),
+        "{out}"
+    );
+    assert!(!replica.log().contains(REPLICA_PASSWORD));
+    let (_, out, _) = cli(
+        &replica.addr,
+        &dir.path().join("s.json"),
+        &["--db", "rdb", "replication", "status"],
+    );
+    assert!(
+        out.contains("streaming") && !out.contains(REPLICA_PASSWORD),
+        "{out}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(rdir.join("catalog.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(primary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_primary_is_refused_as_diverged() {
+    let dir = tempfile::tempdir().unwrap();
+    let pport = free_port();
+    let paddr = format!("127.0.0.1:{pport}");
+    let primary = Server::start_at(&dir.path().join("p"), &paddr, &[]);
+    let replica = Server::start(&dir.path().join("r"), &[]);
+    let p = admin(&primary).await;
+    replicator_user(&p, &["defaultdb"]).await;
+    create_replica(&replica, dir.path(), "rdb", pport, "defaultdb", &[]);
+    let r = admin(&replica).await;
+    write(&p, "defaultdb", 50, "a").await;
+    converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(30)).await;
+    let (rtx, ralh, _) = state(&r, "rdb").await;
+
+    // While the primary is down, its history is rewritten: the last 30 txs are cut (and the
+    // derived files removed, so it rebuilds them), then it takes other writes.
+    let pdir = primary.data_dir.clone();
+    assert!(primary.stop().success());
+    let db = pdir.join("db/defaultdb");
+    let idx = std::fs::read(db.join("tx.idx")).unwrap();
+    let rec = &idx[20 * 20..20 * 20 + 20];
+    let cut = u64::from_le_bytes(rec[8..16].try_into().unwrap());
+    let seg = db.join("segments/0000000001.seg");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    for f in ["checkpoint", "history.nodes", "tx.idx"] {
+        std::fs::remove_file(db.join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(db.join("index")).unwrap();
+    let primary = Server::start_at(&pdir, &paddr, &[]);
+    let p = admin(&primary).await;
+    assert_eq!(state(&p, "defaultdb").await.0, 20);
+    write(&p, "defaultdb", 60, "other").await;
+
+    let start = Instant::now();
+    let s = loop {
+        let s = status(&r, "rdb").await;
+        if s.state == "diverged" {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never diverged: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(s.last_error.contains("diverged"), "{s:?}");
+    // It stopped, kept its data as it was, and says so in metrics-visible status.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(state(&r, "rdb").await.0, rtx);
+    assert_eq!(state(&r, "rdb").await.1, ralh);
+    assert!(
+        replica.log().contains("replication stopped"),
+        "{}",
+        replica.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_three_replicas_and_synchronous_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pport = free_port();
+    let primary = Server::start_at(&dir.path().join("p"), &format!("127.0.0.1:{pport}"), &[]);
+    let rport = free_port();
+    let replica = Server::start_at(&dir.path().join("r"), &format!("127.0.0.1:{rport}"), &[]);
+    let p = admin(&primary).await;
+    replicator_user(&p, &["defaultdb"]).await;
+    let r = admin(&replica).await;
+    // r1 follows the primary; r2 follows r1 and r3 follows r2, both through this server.
+    create_replica(&replica, dir.path(), "r1", pport, "defaultdb", &[]);
+    create_replica(&replica, dir.path(), "r2", rport, "r1", &[]);
+    create_replica(&replica, dir.path(), "r3", rport, "r2", &[]);
+    replicator_user(&r, &["r1", "r2"]).await;
+    write(&p, "defaultdb", 500, "a").await;
+    for db in ["r1", "r2", "r3"] {
+        converge(&p, "defaultdb", &r, db, Duration::from_secs(60)).await;
+    }
+
+    // Synchronous: commits wait for one replica's acknowledgement...
+    let (code, out, err) = cli(
+        &primary.addr,
+        &dir.path().join("s.json"),
+        &[
+            "database",
+            "update",
+            "defaultdb",
+            "--replication-sync-acks",
+            "1",
+            "--replication-sync-timeout-ms",
+            "1500",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let h = p
+        .set("defaultdb", vec![(b"sync".to_vec(), b"1".to_vec())])
+        .await
+        .unwrap();
+    assert!(r.get("r1", b"sync").await.unwrap().is_some() || state(&r, "r1").await.0 >= h.id);
+    // ...and fail cleanly within the bound when no replica is there.
+    assert!(replica.stop().success());
+    let start = Instant::now();
+    let e = p
+        .set("defaultdb", vec![(b"sync".to_vec(), b"2".to_vec())])
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(
+        matches!(&e, chainlog::client::ClientError::Status(s) if s.code() == tonic::Code::Unavailable && s.message().contains("durable on the primary but not yet replicated")),
+        "{e}"
+    );
+    // The tx is durable on the primary all the same.
+    assert_eq!(
+        p.get("defaultdb", b"sync").await.unwrap().unwrap().value,
+        b"2"
+    );
+    let _ = ADMIN_PASSWORD;
+}
