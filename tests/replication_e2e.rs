@@ -10,6 +10,8 @@ use chainlog::client::Client;
 use chainlog::proto;
 use common::{admin, cli, free_port, Server, ADMIN_PASSWORD};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const REPLICA_PASSWORD: &str = "replicator-secret-9f2";
@@ -386,4 +388,107 @@ async fn a_chain_of_three_replicas_and_synchronous_acks() {
         b"2"
     );
     let _ = ADMIN_PASSWORD;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_makes_a_replica_writable_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pport = free_port();
+    let primary = Server::start_at(&dir.path().join("p"), &format!("127.0.0.1:{pport}"), &[]);
+    let replica = Server::start(&dir.path().join("r"), &[]);
+    let p = admin(&primary).await;
+    replicator_user(&p, &["defaultdb"]).await;
+    create_replica(&replica, dir.path(), "rdb", pport, "defaultdb", &[]);
+    let r = admin(&replica).await;
+    write(&p, "defaultdb", 40, "a").await;
+    converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(30)).await;
+    assert!(r
+        .set("rdb", vec![(b"x".to_vec(), b"y".to_vec())])
+        .await
+        .is_err());
+    let (code, out, err) = cli(
+        &replica.addr,
+        &dir.path().join("s.json"),
+        &[
+            "database",
+            "update",
+            "rdb",
+            "--replication-is-replica=false",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let h = r
+        .set("rdb", vec![(b"x".to_vec(), b"y".to_vec())])
+        .await
+        .unwrap();
+    assert_eq!(
+        h.id, 41,
+        "the promoted database goes on from the replicated history"
+    );
+    assert_eq!(status(&r, "rdb").await.role, "primary");
+    // The old primary's later writes no longer reach it.
+    write(&p, "defaultdb", 5, "late").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(r.get("rdb", b"late-0").await.unwrap().is_none());
+}
+
+/// A TCP proxy on loopback that forwards to `target` and, while `cutting`, closes every open
+/// connection at random moments (every 50 to 400 ms).
+async fn cutting_proxy(target: String, cutting: Arc<AtomicBool>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (kill, _) = tokio::sync::broadcast::channel::<()>(16);
+    let killer = kill.clone();
+    tokio::spawn(async move {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        loop {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            tokio::time::sleep(Duration::from_millis(50 + x % 350)).await;
+            if cutting.load(Ordering::Relaxed) {
+                let _ = killer.send(());
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            let mut cut = kill.subscribe();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.recv() => {}
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_at_random_still_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let pport = free_port();
+    let primary = Server::start_at(&dir.path().join("p"), &format!("127.0.0.1:{pport}"), &[]);
+    let replica = Server::start(&dir.path().join("r"), &[]);
+    let cutting = Arc::new(AtomicBool::new(true));
+    let proxy = cutting_proxy(format!("127.0.0.1:{pport}"), cutting.clone()).await;
+    let p = admin(&primary).await;
+    replicator_user(&p, &["defaultdb"]).await;
+    create_replica(&replica, dir.path(), "rdb", proxy, "defaultdb", &[]);
+    let r = admin(&replica).await;
+    for round in 0..6 {
+        write(&p, "defaultdb", 500, &format!("r{round}")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cutting.store(false, Ordering::Relaxed);
+    converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(60)).await;
+    assert_eq!(state(&r, "rdb").await.0, 3000);
+    // Every tx arrived once and in order: the replica's chain checks out end to end.
+    let s = status(&r, "rdb").await;
+    assert_eq!((s.state.as_str(), s.lag_txs), ("streaming", 0), "{s:?}");
 }
