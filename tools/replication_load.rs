@@ -36,24 +36,26 @@ impl Drop for Proc {
 }
 
 async fn start(dir: &Path, port: u16) -> (Proc, Client) {
-    let child = Command::new("target/release/chainlogd")
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log",
-            "warn",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("CHAINLOG_ADMIN_PASSWORD", PASSWORD)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start target/release/chainlogd (cargo build --release --bin chainlogd)");
+    let child = Proc(
+        Command::new("target/release/chainlogd")
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log",
+                "warn",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .env("CHAINLOG_ADMIN_PASSWORD", PASSWORD)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start target/release/chainlogd (cargo build --release --bin chainlogd)"),
+    );
     let addr = format!("http://127.0.0.1:{port}");
     for _ in 0..400 {
         if let Ok(c) = Client::connect(&addr, None).await {
             if c.login("admin", PASSWORD).await.is_ok() {
-                return (Proc(child), c);
+                return (child, c);
             }
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
