@@ -228,9 +228,11 @@ pub(crate) fn submit(shared: &Shared, tx: Prepared) -> Result<TxHeader> {
         if let Some(result) = lock_poisoned(slot.lock()).take() {
             return result;
         }
-        // The writer dropped the commit without an outcome: it is gone (it panicked).
+        // The writer is done with the commit. It may have filled the slot and let go of it
+        // just after the look above, so look again: only an empty slot means the writer
+        // dropped the commit without an outcome (it panicked).
         if Arc::strong_count(&slot) == 1 {
-            return Err(LedgerError::Closed);
+            return lock_poisoned(slot.lock()).take().unwrap_or(Err(LedgerError::Closed));
         }
         generation = lock_poisoned(shared.done_signal.wait(generation));
     }
