@@ -443,6 +443,48 @@ impl Ledger {
         done.await.unwrap_or(Err(LedgerError::Closed))
     }
 
+    /// [`Ledger::apply_async`] for consecutive txs, queued together so that they share group
+    /// commits (one fsync for many, not one each). Stops at the first tx refused; returns the
+    /// headers applied and that error, if any.
+    pub async fn apply_all_async(
+        &self,
+        txs: Vec<(TxHeader, Digest, Vec<NewEntry>)>,
+    ) -> (Vec<TxHeader>, Option<LedgerError>) {
+        let prepared = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(txs.len());
+            for (h, alh, entries) in txs {
+                match writer::prepare_replicated(h, &alh, entries) {
+                    Ok(p) => out.push(p),
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+            (out, None)
+        })
+        .await;
+        let (prepared, prepare_error) = match prepared {
+            Ok(p) => p,
+            Err(_) => return (Vec::new(), Some(LedgerError::Closed)),
+        };
+        let receivers = match writer::submit_all_async(&self.shared, prepared) {
+            Ok(r) => r,
+            Err(e) => return (Vec::new(), Some(e)),
+        };
+        let mut applied = Vec::with_capacity(receivers.len());
+        let mut first_error = None;
+        for r in receivers {
+            match r.await.unwrap_or(Err(LedgerError::Closed)) {
+                Ok(h) if first_error.is_none() => applied.push(h),
+                Ok(_) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // A refusal in the queue comes before any tx that failed to prepare (those were never
+        // queued, and come after every queued one).
+        (applied, first_error.or(prepare_error))
+    }
+
     /// Blocking [`Ledger::apply_async`].
     pub fn apply(&self, header: TxHeader, alh: Digest, entries: Vec<NewEntry>) -> Result<TxHeader> {
         let prepared = writer::prepare_replicated(header, &alh, entries)?;

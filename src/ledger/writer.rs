@@ -198,6 +198,37 @@ fn enqueue(shared: &Shared, pending: Pending) -> Result<()> {
     Ok(())
 }
 
+/// Queues `txs` for the writer in this order, with nothing queued between them, so they can
+/// share one group commit; each outcome arrives on its channel.
+pub(crate) fn submit_all_async(
+    shared: &Shared,
+    txs: Vec<Prepared>,
+) -> Result<Vec<tokio::sync::oneshot::Receiver<Result<TxHeader>>>> {
+    let mut receivers = Vec::with_capacity(txs.len());
+    {
+        let mut q = lock_poisoned(shared.queue.lock());
+        if let Some((path, kind)) = &q.failure {
+            return Err(LedgerError::Poisoned {
+                path: path.clone(),
+                kind: *kind,
+            });
+        }
+        if q.closing {
+            return Err(LedgerError::Closed);
+        }
+        for tx in txs {
+            let (reply, done) = tokio::sync::oneshot::channel();
+            q.pending.push_back(Pending {
+                tx,
+                reply: Reply::Async(reply),
+            });
+            receivers.push(done);
+        }
+    }
+    shared.queue_signal.notify_one();
+    Ok(receivers)
+}
+
 /// Queues `tx` for the writer; the outcome arrives on the returned channel.
 pub(crate) fn submit_async(
     shared: &Shared,
@@ -232,7 +263,9 @@ pub(crate) fn submit(shared: &Shared, tx: Prepared) -> Result<TxHeader> {
         // just after the look above, so look again: only an empty slot means the writer
         // dropped the commit without an outcome (it panicked).
         if Arc::strong_count(&slot) == 1 {
-            return lock_poisoned(slot.lock()).take().unwrap_or(Err(LedgerError::Closed));
+            return lock_poisoned(slot.lock())
+                .take()
+                .unwrap_or(Err(LedgerError::Closed));
         }
         generation = lock_poisoned(shared.done_signal.wait(generation));
     }

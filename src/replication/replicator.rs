@@ -252,25 +252,40 @@ async fn follow_inner(
             }
             Some(Msg::Batch(b)) => {
                 let (head, head_ts) = (b.head_tx_id, b.head_timestamp_us);
-                let mut last = None;
+                let mut txs = Vec::with_capacity(b.txs.len());
                 for tx in b.txs {
-                    let (header, alh, entries) = decode(tx).map_err(|e| retry(&e))?;
-                    match ledger.apply_async(header, alh, entries).await {
-                        Ok(h) => last = Some(h),
-                        Err(LedgerError::NotNext { tx, reason }) => {
-                            let local_header =
-                                ledger.header(tx).ok().or_else(|| ledger.last_header());
-                            return Err(diverged(format!("tx {tx} from the primary does not extend this replica: {reason}"), local_header, Some(header)));
-                        }
-                        Err(e) => return Err(retry(&e)),
-                    }
+                    txs.push(decode(tx).map_err(|e| retry(&e))?);
                 }
+                let remote: Vec<integrity::TxHeader> = txs.iter().map(|t| t.0).collect();
+                let (applied, error) = ledger.apply_all_async(txs).await;
+                let last = applied.last().copied();
                 if let Some(h) = last {
                     let _ = acks
                         .send(FollowRequest {
                             msg: Some(proto::follow_request::Msg::AckTxId(h.id)),
                         })
                         .await;
+                }
+                match error {
+                    None => {}
+                    Some(LedgerError::NotNext { tx, reason }) => {
+                        let local_header = ledger.header(tx).ok().or_else(|| ledger.last_header());
+                        let remote_header = remote
+                            .iter()
+                            .find(|h| h.id == tx)
+                            .copied()
+                            .or(remote.get(applied.len()).copied());
+                        return Err(diverged(
+                            format!(
+                                "tx {tx} from the primary does not extend this replica: {reason}"
+                            ),
+                            local_header,
+                            remote_header,
+                        ));
+                    }
+                    Some(e) => return Err(retry(&e)),
+                }
+                if let Some(h) = last {
                     hub.update_status(|s| {
                         s.last_applied = h.id;
                         s.last_applied_timestamp_us = h.timestamp_us;
