@@ -179,8 +179,9 @@ pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
 }
 
 /// Queues `tx` for the writer and waits until it is durable (or failed).
-/// Puts a prepared tx in the writer's queue, unless the ledger is failed or closing.
-fn enqueue(shared: &Shared, pending: Pending) -> Result<()> {
+/// Puts prepared txs in the writer's queue, in order and with nothing between them, unless
+/// the ledger is failed or closing.
+fn enqueue(shared: &Shared, pending: impl IntoIterator<Item = Pending>) -> Result<()> {
     {
         let mut q = lock_poisoned(shared.queue.lock());
         if let Some((path, kind)) = &q.failure {
@@ -192,40 +193,29 @@ fn enqueue(shared: &Shared, pending: Pending) -> Result<()> {
         if q.closing {
             return Err(LedgerError::Closed);
         }
-        q.pending.push_back(pending);
+        q.pending.extend(pending);
     }
     shared.queue_signal.notify_one();
     Ok(())
 }
 
-/// Queues `txs` for the writer in this order, with nothing queued between them, so they can
-/// share one group commit; each outcome arrives on its channel.
+/// Queues `txs` for the writer together, so that they can share one group commit; each
+/// outcome arrives on its channel.
 pub(crate) fn submit_all_async(
     shared: &Shared,
     txs: Vec<Prepared>,
 ) -> Result<Vec<tokio::sync::oneshot::Receiver<Result<TxHeader>>>> {
     let mut receivers = Vec::with_capacity(txs.len());
-    {
-        let mut q = lock_poisoned(shared.queue.lock());
-        if let Some((path, kind)) = &q.failure {
-            return Err(LedgerError::Poisoned {
-                path: path.clone(),
-                kind: *kind,
-            });
-        }
-        if q.closing {
-            return Err(LedgerError::Closed);
-        }
-        for tx in txs {
-            let (reply, done) = tokio::sync::oneshot::channel();
-            q.pending.push_back(Pending {
-                tx,
-                reply: Reply::Async(reply),
-            });
-            receivers.push(done);
-        }
+    let mut pending = Vec::with_capacity(txs.len());
+    for tx in txs {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        pending.push(Pending {
+            tx,
+            reply: Reply::Async(reply),
+        });
+        receivers.push(done);
     }
-    shared.queue_signal.notify_one();
+    enqueue(shared, pending)?;
     Ok(receivers)
 }
 
@@ -237,10 +227,10 @@ pub(crate) fn submit_async(
     let (reply, done) = tokio::sync::oneshot::channel();
     enqueue(
         shared,
-        Pending {
+        [Pending {
             tx,
             reply: Reply::Async(reply),
-        },
+        }],
     )?;
     Ok(done)
 }
@@ -249,10 +239,10 @@ pub(crate) fn submit(shared: &Shared, tx: Prepared) -> Result<TxHeader> {
     let slot: Slot = Arc::new(Mutex::new(None));
     enqueue(
         shared,
-        Pending {
+        [Pending {
             tx,
             reply: Reply::Slot(slot.clone()),
-        },
+        }],
     )?;
     let mut generation = lock_poisoned(shared.done_generation.lock());
     loop {

@@ -329,6 +329,14 @@ impl Catalog {
             ledger: old.ledger.clone(),
             hub: old.hub.clone(),
         });
+        self.install(name, db)?;
+        tracing::info!(database = %name, uuid, "replica took its primary's identity");
+        Ok(())
+    }
+
+    /// Records `db` under `name` in the catalog file, then makes it visible. Callers hold
+    /// `change`.
+    fn install(&self, name: &str, db: Arc<Database>) -> Result<(), CatalogError> {
         let mut next = self
             .dbs
             .read()
@@ -340,7 +348,6 @@ impl Catalog {
             .dbs
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
-        tracing::info!(database = %name, uuid, "replica took its primary's identity");
         Ok(())
     }
 
@@ -410,17 +417,7 @@ impl Catalog {
             ledger: Arc::new(ledger),
             hub: Arc::default(),
         });
-        let mut next = self
-            .dbs
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        next.insert(name.to_string(), db.clone());
-        self.persist(&next)?;
-        *self
-            .dbs
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        self.install(name, db.clone())?;
         tracing::info!(database = %name, uuid = %db.uuid, replica = db.settings.replication.is_replica(), "database created");
         self.apply_replication(&db);
         Ok(db)
@@ -458,17 +455,7 @@ impl Catalog {
             ledger,
             hub: old.hub.clone(),
         });
-        let mut next = self
-            .dbs
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        next.insert(name.to_string(), db.clone());
-        self.persist(&next)?;
-        *self
-            .dbs
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        self.install(name, db.clone())?;
         tracing::info!(database = %name, "database settings updated");
         drop(_change);
         self.apply_replication(&db);
