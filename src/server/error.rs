@@ -34,12 +34,20 @@ pub fn status_of(e: LedgerError) -> Status {
     Status::new(code, e.to_string())
 }
 
-/// Runs blocking ledger work off the async threads.
+/// Runs blocking work (disk, Argon2) off the async threads, mapping its error with `status`.
+pub(crate) async fn offload<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    status: impl FnOnce(E) -> Status,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(status),
+        Err(_) => Err(Status::internal("a request handler failed")),
+    }
+}
+
+/// [`offload`] for ledger work.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, LedgerError> + Send + 'static,
 ) -> Result<T, Status> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(status_of),
-        Err(_) => Err(Status::internal("a request handler failed")),
-    }
+    offload(f, status_of).await
 }

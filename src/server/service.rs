@@ -3,7 +3,7 @@
 
 use super::auth::{AuthError, Permission};
 use super::catalog::{CatalogError, Database, Settings};
-use super::error::{blocking, status_of};
+use super::error::{blocking, offload, status_of};
 use super::ServerState;
 use crate::index::Order;
 use crate::integrity::{signing, Digest, TxId};
@@ -164,6 +164,16 @@ pub(crate) struct Service {
 }
 
 impl Service {
+    /// The caller, who must be a superuser.
+    fn superuser<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let caller = self.caller(req)?;
+        self.state
+            .auth
+            .require_superuser(&caller)
+            .map_err(auth_status)?;
+        Ok(caller)
+    }
+
     /// The user behind the call's token.
     fn caller<T>(&self, req: &Request<T>) -> Result<String, Status> {
         self.state.auth.session(bearer(req)?).map_err(auth_status)
@@ -308,10 +318,7 @@ impl auth_server::Auth for Service {
         let r = req.into_inner();
         let state = self.state.clone();
         let (token, expires) =
-            tokio::task::spawn_blocking(move || state.auth.login(&r.user, &r.password))
-                .await
-                .map_err(|_| Status::internal("login failed"))?
-                .map_err(auth_status)?;
+            offload(move || state.auth.login(&r.user, &r.password), auth_status).await?;
         let expires_at_ms = expires
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -352,18 +359,15 @@ impl users_server::Users for Service {
         &self,
         req: Request<proto::CreateUserRequest>,
     ) -> Result<Response<proto::User>, Status> {
-        let caller = self.caller(&req)?;
-        self.state
-            .auth
-            .require_superuser(&caller)
-            .map_err(auth_status)?;
+        let caller = self.superuser(&req)?;
         let r = req.into_inner();
         let state = self.state.clone();
         let name = r.name.clone();
-        tokio::task::spawn_blocking(move || state.auth.create(&r.name, &r.password, r.superuser))
-            .await
-            .map_err(|_| Status::internal("create user failed"))?
-            .map_err(auth_status)?;
+        offload(
+            move || state.auth.create(&r.name, &r.password, r.superuser),
+            auth_status,
+        )
+        .await?;
         tracing::info!(user = %name, by = %caller, "user created");
         let u = self.state.auth.get(&name).map_err(auth_status)?;
         Ok(Response::new(user_wire(name, &u)))
@@ -373,11 +377,7 @@ impl users_server::Users for Service {
         &self,
         req: Request<proto::ListUsersRequest>,
     ) -> Result<Response<proto::ListUsersResponse>, Status> {
-        let caller = self.caller(&req)?;
-        self.state
-            .auth
-            .require_superuser(&caller)
-            .map_err(auth_status)?;
+        self.superuser(&req)?;
         let users = self
             .state
             .auth
@@ -395,14 +395,15 @@ impl users_server::Users for Service {
         let caller = self.caller(&req)?;
         let r = req.into_inner();
         let state = self.state.clone();
-        tokio::task::spawn_blocking(move || {
-            state
-                .auth
-                .change_password(&caller, &r.name, &r.old_password, &r.new_password)
-        })
-        .await
-        .map_err(|_| Status::internal("password change failed"))?
-        .map_err(auth_status)?;
+        offload(
+            move || {
+                state
+                    .auth
+                    .change_password(&caller, &r.name, &r.old_password, &r.new_password)
+            },
+            auth_status,
+        )
+        .await?;
         Ok(Response::new(proto::ChangePasswordResponse {}))
     }
 
@@ -460,18 +461,15 @@ impl databases_server::Databases for Service {
         &self,
         req: Request<proto::CreateDatabaseRequest>,
     ) -> Result<Response<proto::DatabaseInfo>, Status> {
-        let caller = self.caller(&req)?;
-        self.state
-            .auth
-            .require_superuser(&caller)
-            .map_err(auth_status)?;
+        self.superuser(&req)?;
         let r = req.into_inner();
         let settings = settings_of(r.settings.as_ref())?;
         let state = self.state.clone();
-        let db = tokio::task::spawn_blocking(move || state.catalog.create(&r.name, settings))
-            .await
-            .map_err(|_| Status::internal("create database failed"))?
-            .map_err(catalog_status)?;
+        let db = offload(
+            move || state.catalog.create(&r.name, settings),
+            catalog_status,
+        )
+        .await?;
         Ok(Response::new(self.info(&db)))
     }
 
@@ -500,10 +498,11 @@ impl databases_server::Databases for Service {
         let r = req.into_inner();
         let settings = settings_of(r.settings.as_ref())?;
         let state = self.state.clone();
-        let db = tokio::task::spawn_blocking(move || state.catalog.update(&r.name, &settings))
-            .await
-            .map_err(|_| Status::internal("update database failed"))?
-            .map_err(catalog_status)?;
+        let db = offload(
+            move || state.catalog.update(&r.name, &settings),
+            catalog_status,
+        )
+        .await?;
         Ok(Response::new(self.info(&db)))
     }
 }
@@ -778,11 +777,11 @@ impl replication_server::Replication for Service {
             .get(&hello.database)
             .map_err(catalog_status)?;
         let (ledger, uuid, h) = (db.ledger.clone(), db.uuid.clone(), hello.clone());
-        tokio::task::spawn_blocking(move || {
-            crate::replication::primary::check_position(&ledger, &uuid, &h)
-        })
-        .await
-        .map_err(|_| Status::internal("follow failed"))??;
+        offload(
+            move || crate::replication::primary::check_position(&ledger, &uuid, &h),
+            |s| s,
+        )
+        .await?;
         tracing::info!(database = %db.name, replica = %hello.replica, %peer, from_tx = hello.tx_id, "replica connected");
         let prefetch = db.settings.replication.prefetch_tx_buffer_size.map_or(
             crate::replication::primary::PREFETCH_BATCHES_DEFAULT,
