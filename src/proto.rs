@@ -93,3 +93,23 @@ impl TryFrom<&StateProof> for integrity::StateProof {
         })
     }
 }
+
+/// A committed tx with its entries, as the wire carries it.
+impl From<crate::ledger::Tx> for Tx {
+    fn from(tx: crate::ledger::Tx) -> Tx {
+        let id = tx.header.id;
+        Tx {
+            header: Some((&tx.header).into()),
+            entries: tx
+                .entries
+                .into_iter()
+                .map(|e| Entry {
+                    key: e.key,
+                    value: e.value,
+                    tx: id,
+                    deleted: e.meta.deleted,
+                })
+                .collect(),
+        }
+    }
+}

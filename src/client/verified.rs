@@ -67,6 +67,22 @@ fn check_status(db: &str, trusted: Option<TrustedState>, e: tonic::Status) -> Cl
     e.into()
 }
 
+/// Tamper evidence against the state an answer claims.
+fn tamper(
+    db: &str,
+    trusted: Option<TrustedState>,
+    claimed: &proto::State,
+    reason: TamperReason,
+) -> ClientError {
+    ClientError::Tamper(Box::new(TamperError {
+        database: db.to_string(),
+        trusted,
+        claimed_tx: claimed.tx_id,
+        claimed_alh: Digest::from_slice_lossy(&claimed.alh),
+        reason,
+    }))
+}
+
 /// A value read and verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedEntry {
@@ -163,15 +179,7 @@ impl VerifiedClient {
         let trusted = states.databases.get(&slot).cloned();
         let state = required("state", &vt.state)?;
         let claimed_alh = digest("state.alh", &state.alh)?;
-        let tamper = |reason: TamperReason| {
-            ClientError::Tamper(Box::new(TamperError {
-                database: db.to_string(),
-                trusted: trusted.clone(),
-                claimed_tx: state.tx_id,
-                claimed_alh,
-                reason,
-            }))
-        };
+        let tamper = |reason| tamper(db, trusted.clone(), state, reason);
         if let Some(key) = &self.server_key {
             if !integrity::signing::verify_state(
                 key,
@@ -262,16 +270,9 @@ impl VerifiedClient {
         let header: integrity::TxHeader =
             required("tx.header", &required("tx", &vt.tx)?.header)?.try_into()?;
         let state = required("state", &vt.state)?;
-        let claimed_alh = digest("state.alh", &state.alh)?;
-        let tamper = |reason: TamperReason| {
-            ClientError::Tamper(Box::new(TamperError {
-                database: db.to_string(),
-                trusted: None,
-                claimed_tx: state.tx_id,
-                claimed_alh,
-                reason,
-            }))
-        };
+        // A malformed Alh is a wire error, not tamper evidence.
+        digest("state.alh", &state.alh)?;
+        let tamper = |reason| tamper(db, None, state, reason);
         if entry.key != key || entry.tx != header.id || entry.deleted {
             return Err(tamper(TamperReason::WrongAnswer));
         }
@@ -321,13 +322,12 @@ impl VerifiedClient {
             required("tx.header", &required("tx", &vt.tx)?.header)?.try_into()?;
         if integrity::tx::entries_root(&digests_sent) != header.entries_root {
             let state = required("state", &vt.state)?;
-            return Err(ClientError::Tamper(Box::new(TamperError {
-                database: db.to_string(),
-                trusted: self.trusted(db).await,
-                claimed_tx: state.tx_id,
-                claimed_alh: digest("state.alh", &state.alh)?,
-                reason: TamperReason::Entries,
-            })));
+            return Err(tamper(
+                db,
+                self.trusted(db).await,
+                state,
+                TamperReason::Entries,
+            ));
         }
         self.accept(db, &vt).await
     }
@@ -360,22 +360,13 @@ impl VerifiedClient {
             })
             .collect();
         let state = required("state", &vt.state)?;
-        let bad = |reason| {
-            Ok::<_, ClientError>(ClientError::Tamper(Box::new(TamperError {
-                database: db.to_string(),
-                trusted: None,
-                claimed_tx: state.tx_id,
-                claimed_alh: digest("state.alh", &state.alh)?,
-                reason,
-            })))
-        };
         if header.id != id {
-            return Err(bad(TamperReason::WrongAnswer)?);
+            return Err(tamper(db, None, state, TamperReason::WrongAnswer));
         }
         if integrity::tx::entries_root(&digests) != header.entries_root
             || digests.len() != header.entry_count as usize
         {
-            return Err(bad(TamperReason::Entries)?);
+            return Err(tamper(db, None, state, TamperReason::Entries));
         }
         let h = self.accept(db, &vt).await?;
         Ok((h, tx.entries.clone()))

@@ -81,19 +81,12 @@ fn read_batch(
             .iter()
             .map(|e| e.key.len() + e.value.len())
             .sum::<usize>();
+        let alh = tx.alh.0.to_vec();
+        let wire = proto::Tx::from(tx);
         out.push(proto::ReplicatedTx {
-            header: Some((&tx.header).into()),
-            alh: tx.alh.0.to_vec(),
-            entries: tx
-                .entries
-                .into_iter()
-                .map(|e| proto::Entry {
-                    key: e.key,
-                    value: e.value,
-                    tx: id,
-                    deleted: e.meta.deleted,
-                })
-                .collect(),
+            header: wire.header,
+            alh,
+            entries: wire.entries,
         });
         if out.len() >= BATCH_TXS_MAX || bytes >= BATCH_BYTES_MAX {
             break;

@@ -275,17 +275,7 @@ impl Service {
         let now = ledger.state();
         let proof = ledger.tx_proof(id, now.tx_id)?;
         let entries = if with_entries {
-            ledger
-                .tx(id)?
-                .entries
-                .into_iter()
-                .map(|e| proto::Entry {
-                    key: e.key,
-                    value: e.value,
-                    tx: id,
-                    deleted: e.meta.deleted,
-                })
-                .collect()
+            proto::Tx::from(ledger.tx(id)?).entries
         } else {
             Vec::new()
         };
@@ -645,19 +635,7 @@ impl data_server::Data for Service {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let id = req.get_ref().id;
         let tx = blocking(move || db.ledger.tx(id)).await?;
-        Ok(Response::new(proto::Tx {
-            header: Some((&tx.header).into()),
-            entries: tx
-                .entries
-                .into_iter()
-                .map(|e| proto::Entry {
-                    key: e.key,
-                    value: e.value,
-                    tx: id,
-                    deleted: e.meta.deleted,
-                })
-                .collect(),
-        }))
+        Ok(Response::new(tx.into()))
     }
 
     async fn verifiable_set(
