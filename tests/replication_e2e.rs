@@ -281,6 +281,10 @@ async fn a_rewritten_primary_is_refused_as_diverged() {
     write(&p, "defaultdb", 50, "a").await;
     converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(30)).await;
     let (rtx, ralh, _) = state(&r, "rdb").await;
+    // The replica is down meanwhile, so that it next meets the primary at the same length
+    // but a different history (met earlier, it would be refused as replica_ahead instead).
+    let rdir = replica.data_dir.clone();
+    assert!(replica.stop().success());
 
     // While the primary is down, its history is rewritten: the last 30 txs are cut (and the
     // derived files removed, so it rebuilds them), then it takes other writes.
@@ -305,6 +309,8 @@ async fn a_rewritten_primary_is_refused_as_diverged() {
     let p = admin(&primary).await;
     assert_eq!(state(&p, "defaultdb").await.0, 20);
     write(&p, "defaultdb", 60, "other").await;
+    let replica = Server::start(&rdir, &[]);
+    let r = admin(&replica).await;
 
     let start = Instant::now();
     let s = loop {
