@@ -334,6 +334,238 @@ async fn a_rewritten_primary_is_refused_as_diverged() {
         "{}",
         replica.log()
     );
+
+    // `database refresh` wipes the replica and copies the primary's history again.
+    let cli_state = dir.path().join("s.json");
+    let (code, out, err) = cli(&replica.addr, &cli_state, &["database", "refresh", "rdb"]);
+    assert_eq!(code, 0, "{out}{err}");
+    converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(60)).await;
+    assert_eq!(state(&r, "rdb").await.0, 80);
+    assert_eq!(status(&r, "rdb").await.state, "streaming");
+    // A primary is never wiped.
+    let (code, _, err) = cli(
+        &primary.addr,
+        &cli_state,
+        &["database", "refresh", "defaultdb"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("not a replica"), "{err}");
+    assert_eq!(state(&p, "defaultdb").await.0, 80);
+    // The refreshed replica survives a restart with its new data, and nothing old is left.
+    assert!(replica.stop().success());
+    let replica = Server::start(&rdir, &[]);
+    let r = admin(&replica).await;
+    converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(30)).await;
+    let left: Vec<_> = std::fs::read_dir(rdir.join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.iter().all(|n| !n.starts_with('.')), "{left:?}");
+}
+
+/// Runs `chainlog-replicator` from `source/sdb` into `target/tdb`.
+fn replicator(
+    source: &str,
+    sdb: &str,
+    target: &str,
+    tdb: &str,
+    dir: &Path,
+    once: bool,
+) -> std::process::Command {
+    let pw = dir.join("admin-password");
+    std::fs::write(&pw, ADMIN_PASSWORD).unwrap();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chainlog-replicator"));
+    c.args([
+        "--source-addr",
+        source,
+        "--source-db",
+        sdb,
+        "--target-addr",
+        target,
+    ])
+    .args(["--target-db", tdb, "--source-password-file"])
+    .arg(&pw)
+    .arg("--target-password-file")
+    .arg(&pw);
+    if once {
+        c.arg("--once");
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Server::start(&dir.path().join("s"), &[]);
+    let target = Server::start(&dir.path().join("t"), &[]);
+    let s = admin(&source).await;
+    let t = admin(&target).await;
+    let cli_state = dir.path().join("cli.json");
+    let (code, out, err) = cli(
+        &target.addr,
+        &cli_state,
+        &["database", "create", "copy", "--replication-is-replica"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    write(&s, "defaultdb", 2000, "a").await;
+
+    // One pass up to the source's head.
+    let out = replicator(
+        &source.addr,
+        "defaultdb",
+        &target.addr,
+        "copy",
+        dir.path(),
+        true,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
+    let (stx, salh, suuid) = state(&s, "defaultdb").await;
+    assert_eq!(state(&t, "copy").await, (stx, salh, suuid.clone()));
+    // The copy is read-only, and a second pass changes nothing.
+    assert!(t
+        .set("copy", vec![(b"x".to_vec(), b"y".to_vec())])
+        .await
+        .is_err());
+    let out = replicator(
+        &source.addr,
+        "defaultdb",
+        &target.addr,
+        "copy",
+        dir.path(),
+        true,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state(&t, "copy").await.0, 2000);
+
+    // Continuous, killed with -9 mid-stream and started again: no gap, no duplicate.
+    let mut running = replicator(
+        &source.addr,
+        "defaultdb",
+        &target.addr,
+        "copy",
+        dir.path(),
+        false,
+    )
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move { write(&s, "defaultdb", 3000, "b").await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let mut running = replicator(
+        &source.addr,
+        "defaultdb",
+        &target.addr,
+        "copy",
+        dir.path(),
+        false,
+    )
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    writer.await.unwrap();
+    converge(&s, "defaultdb", &t, "copy", Duration::from_secs(60)).await;
+    // It keeps following: a later write arrives too.
+    write(&s, "defaultdb", 10, "c").await;
+    converge(&s, "defaultdb", &t, "copy", Duration::from_secs(30)).await;
+    running.kill().unwrap();
+    running.wait().unwrap();
+    assert_eq!(state(&t, "copy").await.0, 5010);
+
+    // Another database into the copy: refused as diverged (exit 3), the copy untouched.
+    s.set("defaultdb", vec![(b"more".to_vec(), b"1".to_vec())])
+        .await
+        .unwrap();
+    let (code, out, err) = cli(&source.addr, &cli_state, &["database", "create", "other"]);
+    assert_eq!(code, 0, "{out}{err}");
+    write(&s, "other", 10, "o").await;
+    let out = replicator(
+        &source.addr,
+        "other",
+        &target.addr,
+        "copy",
+        dir.path(),
+        true,
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state(&t, "copy").await.0, 5010);
+
+    // ReplicateTx takes txs only into a replica with no primary host.
+    let tx = s.tx("defaultdb", 1).await.unwrap();
+    let first = proto::ReplicateTxRequest {
+        database: "defaultdb".into(),
+        source_uuid: suuid,
+        txs: vec![proto::ReplicatedTx {
+            header: tx.header.clone(),
+            alh: salh_of(&s, 1).await,
+            entries: tx.entries.clone(),
+        }],
+    };
+    let e = t
+        .replication()
+        .replicate_tx(tokio_stream::iter(vec![first]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("not a replica"), "{e:?}");
+    // A tampered tx is refused before it is applied.
+    let tx = s.tx("defaultdb", 5011).await.unwrap();
+    let mut entries = tx.entries.clone();
+    entries[0].value = b"forged".to_vec();
+    let forged = proto::ReplicateTxRequest {
+        database: "copy".into(),
+        source_uuid: String::new(),
+        txs: vec![proto::ReplicatedTx {
+            header: tx.header.clone(),
+            alh: salh_of(&s, 5011).await,
+            entries,
+        }],
+    };
+    let e = t
+        .replication()
+        .replicate_tx(tokio_stream::iter(vec![forged]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert_eq!(state(&t, "copy").await.0, 5010);
+}
+
+/// The Alh of tx `id` on `c`'s defaultdb, read from a verifiable tx.
+async fn salh_of(c: &Client, id: u64) -> Vec<u8> {
+    let h: chainlog::integrity::TxHeader = c
+        .tx("defaultdb", id)
+        .await
+        .unwrap()
+        .header
+        .as_ref()
+        .unwrap()
+        .try_into()
+        .unwrap();
+    h.alh().0.to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

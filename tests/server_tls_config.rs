@@ -30,7 +30,7 @@ fn pki() -> Pki {
     };
     Pki {
         ca_pem: ca.pem(),
-        server: leaf(vec!["localhost".into()]),
+        server: leaf(vec!["localhost".into(), "127.0.0.1".into()]),
         client: leaf(vec!["client".into()]),
     }
 }
@@ -168,4 +168,153 @@ async fn config_file_environment_metrics_and_health() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_setting"));
+}
+
+/// Replication over mutual TLS, both ways a database is copied: a replica database whose
+/// replicator connects with the CA and a client certificate, and the external
+/// `chainlog-replicator` with the same files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_and_the_external_replicator_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki();
+    let w = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (cert, key, ca, ccert, ckey) = (
+        w("server.pem", &p.server.0),
+        w("server.key", &p.server.1),
+        w("ca.pem", &p.ca_pem),
+        w("client.pem", &p.client.0),
+        w("client.key", &p.client.1),
+    );
+    let password_file = w("admin-password", ADMIN_PASSWORD);
+    let primary = Server::start(
+        &dir.path().join("p"),
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ],
+    );
+    let pport = primary.addr.rsplit(':').next().unwrap().to_string();
+    let https = format!("https://localhost:{pport}");
+    let replica = Server::start(&dir.path().join("r"), &[]);
+    let state_file = dir.path().join("cli-state.json");
+    // An in-process replicator over mutual TLS.
+    let (code, out, err) = common::cli(
+        &replica.addr,
+        &state_file,
+        &[
+            "database",
+            "create",
+            "rdb",
+            "--replication-is-replica",
+            "--replication-primary-host",
+            "localhost",
+            "--replication-primary-port",
+            &pport,
+            "--replication-primary-username",
+            "admin",
+            "--replication-primary-password-file",
+            &password_file,
+            "--replication-primary-tls-ca",
+            &ca,
+            "--replication-primary-tls-cert",
+            &ccert,
+            "--replication-primary-tls-key",
+            &ckey,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // A replica with no primary host, for the external replicator.
+    let (code, out, err) = common::cli(
+        &replica.addr,
+        &state_file,
+        &["database", "create", "copy", "--replication-is-replica"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+
+    let tls = ClientTls {
+        ca_pem: Some(p.ca_pem.clone().into_bytes()),
+        identity_pem: Some((
+            p.client.0.clone().into_bytes(),
+            p.client.1.clone().into_bytes(),
+        )),
+        domain: None,
+    };
+    let pc = Client::connect(&https, Some(tls)).await.unwrap();
+    pc.login("admin", ADMIN_PASSWORD).await.unwrap();
+    for i in 0..200u32 {
+        pc.set(
+            "defaultdb",
+            vec![(format!("k{i}").into_bytes(), b"over tls".to_vec())],
+        )
+        .await
+        .unwrap();
+    }
+    let head = pc.current_state("defaultdb").await.unwrap();
+    let rc = common::admin(&replica).await;
+    let start = std::time::Instant::now();
+    loop {
+        let s = rc.current_state("rdb").await.unwrap();
+        if s.tx_id == head.tx_id {
+            assert_eq!(s.alh, head.alh);
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the TLS replica is at tx {} of {}",
+            s.tx_id,
+            head.tx_id
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlog-replicator"))
+        .args(["--once", "--source-addr", &https, "--source-password-file"])
+        .args([&password_file, "--source-tls-ca", &ca, "--source-tls-cert"])
+        .args([&ccert, "--source-tls-key", &ckey, "--target-addr"])
+        .args([
+            &replica.addr,
+            "--target-db",
+            "copy",
+            "--target-password-file",
+        ])
+        .arg(&password_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = rc.current_state("copy").await.unwrap();
+    assert_eq!(
+        (s.tx_id, &s.alh, &s.uuid),
+        (head.tx_id, &head.alh, &head.uuid)
+    );
+    // Without the client certificate the source refuses the copy.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlog-replicator"))
+        .args(["--once", "--retries", "0", "--source-addr", &https])
+        .args([
+            "--source-password-file",
+            &password_file,
+            "--source-tls-ca",
+            &ca,
+        ])
+        .args(["--target-addr", &replica.addr, "--target-db", "copy"])
+        .args(["--target-password-file", &password_file])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -239,6 +239,10 @@ enum DatabaseCmd {
         #[command(flatten)]
         replication: Box<ReplicationFlags>,
     },
+    /// Wipe replica NAME's data and copy its primary's again (for a replica that diverged or
+    /// started from another database). Its replicator restarts from the first tx; a replica
+    /// with no primary host is left empty for an external replicator to fill.
+    Refresh { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -503,6 +507,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         .map_err(ClientError::from)?
                         .into_inner();
                     out.print(info_json(&i), || format!("updated database {}", i.name));
+                }
+                DatabaseCmd::Refresh { name } => {
+                    let i = c
+                        .databases()
+                        .refresh_database(proto::RefreshDatabaseRequest { name: name.clone() })
+                        .await
+                        .map_err(ClientError::from)?
+                        .into_inner();
+                    out.print(info_json(&i), || {
+                        format!(
+                            "refreshed database {}: its data was wiped and is copied again from its primary",
+                            i.name
+                        )
+                    });
                 }
             }
         }

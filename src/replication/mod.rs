@@ -5,8 +5,11 @@
 //!   (replica side); acknowledgements for synchronous commits.
 //! - [`primary`]: the primary side of a stream: position check, batches, heartbeats.
 //! - [`replicator`]: the replica side, a tokio task per replica database.
+//! - [`external`]: the external replicator (`chainlog-replicator`): ExportTx on a source,
+//!   ReplicateTx on a target.
 //! - [`Backoff`] and [`ReplicaState`]: the decisions, without I/O.
 
+pub mod external;
 pub mod hub;
 pub mod primary;
 pub mod replicator;
@@ -17,6 +20,13 @@ use std::time::Duration;
 pub const REASON_DIVERGED: &str = "diverged";
 pub const REASON_OTHER_DATABASE: &str = "other_database";
 pub const REASON_REPLICA_AHEAD: &str = "replica_ahead";
+
+/// FAILED_PRECONDITION with `reason` in the `chainlog-reason` metadata.
+pub fn refuse(reason: &'static str, message: String) -> tonic::Status {
+    let mut m = tonic::metadata::MetadataMap::new();
+    m.insert(crate::server::REASON, reason.parse().expect("ASCII"));
+    tonic::Status::with_metadata(tonic::Code::FailedPrecondition, message, m)
+}
 
 /// Where a replicator is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

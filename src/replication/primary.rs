@@ -2,7 +2,7 @@
 //! then send committed txs in bounded batches as they commit, and heartbeats while idle.
 
 use super::hub::Hub;
-use super::{REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD};
+use super::{refuse, REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD};
 use crate::integrity::TxId;
 use crate::ledger::{Ledger, LedgerError};
 use crate::proto::{
@@ -20,12 +20,6 @@ pub const BATCH_BYTES_MAX: usize = 4 << 20;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Batches sent ahead of the replica by default.
 pub const PREFETCH_BATCHES_DEFAULT: usize = 4;
-
-fn refuse(reason: &'static str, message: String) -> Status {
-    let mut m = tonic::metadata::MetadataMap::new();
-    m.insert(crate::server::REASON, reason.parse().expect("ASCII"));
-    Status::with_metadata(tonic::Code::FailedPrecondition, message, m)
-}
 
 /// Whether the replica's position `(hello.tx_id, hello.alh)` is in this history.
 pub fn check_position(ledger: &Ledger, uuid: &str, hello: &FollowHello) -> Result<(), Status> {
@@ -95,9 +89,7 @@ fn read_batch(
     Ok(out)
 }
 
-/// Serves a follow stream whose hello was checked: a task sends batches into the returned
-/// channel (bounded: flow control), another reads the replica's acknowledgements.
-/// A checked follow request, ready to be served.
+/// A checked follow (or export) request, ready to be served.
 pub struct Follow {
     pub ledger: Arc<Ledger>,
     pub uuid: String,
@@ -108,11 +100,17 @@ pub struct Follow {
     pub prefetch_batches: usize,
     /// Turns true when the server shuts down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Stop once the head at the start has been sent (an export that does not follow).
+    pub until_head: bool,
 }
 
+/// Serves a follow stream whose hello was checked: a task sends batches into the returned
+/// channel (bounded: flow control). With `inbound` (a replica's Follow), the replica is
+/// registered in the hub and another task reads its acknowledgements; without (ExportTx),
+/// nothing is acknowledged.
 pub fn serve(
     follow: Follow,
-    mut inbound: tonic::Streaming<FollowRequest>,
+    inbound: Option<tonic::Streaming<FollowRequest>>,
 ) -> tokio::sync::mpsc::Receiver<Result<FollowResponse, Status>> {
     let Follow {
         ledger,
@@ -122,16 +120,20 @@ pub fn serve(
         peer,
         prefetch_batches,
         mut stopping,
+        until_head,
     } = follow;
     let (out, rx) = tokio::sync::mpsc::channel(prefetch_batches.max(1));
-    let registration = Arc::new(hub.register(hello.replica.clone(), peer, hello.tx_id));
-    let acks = registration.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(msg)) = inbound.message().await {
-            if let Some(proto::follow_request::Msg::AckTxId(tx)) = msg.msg {
-                acks.ack(tx);
+    let registration = inbound.map(|mut inbound| {
+        let registration = Arc::new(hub.register(hello.replica.clone(), peer, hello.tx_id));
+        let acks = registration.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = inbound.message().await {
+                if let Some(proto::follow_request::Msg::AckTxId(tx)) = msg.msg {
+                    acks.ack(tx);
+                }
             }
-        }
+        });
+        registration
     });
     let replica = hello.replica.clone();
     tokio::spawn(async move {
@@ -139,9 +141,10 @@ pub fn serve(
         let _log = LogOnDrop(replica);
         let mut published = ledger.subscribe();
         let mut sent = hello.tx_id;
+        let start_head = ledger.state().tx_id;
         let welcome = Msg::Welcome(proto::Welcome {
             uuid,
-            head_tx_id: ledger.state().tx_id,
+            head_tx_id: start_head,
         });
         if out
             .send(Ok(FollowResponse { msg: Some(welcome) }))
@@ -151,10 +154,14 @@ pub fn serve(
             return;
         }
         loop {
-            if *stopping.borrow() {
+            if *stopping.borrow() || (until_head && sent >= start_head) {
                 return;
             }
-            let head = ledger.state().tx_id;
+            let head = if until_head {
+                start_head
+            } else {
+                ledger.state().tx_id
+            };
             let head_ts = ledger.last_header().map_or(0, |h| h.timestamp_us);
             if sent < head {
                 let l = ledger.clone();

@@ -71,13 +71,13 @@ fn diverged(
     }))
 }
 
-fn jitter() -> u16 {
+pub(crate) fn jitter() -> u16 {
     let mut b = [0u8; 2];
     crate::server::auth::random_bytes(&mut b);
     u16::from_le_bytes(b)
 }
 
-fn decode(
+pub(crate) fn decode(
     tx: proto::ReplicatedTx,
 ) -> Result<(integrity::TxHeader, Digest, Vec<NewEntry>), proto::WireError> {
     let header: integrity::TxHeader = proto::required("header", &tx.header)?.try_into()?;

@@ -20,6 +20,10 @@ pub enum CatalogError {
     Exists(String),
     #[error("invalid database name {0:?}: use 1 to 64 of a-z, A-Z, 0-9, '_' and '-'")]
     InvalidName(String),
+    #[error(
+        "database {0:?} is not a replica: only a replica's data can be refreshed from its primary"
+    )]
+    NotReplica(String),
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -227,6 +231,7 @@ impl Catalog {
     /// Opens every database listed in `<dir>/catalog.json`.
     pub fn open(dir: &Path) -> Result<Catalog, CatalogError> {
         fs::create_dir_all(&dir.join("db"))?;
+        remove_trash(&dir.join("db"))?;
         let path = dir.join("catalog.json");
         let records: BTreeMap<String, Record> = match fs::read(&path)? {
             Some(b) => serde_json::from_slice(&b).map_err(|e| CatalogError::File {
@@ -315,8 +320,50 @@ impl Catalog {
         db.hub.start_replicator(r.primary(), task);
     }
 
+    /// Wipes replica `name`'s data and starts it again empty: its replicator (if it has a
+    /// primary host) copies the primary's log from the first tx, and it takes the primary's
+    /// identity. The old data is first renamed aside, so a crash leaves either the old
+    /// database or an empty one, never a mix; the leftovers are removed at the next open.
+    pub fn refresh(self: &Arc<Self>, name: &str) -> Result<Arc<Database>, CatalogError> {
+        let _change = self
+            .change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.get(name)?;
+        if !old.settings.replication.is_replica() {
+            return Err(CatalogError::NotReplica(name.to_string()));
+        }
+        old.hub.stop_replicator();
+        old.ledger.close()?;
+        let dir = self.dir.join("db").join(name);
+        let trash = self
+            .dir
+            .join("db")
+            .join(format!("{TRASH_PREFIX}{name}-{}", new_uuid()));
+        if dir.exists() {
+            std::fs::rename(&dir, &trash).map_err(|e| StorageError::io(&dir, e))?;
+            fs::sync_dir(&self.dir.join("db"))?;
+        }
+        let ledger = Ledger::open(&dir, old.settings.options())?;
+        let db = Arc::new(Database {
+            name: old.name.clone(),
+            uuid: new_uuid(),
+            settings: old.settings.clone(),
+            ledger: Arc::new(ledger),
+            hub: old.hub.clone(),
+        });
+        self.install(name, db.clone())?;
+        if let Err(e) = std::fs::remove_dir_all(&trash) {
+            tracing::warn!(path = %trash.display(), error = %e, "could not remove a refreshed replica's old data; it goes at the next start");
+        }
+        tracing::info!(database = %name, "replica refreshed: its data was wiped and is copied again from its primary");
+        drop(_change);
+        self.apply_replication(&db);
+        Ok(db)
+    }
+
     /// Replaces `name`'s entry, keeping its ledger and hub, with a new identity.
-    fn adopt_uuid(&self, name: &str, uuid: &str) -> Result<(), CatalogError> {
+    pub(crate) fn adopt_uuid(&self, name: &str, uuid: &str) -> Result<(), CatalogError> {
         let _change = self
             .change
             .lock()
@@ -477,6 +524,25 @@ impl Catalog {
             }
         }
     }
+}
+
+/// Names of the directories under `db/` that hold a refreshed replica's old data.
+const TRASH_PREFIX: &str = ".refreshed-";
+
+/// Removes what refreshes left behind (a crash between the rename and the removal).
+fn remove_trash(db_dir: &Path) -> Result<(), CatalogError> {
+    let entries = std::fs::read_dir(db_dir).map_err(|e| StorageError::io(db_dir, e))?;
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(TRASH_PREFIX)
+        {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path).map_err(|e| StorageError::io(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// A replica database as its replicator sees it.

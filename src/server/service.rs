@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::{Request, Response, Status};
 
+/// Txs streamed to a replica or an export.
+type TxStream = tokio_stream::wrappers::ReceiverStream<Result<proto::FollowResponse, Status>>;
+
 /// Most results one History or Scan call returns.
 pub const PAGE_LIMIT_MAX: u32 = 1000;
 /// Longest a Get may wait for a tx.
@@ -41,6 +44,7 @@ fn catalog_status(e: CatalogError) -> Status {
         CatalogError::NotFound(_) => Status::not_found(e.to_string()),
         CatalogError::Exists(_) => Status::already_exists(e.to_string()),
         CatalogError::InvalidName(_) => Status::invalid_argument(e.to_string()),
+        CatalogError::NotReplica(_) => Status::failed_precondition(e.to_string()),
         CatalogError::Ledger(e) => status_of(e),
         CatalogError::File { .. } | CatalogError::Storage(_) => {
             tracing::error!(error = %e, "catalog failure");
@@ -186,12 +190,92 @@ impl Service {
         name: &str,
         needed: Permission,
     ) -> Result<Arc<Database>, Status> {
-        let user = self.caller(req)?;
+        self.database_for(&self.caller(req)?, name, needed)
+    }
+
+    /// Database `name`, after checking that `user` may act on it.
+    fn database_for(
+        &self,
+        user: &str,
+        name: &str,
+        needed: Permission,
+    ) -> Result<Arc<Database>, Status> {
         self.state
             .auth
-            .require(&user, name, needed)
+            .require(user, name, needed)
             .map_err(auth_status)?;
         self.state.catalog.get(name).map_err(catalog_status)
+    }
+
+    /// Checks `hello`'s position in `db` and starts streaming txs after it: to a replica
+    /// (with `inbound`, its acknowledgements) or to an export.
+    async fn stream_txs(
+        &self,
+        db: &Database,
+        hello: proto::FollowHello,
+        peer: String,
+        inbound: Option<tonic::Streaming<proto::FollowRequest>>,
+        until_head: bool,
+    ) -> Result<TxStream, Status> {
+        use crate::replication::primary;
+        let (ledger, uuid, h) = (db.ledger.clone(), db.uuid.clone(), hello.clone());
+        offload(move || primary::check_position(&ledger, &uuid, &h), |s| s).await?;
+        tracing::info!(database = %db.name, replica = %hello.replica, %peer, from_tx = hello.tx_id, "streaming txs");
+        let prefetch = db
+            .settings
+            .replication
+            .prefetch_tx_buffer_size
+            .map_or(primary::PREFETCH_BATCHES_DEFAULT, |n| {
+                (n as usize).div_ceil(primary::BATCH_TXS_MAX).max(1)
+            });
+        let rx = primary::serve(
+            primary::Follow {
+                ledger: db.ledger.clone(),
+                uuid: db.uuid.clone(),
+                hub: db.hub.clone(),
+                hello,
+                peer,
+                prefetch_batches: prefetch,
+                stopping: self.state.stopping.subscribe(),
+                until_head,
+            },
+            inbound,
+        );
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
+    /// Verifies and applies `txs` (from ReplicateTx) to replica `db`: txs it already holds
+    /// with the same Alh are skipped; any other difference is a divergence.
+    async fn apply_replicated(db: &Database, txs: Vec<proto::ReplicatedTx>) -> Result<(), Status> {
+        use crate::replication::{refuse, replicator::decode, REASON_DIVERGED};
+        let head = db.ledger.state().tx_id;
+        let mut fresh = Vec::with_capacity(txs.len());
+        for tx in txs {
+            let (header, alh, entries) =
+                decode(tx).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if header.id > head {
+                fresh.push((header, alh, entries));
+                continue;
+            }
+            let ours = db.ledger.header(header.id).map_err(status_of)?.alh();
+            if ours != alh {
+                return Err(refuse(
+                    REASON_DIVERGED,
+                    format!(
+                        "at tx {} database {} has Alh {ours}, the source has {alh}",
+                        header.id, db.name
+                    ),
+                ));
+            }
+        }
+        match db.ledger.apply_all_async(fresh).await {
+            (_, None) => Ok(()),
+            (_, Some(LedgerError::NotNext { tx, reason })) => Err(refuse(
+                REASON_DIVERGED,
+                format!("tx {tx} does not extend database {}: {reason}", db.name),
+            )),
+            (_, Some(e)) => Err(status_of(e)),
+        }
     }
 
     /// [`Service::database`] for a write: replicas refuse writes.
@@ -495,6 +579,19 @@ impl databases_server::Databases for Service {
         .await?;
         Ok(Response::new(self.info(&db)))
     }
+
+    async fn refresh_database(
+        &self,
+        req: Request<proto::RefreshDatabaseRequest>,
+    ) -> Result<Response<proto::DatabaseInfo>, Status> {
+        let caller = self.caller(&req)?;
+        let name = req.into_inner().name;
+        self.database_for(&caller, &name, Permission::Admin)?;
+        let state = self.state.clone();
+        let db = offload(move || state.catalog.refresh(&name), catalog_status).await?;
+        tracing::info!(database = %db.name, by = %caller, "database refreshed");
+        Ok(Response::new(self.info(&db)))
+    }
 }
 
 /// NOT_FOUND for an absent key, told apart from an absent database by the `chainlog-reason`
@@ -725,8 +822,7 @@ impl data_server::Data for Service {
 
 #[tonic::async_trait]
 impl replication_server::Replication for Service {
-    type FollowStream =
-        tokio_stream::wrappers::ReceiverStream<Result<proto::FollowResponse, Status>>;
+    type FollowStream = TxStream;
 
     async fn follow(
         &self,
@@ -745,45 +841,85 @@ impl replication_server::Replication for Service {
                 ))
             }
         };
-        self.state
-            .auth
-            .require(&user, &hello.database, Permission::Read)
-            .map_err(auth_status)?;
-        let db = self
-            .state
-            .catalog
-            .get(&hello.database)
-            .map_err(catalog_status)?;
-        let (ledger, uuid, h) = (db.ledger.clone(), db.uuid.clone(), hello.clone());
-        offload(
-            move || crate::replication::primary::check_position(&ledger, &uuid, &h),
-            |s| s,
-        )
-        .await?;
-        tracing::info!(database = %db.name, replica = %hello.replica, %peer, from_tx = hello.tx_id, "replica connected");
-        let prefetch = db.settings.replication.prefetch_tx_buffer_size.map_or(
-            crate::replication::primary::PREFETCH_BATCHES_DEFAULT,
-            |n| {
-                (n as usize)
-                    .div_ceil(crate::replication::primary::BATCH_TXS_MAX)
-                    .max(1)
-            },
-        );
-        let rx = crate::replication::primary::serve(
-            crate::replication::primary::Follow {
-                ledger: db.ledger.clone(),
-                uuid: db.uuid.clone(),
-                hub: db.hub.clone(),
-                hello,
-                peer,
-                prefetch_batches: prefetch,
-                stopping: self.state.stopping.subscribe(),
-            },
-            inbound,
-        );
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
-        )))
+        let db = self.database_for(&user, &hello.database, Permission::Read)?;
+        let stream = self
+            .stream_txs(&db, hello, peer, Some(inbound), false)
+            .await?;
+        Ok(Response::new(stream))
+    }
+
+    type ExportTxStream = TxStream;
+
+    async fn export_tx(
+        &self,
+        req: Request<proto::ExportTxRequest>,
+    ) -> Result<Response<Self::ExportTxStream>, Status> {
+        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let r = req.into_inner();
+        let hello = proto::FollowHello {
+            database: r.database,
+            expected_uuid: r.expected_uuid,
+            tx_id: r.tx_id,
+            alh: r.alh,
+            replica: format!("export to {peer}"),
+        };
+        let stream = self.stream_txs(&db, hello, peer, None, !r.follow).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn replicate_tx(
+        &self,
+        req: Request<tonic::Streaming<proto::ReplicateTxRequest>>,
+    ) -> Result<Response<proto::State>, Status> {
+        use crate::replication::{refuse, REASON_OTHER_DATABASE};
+        let user = self.caller(&req)?;
+        let mut inbound = req.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| {
+            Status::invalid_argument("a replicate stream starts with a message naming the database")
+        })?;
+        let name = first.database.clone();
+        let mut db = self.database_for(&user, &name, Permission::ReadWrite)?;
+        let r = &db.settings.replication;
+        if !r.is_replica() {
+            return Err(Status::failed_precondition(format!(
+                "database {name} is not a replica: create it with --replication-is-replica to take replicated txs"
+            )));
+        }
+        if r.primary_host.as_deref().is_some_and(|h| !h.is_empty()) {
+            return Err(Status::failed_precondition(format!(
+                "database {name} replicates from its primary {}; ReplicateTx serves replicas with no primary host",
+                r.primary()
+            )));
+        }
+        let source = first.source_uuid.clone();
+        if !source.is_empty() && source != db.uuid {
+            if db.ledger.state().tx_id > 0 {
+                return Err(refuse(
+                    REASON_OTHER_DATABASE,
+                    format!(
+                        "database {name} holds a copy of {}, the source is {source}",
+                        db.uuid
+                    ),
+                ));
+            }
+            let (state, n) = (self.state.clone(), name.clone());
+            db = offload(
+                move || {
+                    state.catalog.adopt_uuid(&n, &source)?;
+                    state.catalog.get(&n)
+                },
+                catalog_status,
+            )
+            .await?;
+        }
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            Self::apply_replicated(&db, msg.txs).await?;
+            next = inbound.message().await?;
+        }
+        let st = db.ledger.state();
+        Ok(Response::new(self.state_wire(&db, st.tx_id, &st.alh)))
     }
 
     async fn replication_status(
