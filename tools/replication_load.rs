@@ -8,6 +8,9 @@
 //!     a primary taking RATE one-entry txs/s from 8 clients, one replica: the lag of each
 //!     write (commit on the primary until readable on the replica), p50/p99; then the first
 //!     write after 60 s idle
+//! cargo run --release --example replication_load -- overhead SECS CLIENTS
+//!     Set throughput from CLIENTS clients for SECS seconds on a primary with no replica, with
+//!     one async replica, and with one sync replica (sync acks 1), each on fresh servers
 //! ```
 
 use chainlog::client::Client;
@@ -61,6 +64,85 @@ async fn start(dir: &Path, port: u16) -> (Proc, Client) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("chainlogd did not start");
+}
+
+/// Sets from `clients` clients for `secs` seconds; returns txs per second.
+async fn set_throughput(c: &Client, clients: u64, secs: u64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|t| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let mut key = *b"over-...........";
+                    key[5..13].copy_from_slice(&(t << 40 | n).to_be_bytes());
+                    c.set("defaultdb", vec![(key.to_vec(), vec![7u8; 100])])
+                        .await
+                        .expect("set");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("client");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn overhead(secs: u64, clients: u64) {
+    let mut base = 0.0;
+    for mode in ["none", "async", "sync"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pport = port();
+        let (_p, p) = start(&dir.path().join("p"), pport).await;
+        let replica = if mode == "none" {
+            None
+        } else {
+            let (proc, r) = start(&dir.path().join("r"), port()).await;
+            create_replica(&r, pport).await;
+            Some((proc, r))
+        };
+        if mode == "sync" {
+            let settings = proto::DatabaseSettings {
+                replication: Some(proto::ReplicationSettings {
+                    sync_acks: Some(1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            p.databases()
+                .update_database(proto::UpdateDatabaseRequest {
+                    name: "defaultdb".into(),
+                    settings: Some(settings),
+                })
+                .await
+                .expect("sync acks");
+        }
+        // Let the replica connect (a sync commit would wait for it otherwise).
+        p.set("defaultdb", vec![(b"warm".to_vec(), b"up".to_vec())])
+            .await
+            .expect("set");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rate = set_throughput(&p, clients, secs).await;
+        if mode == "none" {
+            base = rate;
+        }
+        if let Some((_, r)) = &replica {
+            let head = p.current_state("defaultdb").await.expect("state").tx_id;
+            while r.current_state("rdb").await.expect("state").tx_id < head {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        println!(
+            "overhead: {mode} replica, {clients} clients: {rate:.0} tx/s ({:.0}% of no replica)",
+            rate / base * 100.0
+        );
+    }
 }
 
 async fn create_replica(replica: &Client, primary_port: u16) {
@@ -237,6 +319,9 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("catchup") => catchup(num(1, 1_000_000)).await,
         Some("lag") => lag(num(1, 10), num(2, 4000)).await,
-        _ => eprintln!("usage: replication_load catchup TXS | lag SECS RATE"),
+        Some("overhead") => overhead(num(1, 10), num(2, 8)).await,
+        _ => {
+            eprintln!("usage: replication_load catchup TXS | lag SECS RATE | overhead SECS CLIENTS")
+        }
     }
 }

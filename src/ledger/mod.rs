@@ -443,6 +443,10 @@ impl Ledger {
         done.await.unwrap_or(Err(LedgerError::Closed))
     }
 
+    /// Most txs [`Ledger::apply_all_async`] verifies on the calling task rather than on a
+    /// blocking thread.
+    pub const APPLY_INLINE_TXS_MAX: usize = 16;
+
     /// [`Ledger::apply_async`] for consecutive txs, queued together so that they share group
     /// commits (one fsync for many, not one each). Stops at the first tx refused; returns the
     /// headers applied and that error, if any.
@@ -450,7 +454,8 @@ impl Ledger {
         &self,
         txs: Vec<(TxHeader, Digest, Vec<NewEntry>)>,
     ) -> (Vec<TxHeader>, Option<LedgerError>) {
-        let prepared = tokio::task::spawn_blocking(move || {
+        let inline = txs.len() <= Self::APPLY_INLINE_TXS_MAX;
+        let prepare = move || {
             let mut out = Vec::with_capacity(txs.len());
             for (h, alh, entries) in txs {
                 match writer::prepare_replicated(h, &alh, entries) {
@@ -459,11 +464,16 @@ impl Ledger {
                 }
             }
             (out, None)
-        })
-        .await;
-        let (prepared, prepare_error) = match prepared {
-            Ok(p) => p,
-            Err(_) => return (Vec::new(), Some(LedgerError::Closed)),
+        };
+        // A few txs are hashed in place (microseconds): a hop to a blocking thread would cost
+        // more than it saves, and it lengthens every synchronous commit on the primary.
+        let (prepared, prepare_error) = if inline {
+            prepare()
+        } else {
+            match tokio::task::spawn_blocking(prepare).await {
+                Ok(p) => p,
+                Err(_) => return (Vec::new(), Some(LedgerError::Closed)),
+            }
         };
         let receivers = match writer::submit_all_async(&self.shared, prepared) {
             Ok(r) => r,

@@ -18,6 +18,8 @@ pub const BATCH_TXS_MAX: usize = 1000;
 pub const BATCH_BYTES_MAX: usize = 4 << 20;
 /// A heartbeat goes out after this long without a batch.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Most txs read on the streaming task itself rather than on a blocking thread.
+const READ_INLINE_TXS_MAX: u64 = 64;
 /// Batches sent ahead of the replica by default.
 pub const PREFETCH_BATCHES_DEFAULT: usize = 4;
 
@@ -164,10 +166,15 @@ pub fn serve(
             };
             let head_ts = ledger.last_header().map_or(0, |h| h.timestamp_us);
             if sent < head {
-                let l = ledger.clone();
-                let txs = match tokio::task::spawn_blocking(move || read_batch(&l, sent + 1, head))
-                    .await
-                {
+                // A few fresh txs are read in place (they are in the page cache); a backlog
+                // is read on a blocking thread.
+                let read = if head - sent <= READ_INLINE_TXS_MAX {
+                    Ok(read_batch(&ledger, sent + 1, head))
+                } else {
+                    let l = ledger.clone();
+                    tokio::task::spawn_blocking(move || read_batch(&l, sent + 1, head)).await
+                };
+                let txs = match read {
                     Ok(Ok(txs)) => txs,
                     Ok(Err(e)) => {
                         let _ = out.send(Err(crate::server::status_of(e))).await;
