@@ -951,8 +951,12 @@ impl replication_server::Replication for Service {
             replicas,
             ..Default::default()
         };
-        if db.settings.replication.is_replica() {
-            r.primary = db.settings.replication.primary();
+        let settings = &db.settings.replication;
+        if settings.is_replica() {
+            // A replica with no primary host runs no replicator: an external one feeds it.
+            if settings.primary_host.as_deref().is_some_and(|h| !h.is_empty()) {
+                r.primary = settings.primary();
+            }
             r.state = "stopped".into();
         }
         if let Some(s) = db.hub.status() {
