@@ -328,6 +328,35 @@ pub(crate) struct Shared {
     published: tokio::sync::watch::Sender<TxId>,
 }
 
+/// Replicated txs queued to the writer by [`Ledger::apply_all_queued`].
+#[must_use = "the txs are applied only when the writer gets to them: wait for the outcome"]
+pub struct Queued {
+    receivers: Vec<tokio::sync::oneshot::Receiver<Result<TxHeader>>>,
+    /// A tx that failed verification: it and the txs after it were never queued.
+    prepare_error: Option<LedgerError>,
+}
+
+impl Queued {
+    /// Waits until the writer has stored (or refused) every queued tx; returns the headers
+    /// applied and the first error, if any.
+    pub async fn wait(self) -> (Vec<TxHeader>, Option<LedgerError>) {
+        let mut applied = Vec::with_capacity(self.receivers.len());
+        let mut first_error = None;
+        for r in self.receivers {
+            match r.await.unwrap_or(Err(LedgerError::Closed)) {
+                Ok(h) if first_error.is_none() => applied.push(h),
+                Ok(_) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // A refusal in the queue comes before any tx that failed to prepare (those were never
+        // queued, and come after every queued one).
+        (applied, first_error.or(self.prepare_error))
+    }
+}
+
 /// An open database. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Ledger {
     shared: Arc<Shared>,
@@ -454,6 +483,13 @@ impl Ledger {
         &self,
         txs: Vec<(TxHeader, Digest, Vec<NewEntry>)>,
     ) -> (Vec<TxHeader>, Option<LedgerError>) {
+        self.apply_all_queued(txs).await.wait().await
+    }
+
+    /// The first half of [`Ledger::apply_all_async`]: verifies `txs` and queues them to the
+    /// writer, then returns at once, so that a replica can verify its next batch while the
+    /// writer stores this one. Batches queued one after another are applied in that order.
+    pub async fn apply_all_queued(&self, txs: Vec<(TxHeader, Digest, Vec<NewEntry>)>) -> Queued {
         let inline = txs.len() <= Self::APPLY_INLINE_TXS_MAX;
         let prepare = move || {
             let mut out = Vec::with_capacity(txs.len());
@@ -472,27 +508,19 @@ impl Ledger {
         } else {
             match tokio::task::spawn_blocking(prepare).await {
                 Ok(p) => p,
-                Err(_) => return (Vec::new(), Some(LedgerError::Closed)),
+                Err(_) => (Vec::new(), Some(LedgerError::Closed)),
             }
         };
-        let receivers = match writer::submit_all_async(&self.shared, prepared) {
-            Ok(r) => r,
-            Err(e) => return (Vec::new(), Some(e)),
-        };
-        let mut applied = Vec::with_capacity(receivers.len());
-        let mut first_error = None;
-        for r in receivers {
-            match r.await.unwrap_or(Err(LedgerError::Closed)) {
-                Ok(h) if first_error.is_none() => applied.push(h),
-                Ok(_) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
+        match writer::submit_all_async(&self.shared, prepared) {
+            Ok(receivers) => Queued {
+                receivers,
+                prepare_error,
+            },
+            Err(e) => Queued {
+                receivers: Vec::new(),
+                prepare_error: Some(e),
+            },
         }
-        // A refusal in the queue comes before any tx that failed to prepare (those were never
-        // queued, and come after every queued one).
-        (applied, first_error.or(prepare_error))
     }
 
     /// Blocking [`Ledger::apply_async`].

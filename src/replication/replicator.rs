@@ -211,11 +211,49 @@ async fn follow_inner(
             return Err(retry(&s.message()));
         }
     };
+    // Two stages: this task reads, decodes, verifies and queues each batch; `complete` waits
+    // for the writer to store it, then acknowledges it. So the next batch is verified while the
+    // writer stores this one.
+    let (queued, completions) = tokio::sync::mpsc::channel(APPLY_PIPELINE_BATCHES);
+    let reader = read_batches(local, hub, &ledger, &mut stream, queued, progressed);
+    let completer = complete(hub, &ledger, completions, acks);
+    // The reader ends first (the stream ended or failed, or the completer stopped taking
+    // batches); the completer then drains what was queued, so that the next connection starts
+    // from a position that includes it.
+    let (read, completed) = tokio::join!(reader, completer);
+    completed?;
+    read
+}
+
+/// Batches verified and queued to the writer ahead of the one being stored.
+const APPLY_PIPELINE_BATCHES: usize = 4;
+
+/// A batch queued to the writer, with what its acknowledgement needs.
+struct InFlight {
+    queued: crate::ledger::Queued,
+    remote: Vec<integrity::TxHeader>,
+    head: u64,
+    head_ts: u64,
+}
+
+async fn read_batches(
+    local: &dyn Local,
+    hub: &Hub,
+    ledger: &Arc<Ledger>,
+    stream: &mut tonic::Streaming<proto::FollowResponse>,
+    queued: tokio::sync::mpsc::Sender<InFlight>,
+    progressed: &mut bool,
+) -> Result<(), End> {
+    let retry = |e: &dyn std::fmt::Display| End::Retry(e.to_string());
     loop {
-        let msg = match stream.message().await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Ok(()),
-            Err(s) => return Err(retry(&s.message())),
+        let msg = tokio::select! {
+            m = stream.message() => match m {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                Err(s) => return Err(retry(&s.message())),
+            },
+            // The completer stopped: it has the reason.
+            _ = queued.closed() => return Ok(()),
         };
         *progressed = true;
         match msg.msg {
@@ -251,52 +289,77 @@ async fn follow_inner(
                 });
             }
             Some(Msg::Batch(b)) => {
-                let (head, head_ts) = (b.head_tx_id, b.head_timestamp_us);
                 let mut txs = Vec::with_capacity(b.txs.len());
                 for tx in b.txs {
                     txs.push(decode(tx).map_err(|e| retry(&e))?);
                 }
-                let remote: Vec<integrity::TxHeader> = txs.iter().map(|t| t.0).collect();
-                let (applied, error) = ledger.apply_all_async(txs).await;
-                let last = applied.last().copied();
-                if let Some(h) = last {
-                    let _ = acks
-                        .send(FollowRequest {
-                            msg: Some(proto::follow_request::Msg::AckTxId(h.id)),
-                        })
-                        .await;
-                }
-                match error {
-                    None => {}
-                    Some(LedgerError::NotNext { tx, reason }) => {
-                        let local_header = ledger.header(tx).ok().or_else(|| ledger.last_header());
-                        let remote_header = remote
-                            .iter()
-                            .find(|h| h.id == tx)
-                            .copied()
-                            .or(remote.get(applied.len()).copied());
-                        return Err(diverged(
-                            format!(
-                                "tx {tx} from the primary does not extend this replica: {reason}"
-                            ),
-                            local_header,
-                            remote_header,
-                        ));
-                    }
-                    Some(e) => return Err(retry(&e)),
-                }
-                if let Some(h) = last {
-                    hub.update_status(|s| {
-                        s.last_applied = h.id;
-                        s.last_applied_timestamp_us = h.timestamp_us;
-                        s.primary_head = head.max(h.id);
-                        s.primary_head_timestamp_us = head_ts.max(h.timestamp_us);
-                        s.state = ReplicaState::while_applying(h.id, head);
-                        s.last_error = None;
-                    });
+                let remote = txs.iter().map(|t| t.0).collect();
+                let batch = InFlight {
+                    queued: ledger.apply_all_queued(txs).await,
+                    remote,
+                    head: b.head_tx_id,
+                    head_ts: b.head_timestamp_us,
+                };
+                if queued.send(batch).await.is_err() {
+                    return Ok(());
                 }
             }
             None => {}
         }
     }
+}
+
+/// Waits for each queued batch in order, acknowledges it and records progress; stops at the
+/// first refusal.
+async fn complete(
+    hub: &Hub,
+    ledger: &Ledger,
+    mut completions: tokio::sync::mpsc::Receiver<InFlight>,
+    acks: tokio::sync::mpsc::Sender<FollowRequest>,
+) -> Result<(), End> {
+    while let Some(batch) = completions.recv().await {
+        let InFlight {
+            queued,
+            remote,
+            head,
+            head_ts,
+        } = batch;
+        let (applied, error) = queued.wait().await;
+        let last = applied.last().copied();
+        if let Some(h) = last {
+            let _ = acks
+                .send(FollowRequest {
+                    msg: Some(proto::follow_request::Msg::AckTxId(h.id)),
+                })
+                .await;
+        }
+        match error {
+            None => {}
+            Some(LedgerError::NotNext { tx, reason }) => {
+                let local_header = ledger.header(tx).ok().or_else(|| ledger.last_header());
+                let remote_header = remote
+                    .iter()
+                    .find(|h| h.id == tx)
+                    .copied()
+                    .or(remote.get(applied.len()).copied());
+                return Err(diverged(
+                    format!("tx {tx} from the primary does not extend this replica: {reason}"),
+                    local_header,
+                    remote_header,
+                ));
+            }
+            Some(e) => return Err(End::Retry(e.to_string())),
+        }
+        if let Some(h) = last {
+            hub.update_status(|s| {
+                s.last_applied = h.id;
+                s.last_applied_timestamp_us = h.timestamp_us;
+                s.primary_head = head.max(h.id);
+                s.primary_head_timestamp_us = head_ts.max(h.timestamp_us);
+                s.state = ReplicaState::while_applying(h.id, head);
+                s.last_error = None;
+            });
+        }
+    }
+    Ok(())
 }

@@ -954,7 +954,11 @@ impl replication_server::Replication for Service {
         let settings = &db.settings.replication;
         if settings.is_replica() {
             // A replica with no primary host runs no replicator: an external one feeds it.
-            if settings.primary_host.as_deref().is_some_and(|h| !h.is_empty()) {
+            if settings
+                .primary_host
+                .as_deref()
+                .is_some_and(|h| !h.is_empty())
+            {
                 r.primary = settings.primary();
             }
             r.state = "stopped".into();

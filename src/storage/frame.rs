@@ -28,13 +28,23 @@ pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
     encode_with(out, |o| o.extend_from_slice(payload));
 }
 
+/// Bodies at least this long take their precomputed crc32 state; shorter ones are
+/// checksummed again.
+const COMBINE_BYTES_MIN: usize = 4096;
+
 /// Appends one frame whose payload is `head || body`, given the crc32 state of `body`
 /// computed earlier (on another thread, say): only `head` is checksummed here.
 pub fn encode_parts(out: &mut Vec<u8>, head: &[u8], body: &[u8], body_crc: &crc32fast::Hasher) {
     let len = ((head.len() + body.len()) as u32).to_le_bytes();
     let mut pcrc = crc32fast::Hasher::new();
     pcrc.update(head);
-    pcrc.combine(body_crc);
+    // Combining costs about a microsecond whatever the length; checksumming a short body
+    // again is cheaper.
+    if body.len() <= COMBINE_BYTES_MIN {
+        pcrc.update(body);
+    } else {
+        pcrc.combine(body_crc);
+    }
     let pcrc = pcrc.finalize().to_le_bytes();
     let mut h = crc32fast::Hasher::new();
     h.update(&len);
