@@ -426,6 +426,11 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("copy complete") && !log.contains(ADMIN_PASSWORD),
+        "{log}"
+    );
     let (stx, salh, suuid) = state(&s, "defaultdb").await;
     assert_eq!(state(&t, "copy").await, (stx, salh, suuid.clone()));
     // The copy is read-only, and a second pass changes nothing.
