@@ -406,20 +406,14 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
         &cli_state,
         &["database", "create", "copy", "--replication-is-replica"],
     );
+    let copy = |sdb: &str, once: bool| {
+        replicator(&source.addr, sdb, &target.addr, "copy", dir.path(), once)
+    };
     assert_eq!(code, 0, "{out}{err}");
     write(&s, "defaultdb", 2000, "a").await;
 
     // One pass up to the source's head.
-    let out = replicator(
-        &source.addr,
-        "defaultdb",
-        &target.addr,
-        "copy",
-        dir.path(),
-        true,
-    )
-    .output()
-    .unwrap();
+    let out = copy("defaultdb", true).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -438,16 +432,7 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
         .set("copy", vec![(b"x".to_vec(), b"y".to_vec())])
         .await
         .is_err());
-    let out = replicator(
-        &source.addr,
-        "defaultdb",
-        &target.addr,
-        "copy",
-        dir.path(),
-        true,
-    )
-    .output()
-    .unwrap();
+    let out = copy("defaultdb", true).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -456,17 +441,10 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
     assert_eq!(state(&t, "copy").await.0, 2000);
 
     // Continuous, killed with -9 mid-stream and started again: no gap, no duplicate.
-    let mut running = replicator(
-        &source.addr,
-        "defaultdb",
-        &target.addr,
-        "copy",
-        dir.path(),
-        false,
-    )
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut running = copy("defaultdb", false)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let writer = {
         let s = s.clone();
         tokio::spawn(async move { write(&s, "defaultdb", 3000, "b").await })
@@ -474,17 +452,10 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     running.kill().unwrap();
     running.wait().unwrap();
-    let mut running = replicator(
-        &source.addr,
-        "defaultdb",
-        &target.addr,
-        "copy",
-        dir.path(),
-        false,
-    )
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut running = copy("defaultdb", false)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     writer.await.unwrap();
     converge(&s, "defaultdb", &t, "copy", Duration::from_secs(60)).await;
     // It keeps following: a later write arrives too.
@@ -501,16 +472,7 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
     let (code, out, err) = cli(&source.addr, &cli_state, &["database", "create", "other"]);
     assert_eq!(code, 0, "{out}{err}");
     write(&s, "other", 10, "o").await;
-    let out = replicator(
-        &source.addr,
-        "other",
-        &target.addr,
-        "copy",
-        dir.path(),
-        true,
-    )
-    .output()
-    .unwrap();
+    let out = copy("other", true).output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(3),
