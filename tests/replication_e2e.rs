@@ -519,6 +519,28 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert_eq!(state(&t, "copy").await.0, 5010);
+    // A gap is the caller's mistake, not a divergence.
+    let h = s
+        .set("defaultdb", vec![(b"gap".to_vec(), b"1".to_vec())])
+        .await
+        .unwrap();
+    let tx = s.tx("defaultdb", h.id).await.unwrap();
+    let gap = proto::ReplicateTxRequest {
+        database: "copy".into(),
+        source_uuid: String::new(),
+        txs: vec![proto::ReplicatedTx {
+            header: tx.header.clone(),
+            alh: salh_of(&s, h.id).await,
+            entries: tx.entries.clone(),
+        }],
+    };
+    let e = t
+        .replication()
+        .replicate_tx(tokio_stream::iter(vec![gap]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("from tx 5011"), "{e:?}");
 }
 
 /// The Alh of tx `id` on `c`'s defaultdb, read from a verifiable tx.

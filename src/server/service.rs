@@ -268,14 +268,33 @@ impl Service {
                 ));
             }
         }
-        match db.ledger.apply_all_async(fresh).await {
-            (_, None) => Ok(()),
-            (_, Some(LedgerError::NotNext { tx, reason })) => Err(refuse(
-                REASON_DIVERGED,
-                format!("tx {tx} does not extend database {}: {reason}", db.name),
-            )),
-            (_, Some(e)) => Err(status_of(e)),
+        let sent: Vec<(TxId, Digest)> = fresh.iter().map(|(h, alh, _)| (h.id, *alh)).collect();
+        let (tx, reason) = match db.ledger.apply_all_async(fresh).await {
+            (_, None) => return Ok(()),
+            (_, Some(LedgerError::NotNext { tx, reason })) => (tx, reason),
+            (_, Some(e)) => return Err(status_of(e)),
+        };
+        // Not every refusal is a divergence: another stream may have applied the same tx
+        // meanwhile, or the caller skipped some.
+        let last = db.ledger.state().tx_id;
+        let sent_alh = sent.iter().find(|(id, _)| *id == tx).map(|(_, a)| *a);
+        if tx <= last && db.ledger.header(tx).ok().map(|h| h.alh()) == sent_alh {
+            return Err(Status::aborted(format!(
+                "tx {tx} was applied to database {} by another stream meanwhile; go on from its state",
+                db.name
+            )));
         }
+        if tx > last + 1 {
+            return Err(Status::invalid_argument(format!(
+                "tx {tx} does not follow database {}'s last tx {last}: send txs in order from tx {}",
+                db.name,
+                last + 1
+            )));
+        }
+        Err(refuse(
+            REASON_DIVERGED,
+            format!("tx {tx} does not extend database {}: {reason}", db.name),
+        ))
     }
 
     /// [`Service::database`] for a write: replicas refuse writes.
