@@ -4,10 +4,10 @@
 //! cargo build --release --bin chainlogd && cargo run --release --example replication_load -- catchup TXS
 //!     a primary holding TXS one-entry txs (written beforehand with the ledger library),
 //!     a fresh replica created with the CLI's flags: time until it holds them all, verified
-//! cargo run --release --example replication_load -- lag SECS RATE
+//! cargo run --release --example replication_load -- lag SECS RATE [IDLE_SECS]
 //!     a primary taking RATE one-entry txs/s from 8 clients, one replica: the lag of each
 //!     write (commit on the primary until readable on the replica), p50/p99; then the first
-//!     write after 60 s idle
+//!     write after IDLE_SECS (default 60) idle
 //! cargo run --release --example replication_load -- overhead SECS CLIENTS
 //!     Set throughput from CLIENTS clients for SECS seconds on a primary with no replica, with
 //!     one async replica, and with one sync replica (sync acks 1), each on fresh servers
@@ -224,7 +224,7 @@ async fn catchup(txs: u64) {
     );
 }
 
-async fn lag(secs: u64, rate: u64) {
+async fn lag(secs: u64, rate: u64, idle: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let pport = port();
     let (_p, p) = start(&dir.path().join("p"), pport).await;
@@ -291,7 +291,7 @@ async fn lag(secs: u64, rate: u64) {
         pct(0.99),
         lags.len()
     );
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(idle)).await;
     let h = p
         .set("defaultdb", vec![(b"after-idle".to_vec(), b"x".to_vec())])
         .await
@@ -307,7 +307,7 @@ async fn lag(secs: u64, rate: u64) {
     .await
     .expect("get");
     println!(
-        "first write after 60 s idle reached the replica in {:.2} ms",
+        "first write after {idle} s idle reached the replica in {:.2} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
 }
@@ -318,10 +318,10 @@ async fn main() {
     let num = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     match args.first().map(String::as_str) {
         Some("catchup") => catchup(num(1, 1_000_000)).await,
-        Some("lag") => lag(num(1, 10), num(2, 4000)).await,
+        Some("lag") => lag(num(1, 10), num(2, 4000), num(3, 60)).await,
         Some("overhead") => overhead(num(1, 10), num(2, 8)).await,
         _ => {
-            eprintln!("usage: replication_load catchup TXS | lag SECS RATE | overhead SECS CLIENTS")
+            eprintln!("usage: replication_load catchup TXS | lag SECS RATE [IDLE_SECS] | overhead SECS CLIENTS")
         }
     }
 }

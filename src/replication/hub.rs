@@ -77,6 +77,13 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// The last tx this follower holds durably, by its acknowledgements.
+    pub fn acked(&self) -> TxId {
+        lock(&self.hub.followers)
+            .get(&self.id)
+            .map_or(0, |f| f.acked)
+    }
+
     pub fn ack(&self, tx: TxId) {
         if let Some(f) = lock(&self.hub.followers).get_mut(&self.id) {
             f.acked = f.acked.max(tx);

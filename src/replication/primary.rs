@@ -18,6 +18,8 @@ pub const BATCH_TXS_MAX: usize = 1000;
 pub const BATCH_BYTES_MAX: usize = 4 << 20;
 /// A heartbeat goes out after this long without a batch.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest a fresh batch waits for the replica to acknowledge the one before it.
+const ACK_WAIT_MAX: Duration = Duration::from_millis(5);
 /// Most txs read on the streaming task itself rather than on a blocking thread.
 const READ_INLINE_TXS_MAX: u64 = 64;
 /// Batches sent ahead of the replica by default.
@@ -139,9 +141,9 @@ pub fn serve(
     });
     let replica = hello.replica.clone();
     tokio::spawn(async move {
-        let _registration = registration;
         let _log = LogOnDrop(replica);
         let mut published = ledger.subscribe();
+        let mut acks = hub.subscribe_acks();
         let mut sent = hello.tx_id;
         let start_head = ledger.state().tx_id;
         let welcome = Msg::Welcome(proto::Welcome {
@@ -166,6 +168,20 @@ pub fn serve(
             };
             let head_ts = ledger.last_header().map_or(0, |h| h.timestamp_us);
             if sent < head {
+                // Natural batching: while the replica is still storing the last batch and
+                // only a few txs wait, let the next commits join them rather than sending
+                // each group commit on its own (each batch costs the replica an fsync). A
+                // replica that is idle has acknowledged everything, so nothing waits then.
+                if let Some(r) = &registration {
+                    if head - sent < BATCH_TXS_MAX as u64 && r.acked() < sent {
+                        tokio::select! {
+                            _ = acks.changed() => {}
+                            _ = tokio::time::sleep(ACK_WAIT_MAX) => {}
+                            _ = stopping.changed() => return,
+                        }
+                        continue;
+                    }
+                }
                 // A few fresh txs are read in place (they are in the page cache); a backlog
                 // is read on a blocking thread.
                 let read = if head - sent <= READ_INLINE_TXS_MAX {
