@@ -481,6 +481,23 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
     );
     assert_eq!(state(&t, "copy").await.0, 5010);
 
+    // A target that is not a replica is refused at once, even when following.
+    let start = Instant::now();
+    let out = replicator(
+        &source.addr,
+        "defaultdb",
+        &target.addr,
+        "defaultdb",
+        dir.path(),
+        false,
+    )
+    .output()
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("not a replica"), "{log}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+
     // ReplicateTx takes txs only into a replica with no primary host.
     let tx = s.tx("defaultdb", 1).await.unwrap();
     let first = proto::ReplicateTxRequest {

@@ -23,8 +23,12 @@ const EXIT_DIVERGED: u8 = 3;
 /// The source user needs read permission on the source database; the target user readwrite
 /// on the target database.
 ///
-/// Exit status: 0 copied (with --once: up to the source's head); 1 error (after --retries);
-/// 2 bad usage; 3 the histories differ (nothing was changed on the target).
+/// Connection failures are retried with backoff (from 100 ms to 10 s); refusals that a retry
+/// would meet again (a wrong password, a missing permission or database, a target that is not
+/// a replica without a primary host) stop it at once.
+///
+/// Exit status: 0 copied (with --once: up to the source's head); 1 refused, or failed after
+/// --retries; 2 bad usage; 3 the histories differ (nothing was changed on the target).
 #[derive(Debug, Parser)]
 #[command(name = "chainlog-replicator", version)]
 struct Cli {

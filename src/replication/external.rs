@@ -49,7 +49,11 @@ pub enum CopyError {
     /// databases): copying stops, nothing is changed on the target.
     #[error("the target's history differs from the source's: {0}")]
     Diverged(String),
-    /// Anything else (a server down, a cut connection, a refused login): worth a retry.
+    /// A refusal that a retry would meet again: a wrong password, a missing permission or
+    /// database, a target that is not a replica with no primary host. Copying stops.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Anything else (a server down, a cut connection): worth a retry.
     #[error("{0}")]
     Failed(String),
 }
@@ -71,8 +75,18 @@ fn classify(s: &tonic::Status) -> CopyError {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let msg = format!("{}: {}", s.code(), s.message());
+    use tonic::Code;
     if [REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD].contains(&reason) {
         CopyError::Diverged(msg)
+    } else if matches!(
+        s.code(),
+        Code::FailedPrecondition
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::NotFound
+            | Code::InvalidArgument
+    ) {
+        CopyError::Refused(msg)
     } else {
         CopyError::Failed(msg)
     }
@@ -93,9 +107,13 @@ async fn login(e: &Endpoint) -> Result<Client, CopyError> {
     let c = Client::connect(&e.url, e.tls.clone())
         .await
         .map_err(|err| failed(format!("{}: {err}", e.url)))?;
-    c.login(&e.username, &e.password)
-        .await
-        .map_err(|err| failed(format!("{}: {err}", e.url)))?;
+    c.login(&e.username, &e.password).await.map_err(|err| {
+        let what = format!("{}/{}", e.url, e.database);
+        match client_error(err) {
+            CopyError::Refused(m) => CopyError::Refused(format!("{what}: {m}")),
+            other => failed(format!("{what}: {other}")),
+        }
+    })?;
     Ok(c)
 }
 
@@ -202,8 +220,8 @@ pub async fn copy_pass(
 
 /// Copies until done: passes with capped, jittered backoff between failures (at most
 /// `retries_max` failed passes in a row). Without `follow`, returns after the first pass that
-/// reaches the source's head; with it, runs until the histories differ. Divergence is
-/// returned at once, never retried.
+/// reaches the source's head; with it, runs until the histories differ. A divergence or a
+/// refusal is returned at once, never retried.
 pub async fn run(
     config: &CopyConfig,
     mut progress: impl FnMut(u64, u64),
@@ -226,7 +244,7 @@ pub async fn run(
             Ok(c) => {
                 tracing::warn!(target_tx = c.tx_id, "the export stream ended; reconnecting");
             }
-            Err(CopyError::Diverged(d)) => return Err(CopyError::Diverged(d)),
+            Err(e @ (CopyError::Diverged(_) | CopyError::Refused(_))) => return Err(e),
             Err(CopyError::Failed(e)) => {
                 failures += 1;
                 if config.retries_max.is_some_and(|m| failures > m) {
