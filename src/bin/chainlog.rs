@@ -515,11 +515,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         .await
                         .map_err(ClientError::from)?
                         .into_inner();
+                    let has_primary = i
+                        .settings
+                        .as_ref()
+                        .and_then(|s| s.replication.as_ref())
+                        .and_then(|r| r.primary_host.as_deref())
+                        .is_some_and(|h| !h.is_empty());
                     out.print(info_json(&i), || {
-                        format!(
-                            "refreshed database {}: its data was wiped and is copied again from its primary",
-                            i.name
-                        )
+                        if has_primary {
+                            format!("refreshed database {}: its data was wiped and is copied again from its primary", i.name)
+                        } else {
+                            format!("refreshed database {}: its data was wiped; chainlog-replicator can fill it again", i.name)
+                        }
                     });
                 }
             }
@@ -641,7 +648,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                        "diverged_remote": r.diverged_remote.as_ref().map(header_json),
                        "replicas": replicas}),
                 || {
-                    let mut s = if r.role == "replica" {
+                    let mut s = if r.role == "replica" && r.primary.is_empty() {
+                        format!(
+                            "{} replica with no primary host (fed by chainlog-replicator through ReplicateTx): applied tx {}",
+                            r.database, r.last_applied_tx_id
+                        )
+                    } else if r.role == "replica" {
                         format!(
                             "{} replica of {}: {}, applied tx {}, primary at tx {}, lag {} txs / {} ms",
                             r.database, r.primary, r.state, r.last_applied_tx_id, r.primary_head_tx_id, r.lag_txs, r.lag_ms
