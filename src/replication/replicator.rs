@@ -4,7 +4,9 @@
 //! differ; any other failure is retried with capped, jittered backoff.
 
 use super::hub::Hub;
-use super::{Backoff, ReplicaState, REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD};
+use super::{
+    refuse, Backoff, ReplicaState, REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD,
+};
 use crate::client::{Client, ClientTls};
 use crate::integrity::{self, Digest, EntryMeta};
 use crate::ledger::{Ledger, LedgerError, NewEntry};
@@ -92,6 +94,68 @@ pub(crate) fn decode(
         })
         .collect();
     Ok((header, alh, entries))
+}
+
+/// Verifies and applies `txs` pushed by ReplicateTx to replica database `name`: txs it
+/// already holds with the same Alh are skipped; a tx another stream applied meanwhile is
+/// ABORTED, a gap INVALID_ARGUMENT, any other difference a divergence.
+pub async fn apply_pushed(
+    ledger: &Ledger,
+    name: &str,
+    txs: Vec<proto::ReplicatedTx>,
+) -> Result<(), tonic::Status> {
+    use tonic::Status;
+    let head = ledger.state().tx_id;
+    let mut fresh = Vec::with_capacity(txs.len());
+    for tx in txs {
+        let (header, alh, entries) =
+            decode(tx).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if header.id > head {
+            fresh.push((header, alh, entries));
+            continue;
+        }
+        let ours = ledger
+            .header(header.id)
+            .map_err(crate::server::status_of)?
+            .alh();
+        if ours != alh {
+            return Err(refuse(
+                REASON_DIVERGED,
+                format!(
+                    "at tx {} database {} has Alh {ours}, the source has {alh}",
+                    header.id, name
+                ),
+            ));
+        }
+    }
+    let sent: Vec<(integrity::TxId, Digest)> =
+        fresh.iter().map(|(h, alh, _)| (h.id, *alh)).collect();
+    let (tx, reason) = match ledger.apply_all_async(fresh).await {
+        (_, None) => return Ok(()),
+        (_, Some(LedgerError::NotNext { tx, reason })) => (tx, reason),
+        (_, Some(e)) => return Err(crate::server::status_of(e)),
+    };
+    // Not every refusal is a divergence: another stream may have applied the same tx
+    // meanwhile, or the caller skipped some.
+    let last = ledger.state().tx_id;
+    let sent_alh = sent.iter().find(|(id, _)| *id == tx).map(|(_, a)| *a);
+    if tx <= last && ledger.header(tx).ok().map(|h| h.alh()) == sent_alh {
+        return Err(Status::aborted(format!(
+            "tx {tx} was applied to database {} by another stream meanwhile; go on from its state",
+            name
+        )));
+    }
+    if tx > last + 1 {
+        return Err(Status::invalid_argument(format!(
+            "tx {tx} does not follow database {}'s last tx {last}: send txs in order from tx {}",
+            name,
+            last + 1
+        )));
+    }
+    Err(refuse(
+        REASON_DIVERGED,
+        format!("tx {tx} does not extend database {}: {reason}", name),
+    ))
 }
 
 /// Runs until the task is aborted or the histories differ.

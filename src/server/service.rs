@@ -244,59 +244,6 @@ impl Service {
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 
-    /// Verifies and applies `txs` (from ReplicateTx) to replica `db`: txs it already holds
-    /// with the same Alh are skipped; any other difference is a divergence.
-    async fn apply_replicated(db: &Database, txs: Vec<proto::ReplicatedTx>) -> Result<(), Status> {
-        use crate::replication::{refuse, replicator::decode, REASON_DIVERGED};
-        let head = db.ledger.state().tx_id;
-        let mut fresh = Vec::with_capacity(txs.len());
-        for tx in txs {
-            let (header, alh, entries) =
-                decode(tx).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            if header.id > head {
-                fresh.push((header, alh, entries));
-                continue;
-            }
-            let ours = db.ledger.header(header.id).map_err(status_of)?.alh();
-            if ours != alh {
-                return Err(refuse(
-                    REASON_DIVERGED,
-                    format!(
-                        "at tx {} database {} has Alh {ours}, the source has {alh}",
-                        header.id, db.name
-                    ),
-                ));
-            }
-        }
-        let sent: Vec<(TxId, Digest)> = fresh.iter().map(|(h, alh, _)| (h.id, *alh)).collect();
-        let (tx, reason) = match db.ledger.apply_all_async(fresh).await {
-            (_, None) => return Ok(()),
-            (_, Some(LedgerError::NotNext { tx, reason })) => (tx, reason),
-            (_, Some(e)) => return Err(status_of(e)),
-        };
-        // Not every refusal is a divergence: another stream may have applied the same tx
-        // meanwhile, or the caller skipped some.
-        let last = db.ledger.state().tx_id;
-        let sent_alh = sent.iter().find(|(id, _)| *id == tx).map(|(_, a)| *a);
-        if tx <= last && db.ledger.header(tx).ok().map(|h| h.alh()) == sent_alh {
-            return Err(Status::aborted(format!(
-                "tx {tx} was applied to database {} by another stream meanwhile; go on from its state",
-                db.name
-            )));
-        }
-        if tx > last + 1 {
-            return Err(Status::invalid_argument(format!(
-                "tx {tx} does not follow database {}'s last tx {last}: send txs in order from tx {}",
-                db.name,
-                last + 1
-            )));
-        }
-        Err(refuse(
-            REASON_DIVERGED,
-            format!("tx {tx} does not extend database {}: {reason}", db.name),
-        ))
-    }
-
     /// [`Service::database`] for a write: replicas refuse writes.
     fn writable<T>(&self, req: &Request<T>, name: &str) -> Result<Arc<Database>, Status> {
         let db = self.database(req, name, Permission::ReadWrite)?;
@@ -934,7 +881,7 @@ impl replication_server::Replication for Service {
         }
         let mut next = Some(first);
         while let Some(msg) = next {
-            Self::apply_replicated(&db, msg.txs).await?;
+            crate::replication::replicator::apply_pushed(&db.ledger, &db.name, msg.txs).await?;
             next = inbound.message().await?;
         }
         let st = db.ledger.state();
