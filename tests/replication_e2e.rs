@@ -499,41 +499,13 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
     assert!(start.elapsed() < Duration::from_secs(10));
 
     // ReplicateTx takes txs only into a replica with no primary host.
-    let tx = s.tx("defaultdb", 1).await.unwrap();
-    let first = proto::ReplicateTxRequest {
-        database: "defaultdb".into(),
-        source_uuid: suuid,
-        txs: vec![proto::ReplicatedTx {
-            header: tx.header.clone(),
-            alh: salh_of(&s, 1).await,
-            entries: tx.entries.clone(),
-        }],
-    };
-    let e = t
-        .replication()
-        .replicate_tx(tokio_stream::iter(vec![first]))
-        .await
-        .unwrap_err();
+    let e = push(&t, "defaultdb", &suuid, exported(&s, 1).await).await;
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().contains("not a replica"), "{e:?}");
     // A tampered tx is refused before it is applied.
-    let tx = s.tx("defaultdb", 5011).await.unwrap();
-    let mut entries = tx.entries.clone();
-    entries[0].value = b"forged".to_vec();
-    let forged = proto::ReplicateTxRequest {
-        database: "copy".into(),
-        source_uuid: String::new(),
-        txs: vec![proto::ReplicatedTx {
-            header: tx.header.clone(),
-            alh: salh_of(&s, 5011).await,
-            entries,
-        }],
-    };
-    let e = t
-        .replication()
-        .replicate_tx(tokio_stream::iter(vec![forged]))
-        .await
-        .unwrap_err();
+    let mut forged = exported(&s, 5011).await;
+    forged.entries[0].value = b"forged".to_vec();
+    let e = push(&t, "copy", "", forged).await;
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert_eq!(state(&t, "copy").await.0, 5010);
     // A gap is the caller's mistake, not a divergence.
@@ -541,37 +513,38 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
         .set("defaultdb", vec![(b"gap".to_vec(), b"1".to_vec())])
         .await
         .unwrap();
-    let tx = s.tx("defaultdb", h.id).await.unwrap();
-    let gap = proto::ReplicateTxRequest {
-        database: "copy".into(),
-        source_uuid: String::new(),
-        txs: vec![proto::ReplicatedTx {
-            header: tx.header.clone(),
-            alh: salh_of(&s, h.id).await,
-            entries: tx.entries.clone(),
-        }],
-    };
-    let e = t
-        .replication()
-        .replicate_tx(tokio_stream::iter(vec![gap]))
-        .await
-        .unwrap_err();
+    let e = push(&t, "copy", "", exported(&s, h.id).await).await;
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("from tx 5011"), "{e:?}");
 }
 
-/// The Alh of tx `id` on `c`'s defaultdb, read from a verifiable tx.
-async fn salh_of(c: &Client, id: u64) -> Vec<u8> {
-    let h: chainlog::integrity::TxHeader = c
-        .tx("defaultdb", id)
+/// Tx `id` of `c`'s defaultdb as an exporter sends it: header, Alh, entries.
+async fn exported(c: &Client, id: u64) -> proto::ReplicatedTx {
+    let tx = c.tx("defaultdb", id).await.unwrap();
+    let header: chainlog::integrity::TxHeader = tx.header.as_ref().unwrap().try_into().unwrap();
+    proto::ReplicatedTx {
+        header: tx.header,
+        alh: header.alh().0.to_vec(),
+        entries: tx.entries,
+    }
+}
+
+/// Pushes one tx into `database` on `c` with ReplicateTx; returns the refusal.
+async fn push(
+    c: &Client,
+    database: &str,
+    source_uuid: &str,
+    tx: proto::ReplicatedTx,
+) -> tonic::Status {
+    let first = proto::ReplicateTxRequest {
+        database: database.into(),
+        source_uuid: source_uuid.into(),
+        txs: vec![tx],
+    };
+    c.replication()
+        .replicate_tx(tokio_stream::iter(vec![first]))
         .await
-        .unwrap()
-        .header
-        .as_ref()
-        .unwrap()
-        .try_into()
-        .unwrap();
-    h.alh().0.to_vec()
+        .unwrap_err()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,31 +35,54 @@ fn pki() -> Pki {
     }
 }
 
+/// Writes `body` to `dir/name`; returns the path as text, for flags.
+fn write_file(dir: &std::path::Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// The PEM files of a [`Pki`], written to a directory.
+struct PkiFiles {
+    server_cert: String,
+    server_key: String,
+    ca: String,
+    client_cert: String,
+    client_key: String,
+}
+
+impl PkiFiles {
+    /// chainlogd's flags for TLS that requires client certificates signed by the CA.
+    fn server_args(&self) -> [&str; 6] {
+        [
+            "--tls-cert",
+            &self.server_cert,
+            "--tls-key",
+            &self.server_key,
+            "--tls-client-ca",
+            &self.ca,
+        ]
+    }
+}
+
+impl Pki {
+    fn write(&self, dir: &std::path::Path) -> PkiFiles {
+        PkiFiles {
+            server_cert: write_file(dir, "server.pem", &self.server.0),
+            server_key: write_file(dir, "server.key", &self.server.1),
+            ca: write_file(dir, "ca.pem", &self.ca_pem),
+            client_cert: write_file(dir, "client.pem", &self.client.0),
+            client_key: write_file(dir, "client.key", &self.client.1),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
     let p = pki();
-    let w = |name: &str, body: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, body).unwrap();
-        path.to_str().unwrap().to_string()
-    };
-    let (cert, key, ca) = (
-        w("server.pem", &p.server.0),
-        w("server.key", &p.server.1),
-        w("ca.pem", &p.ca_pem),
-    );
-    let server = Server::start(
-        &dir.path().join("data"),
-        &[
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--tls-client-ca",
-            &ca,
-        ],
-    );
+    let f = p.write(dir.path());
+    let server = Server::start(&dir.path().join("data"), &f.server_args());
     let https = server.addr.replace("http://", "https://");
     let tls = |with_identity: bool| ClientTls {
         ca_pem: Some(p.ca_pem.clone().into_bytes()),
@@ -177,30 +200,10 @@ async fn config_file_environment_metrics_and_health() {
 async fn replication_and_the_external_replicator_over_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
     let p = pki();
-    let w = |name: &str, body: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, body).unwrap();
-        path.to_str().unwrap().to_string()
-    };
-    let (cert, key, ca, ccert, ckey) = (
-        w("server.pem", &p.server.0),
-        w("server.key", &p.server.1),
-        w("ca.pem", &p.ca_pem),
-        w("client.pem", &p.client.0),
-        w("client.key", &p.client.1),
-    );
-    let password_file = w("admin-password", ADMIN_PASSWORD);
-    let primary = Server::start(
-        &dir.path().join("p"),
-        &[
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--tls-client-ca",
-            &ca,
-        ],
-    );
+    let f = p.write(dir.path());
+    let (ca, ccert, ckey) = (&f.ca, &f.client_cert, &f.client_key);
+    let password_file = write_file(dir.path(), "admin-password", ADMIN_PASSWORD);
+    let primary = Server::start(&dir.path().join("p"), &f.server_args());
     let pport = primary.addr.rsplit(':').next().unwrap().to_string();
     let https = format!("https://localhost:{pport}");
     let replica = Server::start(&dir.path().join("r"), &[]);
@@ -223,11 +226,11 @@ async fn replication_and_the_external_replicator_over_mutual_tls() {
             "--replication-primary-password-file",
             &password_file,
             "--replication-primary-tls-ca",
-            &ca,
+            ca,
             "--replication-primary-tls-cert",
-            &ccert,
+            ccert,
             "--replication-primary-tls-key",
-            &ckey,
+            ckey,
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
@@ -277,8 +280,8 @@ async fn replication_and_the_external_replicator_over_mutual_tls() {
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlog-replicator"))
         .args(["--once", "--source-addr", &https, "--source-password-file"])
-        .args([&password_file, "--source-tls-ca", &ca, "--source-tls-cert"])
-        .args([&ccert, "--source-tls-key", &ckey, "--target-addr"])
+        .args([&password_file, "--source-tls-ca", ca, "--source-tls-cert"])
+        .args([ccert, "--source-tls-key", ckey, "--target-addr"])
         .args([
             &replica.addr,
             "--target-db",
@@ -305,7 +308,7 @@ async fn replication_and_the_external_replicator_over_mutual_tls() {
             "--source-password-file",
             &password_file,
             "--source-tls-ca",
-            &ca,
+            ca,
         ])
         .args(["--target-addr", &replica.addr, "--target-db", "copy"])
         .args(["--target-password-file", &password_file])
