@@ -502,11 +502,23 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
     let e = push(&t, "defaultdb", &suuid, exported(&s, 1).await).await;
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().contains("not a replica"), "{e:?}");
-    // A tampered tx is refused before it is applied.
-    let mut forged = exported(&s, 5011).await;
-    forged.entries[0].value = b"forged".to_vec();
-    let e = push(&t, "copy", "", forged).await;
+    // A tampered tx is refused before it is applied: a value changed (its last byte) ...
+    let sent = exported(&s, 5011).await;
+    let mut forged = sent.record.to_vec();
+    *forged.last_mut().unwrap() ^= 1;
+    let e = push(&t, "copy", "", record(forged)).await;
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("stored hash"), "{e:?}");
+    // ... or the header (its timestamp, bytes 10..18 of the record) ...
+    let mut forged = sent.record.to_vec();
+    forged[12] ^= 1;
+    let e = push(&t, "copy", "", record(forged)).await;
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("Alh"), "{e:?}");
+    // ... and a record cut short is malformed.
+    let cut = sent.record.slice(..sent.record.len() - 1).to_vec();
+    let e = push(&t, "copy", "", record(cut)).await;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert_eq!(state(&t, "copy").await.0, 5010);
     // A gap is the caller's mistake, not a divergence.
     let h = s
@@ -518,14 +530,42 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
     assert!(e.message().contains("from tx 5011"), "{e:?}");
 }
 
-/// Tx `id` of `c`'s defaultdb as an exporter sends it: header, Alh, entries.
+/// Tx `id` of `c`'s defaultdb as ExportTx sends it: its stored record.
 async fn exported(c: &Client, id: u64) -> proto::ReplicatedTx {
-    let tx = c.tx("defaultdb", id).await.unwrap();
-    let header: chainlog::integrity::TxHeader = tx.header.as_ref().unwrap().try_into().unwrap();
+    let alh = match id {
+        1 => Vec::new(),
+        _ => {
+            let prev = c.tx("defaultdb", id - 1).await.unwrap();
+            let h: chainlog::integrity::TxHeader =
+                prev.header.as_ref().unwrap().try_into().unwrap();
+            h.alh().0.to_vec()
+        }
+    };
+    let mut stream = c
+        .replication()
+        .export_tx(proto::ExportTxRequest {
+            database: "defaultdb".into(),
+            tx_id: id - 1,
+            alh,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(msg) = stream.message().await.unwrap() {
+        if let Some(proto::follow_response::Msg::Batch(b)) = msg.msg {
+            let tx = b.txs.into_iter().next().unwrap();
+            let (h, _) = chainlog::ledger::record_header(&tx.record).unwrap();
+            assert_eq!(h.id, id);
+            return tx;
+        }
+    }
+    panic!("tx {id} was not exported");
+}
+
+fn record(bytes: Vec<u8>) -> proto::ReplicatedTx {
     proto::ReplicatedTx {
-        header: tx.header,
-        alh: header.alh().0.to_vec(),
-        entries: tx.entries,
+        record: bytes.into(),
     }
 }
 

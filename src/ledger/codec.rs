@@ -98,9 +98,28 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a record; the reason names what is malformed. Does not check any hash.
-pub fn decode(payload: &[u8]) -> Result<TxRecord<'_>, &'static str> {
+/// Encodes a whole record: the header, then each entry with its value's hash.
+pub fn encode_record(h: &TxHeader, alh: &Digest, entries: &[super::NewEntry]) -> Vec<u8> {
+    let body: usize = entries
+        .iter()
+        .map(|e| ENTRY_FIXED_BYTES + e.key.len() + 32 + e.value.len())
+        .sum();
+    let mut out = Vec::with_capacity(HEADER_BYTES + body);
+    encode_header(h, alh, &mut out);
+    for e in entries {
+        let vh = crate::integrity::value_hash(&e.value);
+        encode_entry(&e.key, e.meta, &vh, &e.value, &mut out);
+    }
+    out
+}
+
+/// Decodes only the header and Alh at the start of a record.
+pub fn decode_header(payload: &[u8]) -> Result<(TxHeader, Digest), &'static str> {
     let mut r = Reader { b: payload, at: 0 };
+    header(&mut r)
+}
+
+fn header(r: &mut Reader<'_>) -> Result<(TxHeader, Digest), &'static str> {
     let header = TxHeader {
         version: r.u16()?,
         id: r.u64()?,
@@ -118,6 +137,13 @@ pub fn decode(payload: &[u8]) -> Result<TxRecord<'_>, &'static str> {
     if header.entry_count as usize > super::ENTRIES_PER_TX_MAX {
         return Err("entry count above the limit");
     }
+    Ok((header, alh))
+}
+
+/// Decodes a record; the reason names what is malformed. Does not check any hash.
+pub fn decode(payload: &[u8]) -> Result<TxRecord<'_>, &'static str> {
+    let mut r = Reader { b: payload, at: 0 };
+    let (header, alh) = header(&mut r)?;
     let mut entries = Vec::with_capacity(header.entry_count as usize);
     for _ in 0..header.entry_count {
         let key_len = r.u16()? as usize;

@@ -41,6 +41,7 @@ use crate::integrity::{
 use crate::storage::records::RecordReader;
 use crate::storage::segment::SegmentReader;
 use crate::storage::{Corruption, StorageError};
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -151,6 +152,9 @@ pub enum LedgerError {
     DeleteWithValue { index: usize },
     #[error("key not found")]
     KeyNotFound,
+    /// A replicated tx record that cannot be decoded.
+    #[error("malformed tx record: {reason}")]
+    BadRecord { reason: &'static str },
     /// A replicated tx that does not extend this database exactly: the histories differ.
     #[error("tx {tx} does not extend this database: {reason}")]
     NotNext { tx: TxId, reason: &'static str },
@@ -246,6 +250,12 @@ impl TxEntry {
 
 /// tx.idx record: u32 segment | u32 frame length | u64 offset.
 pub(crate) type TxLocation = [u8; 16];
+
+/// The header and Alh at the start of a tx record, as [`Ledger::records`] gives them; nothing
+/// is checked but the layout ([`Ledger::apply_records`] checks the rest).
+pub fn record_header(record: &[u8]) -> Result<(TxHeader, Digest)> {
+    codec::decode_header(record).map_err(|reason| LedgerError::BadRecord { reason })
+}
 
 pub(crate) fn encode_location(segment: u32, offset: u64, frame_len: u32) -> TxLocation {
     let mut b = [0u8; 16];
@@ -453,48 +463,31 @@ impl Ledger {
         done.await.unwrap_or(Err(LedgerError::Closed))
     }
 
-    /// Appends a tx copied from another database (a replica applying its primary's log): the
-    /// same header, the same entries. It is written only if its entries hash to its entries
-    /// root, its Alh matches, and it extends this database exactly (next id, previous Alh,
-    /// history root); otherwise [`LedgerError::NotNext`] and nothing is written. The result
-    /// is byte-identical to the source's tx.
-    pub async fn apply_async(
-        &self,
-        header: TxHeader,
-        alh: Digest,
-        entries: Vec<NewEntry>,
-    ) -> Result<TxHeader> {
-        let prepared =
-            tokio::task::spawn_blocking(move || writer::prepare_replicated(header, &alh, entries))
-                .await
-                .map_err(|_| LedgerError::Closed)??;
-        let done = writer::submit_async(&self.shared, prepared)?;
-        done.await.unwrap_or(Err(LedgerError::Closed))
-    }
-
-    /// Most txs [`Ledger::apply_all_async`] verifies on the calling task rather than on a
+    /// Most records [`Ledger::apply_records`] verifies on the calling task rather than on a
     /// blocking thread.
     pub const APPLY_INLINE_TXS_MAX: usize = 16;
 
-    /// [`Ledger::apply_async`] for consecutive txs, queued together so that they share group
-    /// commits (one fsync for many, not one each). Stops at the first tx refused; returns the
-    /// headers applied and that error, if any.
-    pub async fn apply_all_async(
-        &self,
-        txs: Vec<(TxHeader, Digest, Vec<NewEntry>)>,
-    ) -> (Vec<TxHeader>, Option<LedgerError>) {
-        self.apply_all_queued(txs).await.wait().await
+    /// Appends txs copied from another database (a replica applying its primary's log), given
+    /// as the records their source stores ([`Ledger::records`]), in order and queued together
+    /// so that they share group commits. A record is written only if it is well formed, its
+    /// values match their hashes, its entries hash to its entries root, its Alh matches, and
+    /// it extends this database exactly (next id, previous Alh, history root); the first that
+    /// does not is refused ([`LedgerError::NotNext`] when the histories differ) with every
+    /// record after it. The stored txs are byte-identical to the source's. Returns the headers
+    /// applied and that error, if any.
+    pub async fn apply_records(&self, records: Vec<Bytes>) -> (Vec<TxHeader>, Option<LedgerError>) {
+        self.apply_records_queued(records).await.wait().await
     }
 
-    /// The first half of [`Ledger::apply_all_async`]: verifies `txs` and queues them to the
+    /// The first half of [`Ledger::apply_records`]: verifies `records` and queues them to the
     /// writer, then returns at once, so that a replica can verify its next batch while the
     /// writer stores this one. Batches queued one after another are applied in that order.
-    pub async fn apply_all_queued(&self, txs: Vec<(TxHeader, Digest, Vec<NewEntry>)>) -> Queued {
-        let inline = txs.len() <= Self::APPLY_INLINE_TXS_MAX;
+    pub async fn apply_records_queued(&self, records: Vec<Bytes>) -> Queued {
+        let inline = records.len() <= Self::APPLY_INLINE_TXS_MAX;
         let prepare = move || {
-            let mut out = Vec::with_capacity(txs.len());
-            for (h, alh, entries) in txs {
-                match writer::prepare_replicated(h, &alh, entries) {
+            let mut out = Vec::with_capacity(records.len());
+            for r in records {
+                match writer::prepare_record(r) {
                     Ok(p) => out.push(p),
                     Err(e) => return (out, Some(e)),
                 }
@@ -523,9 +516,11 @@ impl Ledger {
         }
     }
 
-    /// Blocking [`Ledger::apply_async`].
+    /// Blocking [`Ledger::apply_records`] for one tx given by its parts: the same header, Alh
+    /// and entries as the source's tx, encoded into its record first.
     pub fn apply(&self, header: TxHeader, alh: Digest, entries: Vec<NewEntry>) -> Result<TxHeader> {
-        let prepared = writer::prepare_replicated(header, &alh, entries)?;
+        let record = codec::encode_record(&header, &alh, &entries);
+        let prepared = writer::prepare_record(record.into())?;
         writer::submit(&self.shared, prepared)
     }
 
@@ -664,6 +659,66 @@ impl Ledger {
             )));
         }
         Ok(f(rec))
+    }
+
+    /// The stored records of txs `from..=to` (header, Alh and entries, docs/format.md) for
+    /// another database to apply: at least one, and no more once they reach `bytes_max`. Each
+    /// frame's checksum is checked; the hashes are left to the receiver, which checks them
+    /// all before applying. Consecutive frames are read together.
+    pub fn records(&self, from: TxId, to: TxId, bytes_max: usize) -> Result<Vec<Bytes>> {
+        self.check_committed(from)?;
+        self.check_committed(to)?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut id = from;
+        while id <= to && (out.is_empty() || bytes < bytes_max) {
+            // One run: consecutive frames in one segment, within the byte budget.
+            let (segment, start, first_len) = decode_location(&self.shared.locations.read(id - 1)?);
+            let mut lens = vec![first_len];
+            let mut end = start + u64::from(first_len);
+            loop {
+                let next = id + lens.len() as u64;
+                if next > to || bytes + (end - start) as usize >= bytes_max {
+                    break;
+                }
+                let (s, offset, len) = decode_location(&self.shared.locations.read(next - 1)?);
+                if s != segment || offset != end {
+                    break;
+                }
+                lens.push(len);
+                end += u64::from(len);
+            }
+            let seg = self.segment(segment)?;
+            let run = Bytes::from(seg.read(start, (end - start) as usize)?.into_owned());
+            let mut at = 0usize;
+            for len in lens {
+                let offset = start + at as u64;
+                let bad = |reason| LedgerError::BadTx {
+                    tx: id,
+                    path: seg.path().to_path_buf(),
+                    offset,
+                    reason,
+                };
+                let frame = &run[at..at + len as usize];
+                let payload = match crate::storage::frame::decode(frame) {
+                    Ok((p, n)) if n == frame.len() => p,
+                    Ok(_) => return Err(bad(Corruption::FrameLength(len))),
+                    Err(crate::storage::frame::FrameError::Corrupt(r)) => return Err(bad(r)),
+                    Err(_) => return Err(bad(Corruption::FrameTruncated)),
+                };
+                let (header, _) =
+                    codec::decode_header(payload).map_err(|r| bad(Corruption::Decode(r)))?;
+                if header.id != id {
+                    return Err(bad(Corruption::Chain("tx id differs from its position")));
+                }
+                let from = at + crate::storage::frame::FRAME_HEADER_BYTES;
+                out.push(run.slice(from..from + payload.len()));
+                bytes += len as usize;
+                at += len as usize;
+                id += 1;
+            }
+        }
+        Ok(out)
     }
 
     /// The header of tx `id`.

@@ -15,6 +15,7 @@ use crate::storage::frame::{self, FRAME_HEADER_BYTES};
 use crate::storage::records::RecordWriter;
 use crate::storage::segment::{ActiveSegment, SegmentHeader};
 use crate::storage::{fs, StorageError};
+use bytes::Bytes;
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,13 +34,14 @@ pub(crate) struct Prepared {
     entry_count: u32,
     entries_root: Digest,
     /// The encoded entries, as they follow the header in the record.
-    body: Vec<u8>,
+    body: Bytes,
     /// crc32 state over `body`, so the writer checksums only the header.
     body_crc: crc32fast::Hasher,
     /// Per entry: key, deleted, offset of the value hash in `body`, value length.
     refs: Vec<(Vec<u8>, bool, usize, u32)>,
-    /// A replicated tx: the header it must be written with, byte for byte.
-    fixed: Option<TxHeader>,
+    /// A replicated tx: the header it must be written with, byte for byte, and its Alh
+    /// (already checked against the header).
+    fixed: Option<(TxHeader, Digest)>,
 }
 
 /// Where the writer puts a commit's outcome. Committers wait on `Shared::done_signal`, which
@@ -84,70 +86,93 @@ pub(crate) struct Queue {
     pub failure: Option<(PathBuf, std::io::ErrorKind)>,
 }
 
-/// Prepares a tx copied from another database: its entries must hash to the header's entries
-/// root, and the writer will check that the header extends this database exactly.
-pub(crate) fn prepare_replicated(
-    header: TxHeader,
-    alh: &crate::integrity::Digest,
-    entries: Vec<NewEntry>,
-) -> Result<Prepared> {
-    let id = header.id;
+/// Prepares a tx copied from another database, as the record its source stores: the record
+/// must be well formed and within this database's limits, each value must match its stored
+/// hash, the entries must hash to the header's entries root and the header to the Alh. The
+/// writer then checks that the header extends this database exactly, and stores the record's
+/// bytes as they came.
+pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
+    let rec = codec::decode(&record).map_err(|reason| LedgerError::BadRecord { reason })?;
+    let id = rec.header.id;
     let mismatch = |reason| Err(LedgerError::NotNext { tx: id, reason });
-    if header.version != FORMAT_VERSION {
-        return mismatch("unknown format version");
-    }
-    if header.alh() != *alh {
+    if rec.header.alh() != rec.alh {
         return mismatch("the Alh does not match the header");
     }
-    if header.entry_count as usize != entries.len() {
-        return mismatch("entry count differs from the entries");
+    let mut seen = HashSet::with_capacity(rec.entries.len());
+    let mut bytes = codec::HEADER_BYTES;
+    let mut digests = Vec::with_capacity(rec.entries.len());
+    let mut refs = Vec::with_capacity(rec.entries.len());
+    for (index, e) in rec.entries.iter().enumerate() {
+        bytes += check_entry(index, e.key, e.value.len(), e.meta.deleted, &mut seen)?;
+        if value_hash(e.value) != e.value_hash {
+            return mismatch("a value does not match its stored hash");
+        }
+        digests.push(entry_digest(e.key, e.meta, &e.value_hash));
+        let at = e.value_hash_at - codec::HEADER_BYTES;
+        refs.push((e.key.to_vec(), e.meta.deleted, at, e.value.len() as u32));
     }
-    let mut p = prepare(entries)?;
-    if p.entries_root != header.entries_root {
+    check_tx_size(digests.len(), bytes)?;
+    if entries_root(&digests) != rec.header.entries_root {
         return mismatch("the entries do not hash to the entries root");
     }
-    p.fixed = Some(header);
-    Ok(p)
+    let fixed = Some((rec.header, rec.alh));
+    let body = record.slice(codec::HEADER_BYTES..);
+    let mut body_crc = crc32fast::Hasher::new();
+    body_crc.update(&body);
+    Ok(Prepared {
+        entry_count: digests.len() as u32,
+        entries_root: rec.header.entries_root,
+        body,
+        body_crc,
+        refs,
+        fixed,
+    })
 }
 
-/// Checks limits and hashes everything that does not depend on the tx's position.
-pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
-    if entries.is_empty() {
-        return Err(LedgerError::EmptyTx);
+/// Checks one entry against the limits; returns its encoded size.
+fn check_entry<'a>(
+    index: usize,
+    key: &'a [u8],
+    value_len: usize,
+    deleted: bool,
+    seen: &mut HashSet<&'a [u8]>,
+) -> Result<usize> {
+    if key.is_empty() {
+        return Err(LedgerError::EmptyKey { index });
     }
-    if entries.len() > ENTRIES_PER_TX_MAX {
-        return Err(LedgerError::TooManyEntries {
-            count: entries.len(),
-            max: ENTRIES_PER_TX_MAX,
+    if key.len() > KEY_BYTES_MAX {
+        return Err(LedgerError::KeyTooLong {
+            index,
+            len: key.len(),
+            max: KEY_BYTES_MAX,
         });
     }
-    let mut seen = HashSet::with_capacity(entries.len());
-    let mut bytes = codec::HEADER_BYTES;
-    for (index, e) in entries.iter().enumerate() {
-        if e.key.is_empty() {
-            return Err(LedgerError::EmptyKey { index });
-        }
-        if e.key.len() > KEY_BYTES_MAX {
-            return Err(LedgerError::KeyTooLong {
-                index,
-                len: e.key.len(),
-                max: KEY_BYTES_MAX,
-            });
-        }
-        if e.value.len() > VALUE_BYTES_MAX {
-            return Err(LedgerError::ValueTooLarge {
-                index,
-                len: e.value.len(),
-                max: VALUE_BYTES_MAX,
-            });
-        }
-        if e.meta.deleted && !e.value.is_empty() {
-            return Err(LedgerError::DeleteWithValue { index });
-        }
-        if !seen.insert(e.key.as_slice()) {
-            return Err(LedgerError::DuplicateKey { index });
-        }
-        bytes += codec::ENTRY_FIXED_BYTES + e.key.len() + 32 + e.value.len();
+    if value_len > VALUE_BYTES_MAX {
+        return Err(LedgerError::ValueTooLarge {
+            index,
+            len: value_len,
+            max: VALUE_BYTES_MAX,
+        });
+    }
+    if deleted && value_len > 0 {
+        return Err(LedgerError::DeleteWithValue { index });
+    }
+    if !seen.insert(key) {
+        return Err(LedgerError::DuplicateKey { index });
+    }
+    Ok(codec::ENTRY_FIXED_BYTES + key.len() + 32 + value_len)
+}
+
+/// Checks a tx's entry count and encoded size against the limits.
+fn check_tx_size(count: usize, bytes: usize) -> Result<()> {
+    if count == 0 {
+        return Err(LedgerError::EmptyTx);
+    }
+    if count > ENTRIES_PER_TX_MAX {
+        return Err(LedgerError::TooManyEntries {
+            count,
+            max: ENTRIES_PER_TX_MAX,
+        });
     }
     if bytes > TX_BYTES_MAX {
         return Err(LedgerError::TxTooLarge {
@@ -155,6 +180,21 @@ pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
             max: TX_BYTES_MAX,
         });
     }
+    Ok(())
+}
+
+/// Checks limits and hashes everything that does not depend on the tx's position.
+pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
+    // The count first: a huge entry list is refused before it is walked.
+    if entries.len() > ENTRIES_PER_TX_MAX {
+        check_tx_size(entries.len(), 0)?;
+    }
+    let mut seen = HashSet::with_capacity(entries.len());
+    let mut bytes = codec::HEADER_BYTES;
+    for (index, e) in entries.iter().enumerate() {
+        bytes += check_entry(index, &e.key, e.value.len(), e.meta.deleted, &mut seen)?;
+    }
+    check_tx_size(entries.len(), bytes)?;
     let mut body = Vec::with_capacity(bytes - codec::HEADER_BYTES);
     let mut digests = Vec::with_capacity(entries.len());
     let mut refs = Vec::with_capacity(entries.len());
@@ -172,7 +212,7 @@ pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
             h.update(&body);
             h
         },
-        body,
+        body: body.into(),
         refs,
         fixed: None,
     })
@@ -511,18 +551,21 @@ impl Writer {
         let mut head = Vec::with_capacity(codec::HEADER_BYTES);
         for tx in batch.iter_mut().map(|p| &mut p.tx) {
             let id = self.last_id + 1;
-            let header = match &tx.fixed {
-                None => TxHeader {
-                    version: FORMAT_VERSION,
-                    id,
-                    timestamp_us: now_us().max(self.last_ts),
-                    prev_alh: self.last_alh,
-                    entry_count: tx.entry_count,
-                    entries_root: tx.entries_root,
-                    history_size: id - 1,
-                    history_root: self.frontier.root(),
-                },
-                Some(h) => {
+            let (header, alh) = match &tx.fixed {
+                None => {
+                    let h = TxHeader {
+                        version: FORMAT_VERSION,
+                        id,
+                        timestamp_us: now_us().max(self.last_ts),
+                        prev_alh: self.last_alh,
+                        entry_count: tx.entry_count,
+                        entries_root: tx.entries_root,
+                        history_size: id - 1,
+                        history_root: self.frontier.root(),
+                    };
+                    (h, h.alh())
+                }
+                Some((h, alh)) => {
                     let reason = if h.id != id {
                         Some("it is not the next tx id")
                     } else if h.prev_alh != self.last_alh {
@@ -538,7 +581,7 @@ impl Writer {
                         results.push(Err(LedgerError::NotNext { tx: h.id, reason }));
                         continue;
                     }
-                    *h
+                    (*h, *alh)
                 }
             };
             let frame_len = FRAME_HEADER_BYTES + codec::HEADER_BYTES + tx.body.len();
@@ -550,7 +593,6 @@ impl Writer {
                 buf.clear();
                 self.roll(id)?;
             }
-            let alh = header.alh();
             let offset = self.segment.len() + buf.len() as u64;
             head.clear();
             codec::encode_header(&header, &alh, &mut head);

@@ -181,8 +181,8 @@ pub async fn copy_pass(
                     let last = b
                         .txs
                         .last()
-                        .and_then(|t| t.header.as_ref())
-                        .map_or(0, |h| h.id);
+                        .and_then(|t| crate::ledger::record_header(&t.record).ok())
+                        .map_or(0, |(h, _)| h.id);
                     copied += b.txs.len() as u64;
                     let head = b.head_tx_id;
                     let req = proto::ReplicateTxRequest {

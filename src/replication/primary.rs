@@ -14,7 +14,7 @@ use tonic::Status;
 
 /// Most txs in one batch.
 pub const BATCH_TXS_MAX: usize = 1000;
-/// Most value and key bytes in one batch (a larger tx still goes alone).
+/// Most record bytes in one batch (a larger tx still goes alone).
 pub const BATCH_BYTES_MAX: usize = 4 << 20;
 /// A heartbeat goes out after this long without a batch.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -65,32 +65,18 @@ pub fn check_position(ledger: &Ledger, uuid: &str, hello: &FollowHello) -> Resul
     Ok(())
 }
 
+/// The stored records of txs `from..=to`, at most one batch of them.
 fn read_batch(
     ledger: &Ledger,
     from: TxId,
     to: TxId,
 ) -> Result<Vec<proto::ReplicatedTx>, LedgerError> {
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    for id in from..=to {
-        let tx = ledger.tx(id)?;
-        bytes += tx
-            .entries
-            .iter()
-            .map(|e| e.key.len() + e.value.len())
-            .sum::<usize>();
-        let alh = tx.alh.0.to_vec();
-        let wire = proto::Tx::from(tx);
-        out.push(proto::ReplicatedTx {
-            header: wire.header,
-            alh,
-            entries: wire.entries,
-        });
-        if out.len() >= BATCH_TXS_MAX || bytes >= BATCH_BYTES_MAX {
-            break;
-        }
-    }
-    Ok(out)
+    let to = to.min(from + BATCH_TXS_MAX as u64 - 1);
+    Ok(ledger
+        .records(from, to, BATCH_BYTES_MAX)?
+        .into_iter()
+        .map(|record| proto::ReplicatedTx { record })
+        .collect())
 }
 
 /// A checked follow (or export) request, ready to be served.

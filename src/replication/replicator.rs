@@ -8,8 +8,8 @@ use super::{
     refuse, Backoff, ReplicaState, REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD,
 };
 use crate::client::{Client, ClientTls};
-use crate::integrity::{self, Digest, EntryMeta};
-use crate::ledger::{Ledger, LedgerError, NewEntry};
+use crate::integrity;
+use crate::ledger::{Ledger, LedgerError};
 use crate::proto::{self, follow_response::Msg, FollowHello, FollowRequest};
 use std::sync::Arc;
 
@@ -79,23 +79,6 @@ pub(crate) fn jitter() -> u16 {
     u16::from_le_bytes(b)
 }
 
-pub(crate) fn decode(
-    tx: proto::ReplicatedTx,
-) -> Result<(integrity::TxHeader, Digest, Vec<NewEntry>), proto::WireError> {
-    let header: integrity::TxHeader = proto::required("header", &tx.header)?.try_into()?;
-    let alh = proto::digest("alh", &tx.alh)?;
-    let entries = tx
-        .entries
-        .into_iter()
-        .map(|e| NewEntry {
-            key: e.key,
-            value: e.value,
-            meta: EntryMeta { deleted: e.deleted },
-        })
-        .collect();
-    Ok((header, alh, entries))
-}
-
 /// Verifies and applies `txs` pushed by ReplicateTx to replica database `name`: txs it
 /// already holds with the same Alh are skipped; a tx another stream applied meanwhile is
 /// ABORTED, a gap INVALID_ARGUMENT, any other difference a divergence.
@@ -107,11 +90,13 @@ pub async fn apply_pushed(
     use tonic::Status;
     let head = ledger.state().tx_id;
     let mut fresh = Vec::with_capacity(txs.len());
+    let mut sent = Vec::with_capacity(txs.len());
     for tx in txs {
-        let (header, alh, entries) =
-            decode(tx).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (header, alh) =
+            crate::ledger::record_header(&tx.record).map_err(crate::server::status_of)?;
         if header.id > head {
-            fresh.push((header, alh, entries));
+            fresh.push(tx.record);
+            sent.push((header.id, alh));
             continue;
         }
         let ours = ledger
@@ -128,9 +113,7 @@ pub async fn apply_pushed(
             ));
         }
     }
-    let sent: Vec<(integrity::TxId, Digest)> =
-        fresh.iter().map(|(h, alh, _)| (h.id, *alh)).collect();
-    let (tx, reason) = match ledger.apply_all_async(fresh).await {
+    let (tx, reason) = match ledger.apply_records(fresh).await {
         (_, None) => return Ok(()),
         (_, Some(LedgerError::NotNext { tx, reason })) => (tx, reason),
         (_, Some(e)) => return Err(crate::server::status_of(e)),
@@ -353,13 +336,16 @@ async fn read_batches(
                 });
             }
             Some(Msg::Batch(b)) => {
-                let mut txs = Vec::with_capacity(b.txs.len());
+                let mut records = Vec::with_capacity(b.txs.len());
+                let mut remote = Vec::with_capacity(b.txs.len());
                 for tx in b.txs {
-                    txs.push(decode(tx).map_err(|e| retry(&e))?);
+                    let (header, _) =
+                        crate::ledger::record_header(&tx.record).map_err(|e| retry(&e))?;
+                    remote.push(header);
+                    records.push(tx.record);
                 }
-                let remote = txs.iter().map(|t| t.0).collect();
                 let batch = InFlight {
-                    queued: ledger.apply_all_queued(txs).await,
+                    queued: ledger.apply_records_queued(records).await,
                     remote,
                     head: b.head_tx_id,
                     head_ts: b.head_timestamp_us,

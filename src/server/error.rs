@@ -16,6 +16,7 @@ pub fn status_of(e: LedgerError) -> Status {
         | E::DuplicateKey { .. }
         | E::TxTooLarge { .. }
         | E::DeleteWithValue { .. }
+        | E::BadRecord { .. }
         | E::InvalidOption { .. } => Code::InvalidArgument,
         E::KeyNotFound | E::TxNotFound { .. } => Code::NotFound,
         E::NotNext { .. } => Code::FailedPrecondition,
