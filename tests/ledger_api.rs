@@ -424,3 +424,101 @@ fn a_replica_applies_byte_identical_txs_and_refuses_others() {
     assert_eq!(replica.state().tx_id, 301);
     assert_ne!(replica.state().alh, primary.state().alh);
 }
+
+#[test]
+fn records_cross_segments_apply_byte_identical_and_are_checked() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let primary = Ledger::open(a.path(), small()).unwrap();
+    let replica = Ledger::open(b.path(), small()).unwrap();
+    // About 4 MiB of values over 1 MiB segments: runs of frames end at segment boundaries.
+    for i in 0..400u32 {
+        let value = vec![i as u8; 1 + (i as usize * 97) % 20_000];
+        let mut e = vec![NewEntry::put(format!("k{}", i % 50), value)];
+        if i % 9 == 0 {
+            e.push(NewEntry::delete(format!("gone{i}")));
+        }
+        primary.commit(e).unwrap();
+    }
+    let segments = |dir: &std::path::Path| std::fs::read_dir(dir.join("segments")).unwrap().count();
+    assert!(segments(a.path()) >= 4);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut next = 1;
+    for bytes_max in [1usize, 30_000, 200_000, 1 << 20, 64 << 20].iter().cycle() {
+        if next > 400 {
+            break;
+        }
+        let records = primary.records(next, 400, *bytes_max).unwrap();
+        assert!(!records.is_empty());
+        // No more once the budget is reached: all but the last fit below it.
+        let before_last: usize = records[..records.len() - 1].iter().map(|r| r.len()).sum();
+        assert!(before_last < *bytes_max, "{bytes_max}: {before_last}");
+        for (i, r) in records.iter().enumerate() {
+            let (h, alh) = chainlog::ledger::record_header(r).unwrap();
+            assert_eq!(h.id, next + i as u64);
+            assert_eq!(alh, h.alh());
+        }
+        let (applied, error) = rt.block_on(replica.apply_records(records.clone()));
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(applied.len(), records.len());
+        next += records.len() as u64;
+    }
+    assert_eq!(replica.state(), primary.state());
+    assert_eq!(replica.get(b"k7").unwrap(), primary.get(b"k7").unwrap());
+    // The replica stores the same bytes, segment for segment.
+    let files = |dir: &std::path::Path| {
+        let mut f: Vec<_> = std::fs::read_dir(dir.join("segments"))
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (
+                    p.file_name().unwrap().to_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        f.sort();
+        f
+    };
+    assert!(files(a.path()) == files(b.path()), "segments differ");
+
+    // Refused: a tx already held (not the next), a cut record (malformed), a changed value.
+    let again = primary.records(400, 400, 0).unwrap();
+    let (_, e) = rt.block_on(replica.apply_records(again));
+    assert!(
+        matches!(e, Some(LedgerError::NotNext { tx: 400, .. })),
+        "{e:?}"
+    );
+    let h = primary
+        .commit(vec![NewEntry::put("last", "value")])
+        .unwrap();
+    let record = primary.records(h.id, h.id, 0).unwrap().remove(0);
+    let cut = record.slice(..record.len() - 1);
+    let (_, e) = rt.block_on(replica.apply_records(vec![cut]));
+    assert!(matches!(e, Some(LedgerError::BadRecord { .. })), "{e:?}");
+    let mut changed = record.to_vec();
+    *changed.last_mut().unwrap() ^= 1;
+    let (_, e) = rt.block_on(replica.apply_records(vec![changed.into()]));
+    assert!(
+        matches!(e, Some(LedgerError::NotNext { reason, .. }) if reason.contains("stored hash")),
+        "{e:?}"
+    );
+    assert_eq!(replica.state().tx_id, 400);
+    let (applied, e) = rt.block_on(replica.apply_records(vec![record]));
+    assert!(e.is_none() && applied.len() == 1);
+    assert_eq!(replica.state(), primary.state());
+
+    // A frame damaged on disk is named, not shipped.
+    primary.close().unwrap();
+    drop(primary);
+    let first = a.path().join("segments/0000000001.seg");
+    let mut bytes = std::fs::read(&first).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&first, bytes).unwrap();
+    let primary = Ledger::open(a.path(), small()).unwrap();
+    let e = primary.records(1, 401, 64 << 20).unwrap_err();
+    assert!(matches!(e, LedgerError::BadTx { .. }), "{e:?}");
+}
