@@ -663,9 +663,8 @@ impl Ledger {
 
     /// The stored records of txs `from..=to` (header, Alh and entries, docs/format.md) for
     /// another database to apply: the first (if `from <= to`), then no more once they reach
-    /// `bytes_max`. Each
-    /// frame's checksum is checked; the hashes are left to the receiver, which checks them
-    /// all before applying. Consecutive frames are read together.
+    /// `bytes_max`. Each frame's checksum is checked; the hashes are left to the receiver,
+    /// which checks them all before applying. Consecutive frames are read together.
     pub fn records(&self, from: TxId, to: TxId, bytes_max: usize) -> Result<Vec<Bytes>> {
         self.check_committed(from)?;
         self.check_committed(to)?;
