@@ -700,12 +700,7 @@ impl Ledger {
                     reason,
                 };
                 let frame = &run[at..at + len as usize];
-                let payload = match crate::storage::frame::decode(frame) {
-                    Ok((p, n)) if n == frame.len() => p,
-                    Ok(_) => return Err(bad(Corruption::FrameLength(len))),
-                    Err(crate::storage::frame::FrameError::Corrupt(r)) => return Err(bad(r)),
-                    Err(_) => return Err(bad(Corruption::FrameTruncated)),
-                };
+                let payload = crate::storage::frame::decode_exact(frame).map_err(bad)?;
                 let (header, _) =
                     codec::decode_header(payload).map_err(|r| bad(Corruption::Decode(r)))?;
                 if header.id != id {

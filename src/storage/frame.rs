@@ -104,6 +104,17 @@ pub fn decode(buf: &[u8]) -> Result<(&[u8], usize), FrameError> {
     Ok((payload, total))
 }
 
+/// The payload of the one frame that `buf` holds exactly (a frame located by an index):
+/// anything else, a shorter or longer frame included, is corruption.
+pub fn decode_exact(buf: &[u8]) -> Result<&[u8], Corruption> {
+    match decode(buf) {
+        Ok((payload, n)) if n == buf.len() => Ok(payload),
+        Ok((_, n)) => Err(Corruption::FrameLength(n as u32)),
+        Err(FrameError::Corrupt(r)) => Err(r),
+        Err(FrameError::Incomplete { .. }) => Err(Corruption::FrameTruncated),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

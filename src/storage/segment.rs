@@ -271,12 +271,9 @@ impl SegmentReader {
     /// The payload of the frame of `frame_len` bytes at `offset`, checksums verified.
     pub fn read_frame(&self, offset: u64, frame_len: usize) -> Result<Cow<'_, [u8]>> {
         let bytes = self.read(offset, frame_len)?;
-        let corrupt = |r| StorageError::corrupt(&self.path, offset, r);
-        let payload_range = match frame::decode(&bytes) {
-            Ok((_, n)) if n == frame_len => frame::FRAME_HEADER_BYTES..n,
-            Ok(_) => return Err(corrupt(Corruption::FrameLength(frame_len as u32))),
-            Err(FrameError::Corrupt(r)) => return Err(corrupt(r)),
-            Err(FrameError::Incomplete { .. }) => return Err(corrupt(Corruption::FrameTruncated)),
+        let payload_range = match frame::decode_exact(&bytes) {
+            Ok(p) => frame::FRAME_HEADER_BYTES..frame::FRAME_HEADER_BYTES + p.len(),
+            Err(r) => return Err(StorageError::corrupt(&self.path, offset, r)),
         };
         Ok(match bytes {
             Cow::Borrowed(b) => Cow::Borrowed(&b[payload_range]),
