@@ -522,3 +522,100 @@ fn records_cross_segments_apply_byte_identical_and_are_checked() {
     let e = primary.records(1, 401, 64 << 20).unwrap_err();
     assert!(matches!(e, LedgerError::BadTx { .. }), "{e:?}");
 }
+
+/// Batches are verified before the writer stores the ones queued ahead of them: records of a
+/// fork queued right behind the original's are refused when the writer gets to them (not the
+/// next id), a fork's later records for their previous Alh, and the history the replica
+/// stores is the one the offline check recomputes.
+#[test]
+fn forks_queued_behind_the_original_are_refused_and_history_stays_exact() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let primary = Ledger::open(dirs[0].path(), small()).unwrap();
+    let fork = Ledger::open(dirs[1].path(), small()).unwrap();
+    let replica = Ledger::open(dirs[2].path(), small()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let put = |l: &Ledger, i: u32, tag: &str| {
+        l.commit(vec![NewEntry::put(
+            format!("k{}", i % 30),
+            format!("{tag}{i}"),
+        )])
+        .unwrap()
+    };
+    for i in 0..200 {
+        put(&primary, i, "p");
+    }
+    // The fork shares txs 1..=100, then writes its own.
+    let shared = primary.records(1, 100, 64 << 20).unwrap();
+    let (applied, e) = rt.block_on(fork.apply_records(shared));
+    assert!(e.is_none() && applied.len() == 100, "{e:?}");
+    for i in 100..210 {
+        put(&fork, i, "f");
+    }
+
+    // Txs 1..=100 in batches of varied sizes (in place and on a blocking thread).
+    let mut next = 1;
+    for n in [1u64, 5, 16, 17, 40, 21].iter().cycle() {
+        if next > 100 {
+            break;
+        }
+        let records = primary
+            .records(next, (next + n - 1).min(100), 64 << 20)
+            .unwrap();
+        let (applied, e) = rt.block_on(replica.apply_records(records));
+        assert!(e.is_none(), "{e:?}");
+        next += applied.len() as u64;
+    }
+    assert_eq!(replica.state().tx_id, 100);
+    assert_eq!(replica.state().alh, primary.tx(100).unwrap().alh);
+
+    // The original's 101..=200 and, queued right behind, the fork's 101..=200.
+    let (ours, theirs) = rt.block_on(async {
+        let ours = replica
+            .apply_records_queued(primary.records(101, 200, 64 << 20).unwrap())
+            .await;
+        let theirs = replica
+            .apply_records_queued(fork.records(101, 200, 64 << 20).unwrap())
+            .await;
+        (ours.wait().await, theirs.wait().await)
+    });
+    assert!(ours.1.is_none() && ours.0.len() == 100, "{:?}", ours.1);
+    assert!(theirs.0.is_empty());
+    assert!(
+        matches!(theirs.1, Some(LedgerError::NotNext { tx: 101, .. })),
+        "{:?}",
+        theirs.1
+    );
+    assert_eq!(replica.state(), primary.state());
+
+    // The fork's next txs follow on from the fork's 200, not from what the replica stored.
+    let (applied, e) =
+        rt.block_on(replica.apply_records(fork.records(201, 210, 64 << 20).unwrap()));
+    assert!(applied.is_empty());
+    assert!(
+        matches!(&e, Some(LedgerError::NotNext { tx: 201, reason }) if reason.contains("previous Alh")),
+        "{e:?}"
+    );
+
+    // The original's next txs apply, and proofs from the replica verify against the primary.
+    for i in 200..230 {
+        put(&primary, i, "p");
+    }
+    let (applied, e) =
+        rt.block_on(replica.apply_records(primary.records(201, 230, 64 << 20).unwrap()));
+    assert!(e.is_none() && applied.len() == 30, "{e:?}");
+    let s = primary.state();
+    assert_eq!(replica.state(), s);
+    for tx in [1, 100, 101, 150, 200, 229] {
+        replica
+            .tx_proof(tx, s.tx_id)
+            .unwrap()
+            .verify(s.tx_id, &s.alh)
+            .unwrap();
+    }
+    replica.close().unwrap();
+    drop(replica);
+    let report = chainlog::ledger::check(dirs[2].path()).unwrap();
+    assert_eq!(report.last_tx, 230);
+}

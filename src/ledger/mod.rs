@@ -338,7 +338,7 @@ pub(crate) struct Shared {
     published: tokio::sync::watch::Sender<TxId>,
 }
 
-/// Replicated txs queued to the writer by [`Ledger::apply_all_queued`].
+/// Replicated txs queued to the writer by [`Ledger::apply_records_queued`].
 #[must_use = "the txs are applied only when the writer gets to them: wait for the outcome"]
 pub struct Queued {
     receivers: Vec<tokio::sync::oneshot::Receiver<Result<TxHeader>>>,
