@@ -203,16 +203,63 @@ fn a_torn_tail_after_the_checkpoint_is_cut_and_reported() {
         drop(db);
         check(img.path()).unwrap();
     }
-    let mut b = std::fs::read(&path).unwrap();
+    // A write cut short inside free space: part of the frame, then the zeros that were there.
+    // (The frame ends with the value 449u32: two zero bytes, which a cut there would not
+    // lose, so the last cut is before them.)
+    let whole = std::fs::read(&path).unwrap();
+    for written in [1u64, 12, 13, 200, u64::from(len) - 3] {
+        let mut b = whole[..(offset + written) as usize].to_vec();
+        b.resize(whole.len() + 4096, 0);
+        let img = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), img.path());
+        let seg_path = img.path().join("segments").join(path.file_name().unwrap());
+        std::fs::write(&seg_path, &b).unwrap();
+        let db = Ledger::open(img.path(), options()).unwrap();
+        let (_, at, n) = db
+            .recovery()
+            .truncated
+            .clone()
+            .expect("the tail is reported");
+        assert_eq!(
+            (at, n),
+            (offset, b.len() as u64 - offset),
+            "written {written}"
+        );
+        assert_eq!(db.state().tx_id, 449);
+        db.close().unwrap();
+        drop(db);
+        check(img.path()).unwrap();
+    }
+    // The same frame with one bit flipped, ending the file (as a closed database leaves it):
+    // corruption, not a torn tail, and the open is refused.
+    let img = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), img.path());
+    let seg_path = img.path().join("segments").join(path.file_name().unwrap());
+    flip(&seg_path, offset + u64::from(len) - 10);
+    let err = Ledger::open(img.path(), options()).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::BadTx { tx: 450, offset: o, .. } if *o == offset),
+        "{err}"
+    );
+
+    // Zeros after the last frame are free space (written ahead of the frames): nothing is
+    // cut or reported, and the next commit goes where they start.
+    let mut b = whole;
     b.truncate(offset as usize);
     b.extend_from_slice(&[0u8; 4096]);
     std::fs::write(&path, &b).unwrap();
     let db = Ledger::open(dir.path(), options()).unwrap();
-    assert_eq!(
-        db.recovery().truncated.as_ref().map(|t| (t.1, t.2)),
-        Some((offset, 4096))
-    );
+    assert_eq!(db.recovery().truncated, None);
     assert_eq!(db.state().tx_id, 449);
+    let h = db.commit(vec![NewEntry::put("new", "v")]).unwrap();
+    assert_eq!(h.id, 450);
+    assert_eq!(frame_of(dir.path(), 450).1, offset);
+    db.close().unwrap();
+    drop(db);
+    // Closing cuts the file back to its last frame.
+    let (_, at, n) = frame_of(dir.path(), 450);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), at + u64::from(n));
+    check(dir.path()).unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {

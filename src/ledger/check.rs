@@ -142,10 +142,11 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
         )?;
         match end {
             ScanEnd::Clean => {}
+            ScanEnd::Free { .. } if i + 1 == paths.len() => {}
             ScanEnd::Torn { offset } if i + 1 == paths.len() => {
                 torn_tail = Some((path.clone(), offset))
             }
-            ScanEnd::Torn { offset } => {
+            ScanEnd::Torn { offset } | ScanEnd::Free { offset } => {
                 return Err(LedgerError::BadTx {
                     tx: last_id + 1,
                     path: path.clone(),

@@ -228,13 +228,14 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         })?;
         match end {
             ScanEnd::Clean => {}
+            ScanEnd::Free { offset } if *id == last_seg => seg.resume_at(offset),
             ScanEnd::Torn { offset } if *id == last_seg => {
                 let cut = seg.len() - offset;
                 tracing::warn!(file = %path.display(), offset, bytes = cut, "cut a torn tail (a write that was never acknowledged)");
                 seg.truncate(offset)?;
                 report.truncated = Some((path.clone(), offset, cut));
             }
-            ScanEnd::Torn { offset } => {
+            ScanEnd::Torn { offset } | ScanEnd::Free { offset } => {
                 return Err(StorageError::corrupt(path, offset, Corruption::FrameTruncated).into());
             }
             ScanEnd::Corrupt { offset, reason } => {

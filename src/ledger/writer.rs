@@ -499,7 +499,11 @@ impl Writer {
             }
         }
         if failed.is_none() {
-            if let Err(e) = self.checkpoint(true) {
+            // The checkpoint records where the frames end; the file then ends there too.
+            if let Err(e) = self
+                .checkpoint(true)
+                .and_then(|()| Ok(self.segment.trim()?))
+            {
                 tracing::error!(error = %e, "final checkpoint failed");
                 failed = Some(failure_of(&e));
             }
@@ -529,6 +533,8 @@ impl Writer {
             id: self.segment.header().id + 1,
             base: first_tx,
         };
+        // Free space is cut off before the next segment exists: only the last has any.
+        self.segment.trim()?;
         let next = ActiveSegment::create(&self.shared.dir.join("segments"), header)?;
         let old = std::mem::replace(&mut self.segment, next);
         let old_id = old.header().id;

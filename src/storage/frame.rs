@@ -104,6 +104,16 @@ pub fn decode(buf: &[u8]) -> Result<(&[u8], usize), FrameError> {
     Ok((payload, total))
 }
 
+/// The full length of the frame at the start of `buf` as its header gives it, if the header
+/// checks out (whether or not the payload does, or is there at all).
+pub fn claimed_len(buf: &[u8]) -> Option<usize> {
+    let header = buf.get(..FRAME_HEADER_BYTES)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let hcrc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    (crc32fast::hash(&header[..8]) == hcrc && len != 0 && len <= FRAME_PAYLOAD_BYTES_MAX)
+        .then_some(FRAME_HEADER_BYTES + len as usize)
+}
+
 /// The payload of the one frame that `buf` holds exactly (a frame located by an index):
 /// anything else, a shorter or longer frame included, is corruption.
 pub fn decode_exact(buf: &[u8]) -> Result<&[u8], Corruption> {
