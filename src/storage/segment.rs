@@ -560,6 +560,70 @@ mod tests {
         );
     }
 
+    fn random_frames(sizes: &[usize], fill: u8) -> (Vec<u8>, Vec<usize>) {
+        let mut out = SegmentHeader { id: 1, base: 1 }.encode().to_vec();
+        let mut starts = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            starts.push(out.len());
+            let payload: Vec<u8> = (0..*n).map(|j| fill ^ (i + j) as u8 | 1).collect();
+            frame::encode(&payload, &mut out);
+        }
+        (out, starts)
+    }
+
+    proptest::proptest! {
+        /// A write into free space that stopped anywhere loses only the frames it had not
+        /// finished, and is never taken for damage.
+        #[test]
+        fn a_write_stopped_anywhere_in_free_space_is_never_damage(
+            sizes in proptest::collection::vec(1usize..3000, 1..12),
+            stop in 0usize..40_000,
+            free in 1usize..5000,
+            fill in proptest::prelude::any::<u8>(),
+            at_boundary in proptest::prelude::any::<bool>(),
+        ) {
+            let (whole, starts) = random_frames(&sizes, fill);
+            let body = SEGMENT_HEADER_BYTES as usize;
+            let stop = if at_boundary {
+                starts.iter().chain([&whole.len()]).nth(stop % (starts.len() + 1)).copied().unwrap_or(body)
+            } else {
+                body + stop % (whole.len() - body + 1)
+            };
+            let mut b = whole[..stop].to_vec();
+            b.resize(whole.len() + free, 0);
+            let (n, end) = count(&b);
+            let whole_frames = starts.iter().zip(starts.iter().skip(1).chain([&whole.len()])).filter(|(_, e)| **e <= stop).count();
+            proptest::prop_assert_eq!(n, whole_frames);
+            let at = starts.get(n).copied().unwrap_or(whole.len()) as u64;
+            if n == starts.len() || stop == starts[n] {
+                proptest::prop_assert_eq!(end, ScanEnd::Free { offset: at });
+            } else {
+                proptest::prop_assert_eq!(end, ScanEnd::Torn { offset: at });
+            }
+        }
+
+        /// A bit flipped in any frame but the last is damage, free space after or not.
+        #[test]
+        fn a_flip_before_the_last_frame_is_damage(
+            sizes in proptest::collection::vec(1usize..3000, 2..12),
+            which in 0usize..12,
+            bit in 0usize..100_000,
+            free in 0usize..5000,
+            fill in proptest::prelude::any::<u8>(),
+        ) {
+            let (mut b, starts) = random_frames(&sizes, fill);
+            let which = which % (starts.len() - 1);
+            let len = starts[which + 1] - starts[which];
+            let bit = bit % (len * 8);
+            b[starts[which] + bit / 8] ^= 1 << (bit % 8);
+            b.resize(b.len() + free, 0);
+            let (n, end) = count(&b);
+            proptest::prop_assert_eq!(n, which);
+            let is_corrupt = matches!(end, ScanEnd::Corrupt { offset, .. } if offset == starts[which] as u64);
+            proptest::prop_assert!(is_corrupt, "{:?}", end);
+        }
+    }
+
     #[test]
     fn header_round_trip_and_damage() {
         let h = SegmentHeader { id: 7, base: 1234 };
