@@ -35,7 +35,7 @@ const COMBINE_BYTES_MIN: usize = 4096;
 /// Appends one frame whose payload is `head || body`, given the crc32 state of `body`
 /// computed earlier (on another thread, say): only `head` is checksummed here.
 pub fn encode_parts(out: &mut Vec<u8>, head: &[u8], body: &[u8], body_crc: &crc32fast::Hasher) {
-    let len = ((head.len() + body.len()) as u32).to_le_bytes();
+    let len = (head.len() + body.len()) as u32;
     let mut pcrc = crc32fast::Hasher::new();
     pcrc.update(head);
     // Combining costs about a microsecond whatever the length; checksumming a short body
@@ -45,13 +45,7 @@ pub fn encode_parts(out: &mut Vec<u8>, head: &[u8], body: &[u8], body_crc: &crc3
     } else {
         pcrc.combine(body_crc);
     }
-    let pcrc = pcrc.finalize().to_le_bytes();
-    let mut h = crc32fast::Hasher::new();
-    h.update(&len);
-    h.update(&pcrc);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&pcrc);
-    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out.extend_from_slice(&header(len, pcrc.finalize()));
     out.extend_from_slice(head);
     out.extend_from_slice(body);
 }
@@ -63,14 +57,34 @@ pub fn encode_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     write(out);
     let payload = &out[start + FRAME_HEADER_BYTES..];
     debug_assert!(!payload.is_empty() && payload.len() <= FRAME_PAYLOAD_BYTES_MAX as usize);
-    let len = (payload.len() as u32).to_le_bytes();
-    let pcrc = crc32fast::hash(payload).to_le_bytes();
-    let mut h = crc32fast::Hasher::new();
-    h.update(&len);
-    h.update(&pcrc);
-    out[start..start + 4].copy_from_slice(&len);
-    out[start + 4..start + 8].copy_from_slice(&pcrc);
-    out[start + 8..start + 12].copy_from_slice(&h.finalize().to_le_bytes());
+    let header = header(payload.len() as u32, crc32fast::hash(payload));
+    out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&header);
+}
+
+/// The header of a frame whose payload has `len` bytes and checksum `pcrc`.
+fn header(len: u32, pcrc: u32) -> [u8; FRAME_HEADER_BYTES] {
+    let mut h = [0u8; FRAME_HEADER_BYTES];
+    h[..4].copy_from_slice(&len.to_le_bytes());
+    h[4..8].copy_from_slice(&pcrc.to_le_bytes());
+    let hcrc = crc32fast::hash(&h[..8]);
+    h[8..].copy_from_slice(&hcrc.to_le_bytes());
+    h
+}
+
+/// The header at the start of `buf`, checked: the payload's length and checksum.
+fn read_header(buf: &[u8]) -> Result<(usize, u32), FrameError> {
+    let Some(h) = buf.get(..FRAME_HEADER_BYTES) else {
+        return Err(FrameError::Incomplete { needed: None });
+    };
+    let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let (len, pcrc, hcrc) = (word(0), word(4), word(8));
+    if crc32fast::hash(&h[..8]) != hcrc {
+        return Err(FrameError::Corrupt(Corruption::FrameHeaderCrc));
+    }
+    if len == 0 || len > FRAME_PAYLOAD_BYTES_MAX {
+        return Err(FrameError::Corrupt(Corruption::FrameLength(len)));
+    }
+    Ok((len as usize, pcrc))
 }
 
 /// Total bytes a frame of `payload_len` takes.
@@ -80,18 +94,8 @@ pub fn framed_len(payload_len: usize) -> usize {
 
 /// Decodes the frame at the start of `buf`: its payload and its total length.
 pub fn decode(buf: &[u8]) -> Result<(&[u8], usize), FrameError> {
-    if buf.len() < FRAME_HEADER_BYTES {
-        return Err(FrameError::Incomplete { needed: None });
-    }
-    let word = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
-    let (len, pcrc, hcrc) = (word(0), word(4), word(8));
-    if crc32fast::hash(&buf[..8]) != hcrc {
-        return Err(FrameError::Corrupt(Corruption::FrameHeaderCrc));
-    }
-    if len == 0 || len > FRAME_PAYLOAD_BYTES_MAX {
-        return Err(FrameError::Corrupt(Corruption::FrameLength(len)));
-    }
-    let total = FRAME_HEADER_BYTES + len as usize;
+    let (len, pcrc) = read_header(buf)?;
+    let total = FRAME_HEADER_BYTES + len;
     if buf.len() < total {
         return Err(FrameError::Incomplete {
             needed: Some(total),
@@ -107,11 +111,9 @@ pub fn decode(buf: &[u8]) -> Result<(&[u8], usize), FrameError> {
 /// The full length of the frame at the start of `buf` as its header gives it, if the header
 /// checks out (whether or not the payload does, or is there at all).
 pub fn claimed_len(buf: &[u8]) -> Option<usize> {
-    let header = buf.get(..FRAME_HEADER_BYTES)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let hcrc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    (crc32fast::hash(&header[..8]) == hcrc && len != 0 && len <= FRAME_PAYLOAD_BYTES_MAX)
-        .then_some(FRAME_HEADER_BYTES + len as usize)
+    read_header(buf)
+        .ok()
+        .map(|(len, _)| FRAME_HEADER_BYTES + len)
 }
 
 /// The payload of the one frame that `buf` holds exactly (a frame located by an index):
