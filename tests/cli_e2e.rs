@@ -1,6 +1,7 @@
 //! The `chainlog` CLI against the real `chainlogd`: a walkthrough with human and JSON output,
 //! exit statuses, and tamper detection (a stored value edited while the server is down makes
-//! the next `vget` fail with the verification status, and `verify` too).
+//! the next `vget` fail with the verification status, and `verify` too); and how
+//! `chainlog-replicator` reports bad usage and a source it cannot reach.
 
 mod common;
 
@@ -138,4 +139,34 @@ fn a_value_edited_on_disk_fails_vget_and_verify() {
     );
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("0000000001.seg"), "names the file: {err}");
+}
+
+#[test]
+fn the_replicator_names_bad_usage_and_logs_plain_text_off_a_terminal() {
+    let replicator = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlog-replicator"))
+            .args(["--once", "--retries", "0"])
+            .args(["--source-addr", "http://127.0.0.1:1"])
+            .args(["--target-addr", "http://127.0.0.1:1", "--target-db", "copy"])
+            .args(extra)
+            .env("CHAINLOG_SOURCE_PASSWORD", "unused")
+            .env("CHAINLOG_TARGET_PASSWORD", "unused")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    // A log filter that does not parse is a usage error, not silently replaced.
+    let (code, err) = replicator(&["--log", "chainlog=loud"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--log"), "{err}");
+    // Nothing listens on port 1: it fails after logging what it copies, with no colour
+    // codes in a log that goes to a file or a pipe.
+    let (code, err) = replicator(&[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("copying") && err.contains("cannot connect"),
+        "{err}"
+    );
+    assert!(!err.contains('\x1b'), "escape codes in {err:?}");
 }
