@@ -27,3 +27,16 @@ pub mod proto;
 pub mod replication;
 pub mod server;
 pub mod storage;
+
+/// Sends `tracing` logs at `filter` (env-filter syntax) to stderr, coloured only on a
+/// terminal: the one logging set-up of `chainlogd` and `chainlog-replicator`.
+pub fn init_logging(filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("--log {filter:?}: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .init();
+    Ok(())
+}

@@ -152,18 +152,10 @@ fn endpoint(a: EndpointArgs<'_>) -> Result<Endpoint, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: --log {:?}: {e}", cli.log);
-            return ExitCode::from(2);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .init();
+    if let Err(e) = chainlog::init_logging(&cli.log) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let config = match (cli.source.endpoint(), cli.target.endpoint()) {
         (Ok(source), Ok(target)) => CopyConfig {
             source,

@@ -76,14 +76,7 @@ async fn run(args: Args) -> Result<(), String> {
         None => FileConfig::default(),
     };
     let filter = args.log.or(file.log).unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .map_err(|e| format!("--log {filter:?}: {e}"))?,
-        )
-        .init();
+    chainlog::init_logging(&filter)?;
 
     let mut config = ServerConfig::new(
         args.data_dir
