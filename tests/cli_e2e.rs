@@ -162,7 +162,7 @@ fn the_replicator_names_bad_usage_and_logs_plain_text_off_a_terminal() {
     assert!(err.contains("--log"), "{err}");
     // Nothing listens on port 1: it fails after logging what it copies, with no colour
     // codes in a log that goes to a file or a pipe.
-    let (code, err) = replicator(&[]);
+    let (code, err) = replicator(&["--log", "info"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("copying") && err.contains("cannot connect"),

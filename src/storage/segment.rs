@@ -585,14 +585,16 @@ mod tests {
             let (whole, starts) = random_frames(&sizes, fill);
             let body = SEGMENT_HEADER_BYTES as usize;
             let stop = if at_boundary {
-                starts.iter().chain([&whole.len()]).nth(stop % (starts.len() + 1)).copied().unwrap_or(body)
+                let mut boundaries = starts.iter().copied().chain([whole.len()]);
+                boundaries.nth(stop % (starts.len() + 1)).unwrap_or(body)
             } else {
                 body + stop % (whole.len() - body + 1)
             };
             let mut b = whole[..stop].to_vec();
             b.resize(whole.len() + free, 0);
             let (n, end) = count(&b);
-            let whole_frames = starts.iter().zip(starts.iter().skip(1).chain([&whole.len()])).filter(|(_, e)| **e <= stop).count();
+            let ends = starts.iter().copied().skip(1).chain([whole.len()]);
+            let whole_frames = ends.filter(|e| *e <= stop).count();
             proptest::prop_assert_eq!(n, whole_frames);
             let at = starts.get(n).copied().unwrap_or(whole.len()) as u64;
             if n == starts.len() || stop == starts[n] {
@@ -619,7 +621,8 @@ mod tests {
             b.resize(b.len() + free, 0);
             let (n, end) = count(&b);
             proptest::prop_assert_eq!(n, which);
-            let is_corrupt = matches!(end, ScanEnd::Corrupt { offset, .. } if offset == starts[which] as u64);
+            let damaged_at = starts[which] as u64;
+            let is_corrupt = matches!(end, ScanEnd::Corrupt { offset, .. } if offset == damaged_at);
             proptest::prop_assert!(is_corrupt, "{:?}", end);
         }
     }
