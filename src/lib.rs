@@ -23,10 +23,10 @@ pub mod client;
 pub mod index;
 pub mod integrity;
 pub mod ledger;
-pub mod proto;
 pub mod replication;
 pub mod server;
 pub mod storage;
+pub mod wire;
 
 /// Sends `tracing` logs at `filter` (env-filter syntax) to stderr, coloured only on a
 /// terminal: the one logging set-up of `chainlogd` and `chainlog-replicator`.

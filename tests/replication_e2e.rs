@@ -7,7 +7,7 @@
 mod common;
 
 use chainlog::client::Client;
-use chainlog::proto;
+use chainlog::wire;
 use common::{admin, cli, free_port, Server, ADMIN_PASSWORD};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,9 +21,9 @@ async fn state(c: &Client, db: &str) -> (u64, Vec<u8>, String) {
     (s.tx_id, s.alh, s.uuid)
 }
 
-async fn status(c: &Client, db: &str) -> proto::ReplicationStatusResponse {
+async fn status(c: &Client, db: &str) -> wire::ReplicationStatusResponse {
     c.replication()
-        .replication_status(proto::ReplicationStatusRequest {
+        .replication_status(wire::ReplicationStatusRequest {
             database: db.into(),
         })
         .await
@@ -107,7 +107,7 @@ fn create_replica(
 async fn replicator_user(primary: &Client, dbs: &[&str]) {
     primary
         .users()
-        .create_user(proto::CreateUserRequest {
+        .create_user(wire::CreateUserRequest {
             name: "replicator".into(),
             password: REPLICA_PASSWORD.into(),
             superuser: false,
@@ -117,10 +117,10 @@ async fn replicator_user(primary: &Client, dbs: &[&str]) {
     for db in dbs {
         primary
             .users()
-            .grant(proto::GrantRequest {
+            .grant(wire::GrantRequest {
                 user: "replicator".into(),
                 database: (*db).into(),
-                permission: proto::Permission::Read as i32,
+                permission: wire::Permission::Read as i32,
             })
             .await
             .unwrap();
@@ -147,7 +147,7 @@ async fn replica_converges_resumes_after_kill_9_and_refuses_writes() {
     assert_eq!(state(&r, "rdb").await.2, puuid);
     let vt = r
         .data()
-        .verifiable_tx_by_id(proto::VerifiableTxByIdRequest {
+        .verifiable_tx_by_id(wire::VerifiableTxByIdRequest {
             database: "rdb".into(),
             id: 1234,
             trusted_tx_id: 0,
@@ -166,10 +166,10 @@ async fn replica_converges_resumes_after_kill_9_and_refuses_writes() {
             .try_into()
             .unwrap(),
         state: vt.state_header.as_ref().unwrap().try_into().unwrap(),
-        path: chainlog::proto::digests("p", &vt.tx_inclusion).unwrap(),
+        path: chainlog::wire::digests("p", &vt.tx_inclusion).unwrap(),
     };
     proof
-        .verify(ptx, &chainlog::proto::digest("alh", &palh).unwrap())
+        .verify(ptx, &chainlog::wire::digest("alh", &palh).unwrap())
         .unwrap();
     // Reads work, writes are refused.
     assert_eq!(
@@ -186,8 +186,8 @@ async fn replica_converges_resumes_after_kill_9_and_refuses_writes() {
     );
     let s = status(&r, "rdb").await;
     assert_eq!(
-        (s.role.as_str(), s.state.as_str(), s.lag_txs),
-        ("replica", "streaming", 0),
+        (s.role(), s.state(), s.lag_txs),
+        (wire::Role::Replica, wire::ReplicaState::Streaming, 0),
         "{s:?}"
     );
     let ps = status(&p, "defaultdb").await;
@@ -315,7 +315,7 @@ async fn a_rewritten_primary_is_refused_as_diverged() {
     let start = Instant::now();
     let s = loop {
         let s = status(&r, "rdb").await;
-        if s.state == "diverged" {
+        if s.state() == wire::ReplicaState::Diverged {
             break s;
         }
         assert!(
@@ -341,7 +341,10 @@ async fn a_rewritten_primary_is_refused_as_diverged() {
     assert_eq!(code, 0, "{out}{err}");
     converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(60)).await;
     assert_eq!(state(&r, "rdb").await.0, 80);
-    assert_eq!(status(&r, "rdb").await.state, "streaming");
+    assert_eq!(
+        status(&r, "rdb").await.state(),
+        wire::ReplicaState::Streaming
+    );
     // A primary is never wiped.
     let (code, _, err) = cli(
         &primary.addr,
@@ -531,7 +534,7 @@ async fn the_external_replicator_copies_resumes_and_refuses_mixing() {
 }
 
 /// Tx `id` of `c`'s defaultdb as ExportTx sends it: its stored record.
-async fn exported(c: &Client, id: u64) -> proto::ReplicatedTx {
+async fn exported(c: &Client, id: u64) -> wire::ReplicatedTx {
     let alh = match id {
         1 => Vec::new(),
         _ => {
@@ -543,7 +546,7 @@ async fn exported(c: &Client, id: u64) -> proto::ReplicatedTx {
     };
     let mut stream = c
         .replication()
-        .export_tx(proto::ExportTxRequest {
+        .export_tx(wire::ExportTxRequest {
             database: "defaultdb".into(),
             tx_id: id - 1,
             alh,
@@ -553,7 +556,7 @@ async fn exported(c: &Client, id: u64) -> proto::ReplicatedTx {
         .unwrap()
         .into_inner();
     while let Some(msg) = stream.message().await.unwrap() {
-        if let Some(proto::follow_response::Msg::Batch(b)) = msg.msg {
+        if let Some(wire::follow_response::Msg::Batch(b)) = msg.msg {
             let tx = b.txs.into_iter().next().unwrap();
             let (h, _) = chainlog::ledger::record_header(&tx.record).unwrap();
             assert_eq!(h.id, id);
@@ -563,8 +566,8 @@ async fn exported(c: &Client, id: u64) -> proto::ReplicatedTx {
     panic!("tx {id} was not exported");
 }
 
-fn record(bytes: Vec<u8>) -> proto::ReplicatedTx {
-    proto::ReplicatedTx {
+fn record(bytes: Vec<u8>) -> wire::ReplicatedTx {
+    wire::ReplicatedTx {
         record: bytes.into(),
     }
 }
@@ -574,9 +577,9 @@ async fn push(
     c: &Client,
     database: &str,
     source_uuid: &str,
-    tx: proto::ReplicatedTx,
+    tx: wire::ReplicatedTx,
 ) -> tonic::Status {
-    let first = proto::ReplicateTxRequest {
+    let first = wire::ReplicateTxRequest {
         database: database.into(),
         source_uuid: source_uuid.into(),
         txs: vec![tx],
@@ -682,7 +685,7 @@ async fn promotion_makes_a_replica_writable_without_a_restart() {
         h.id, 41,
         "the promoted database goes on from the replicated history"
     );
-    assert_eq!(status(&r, "rdb").await.role, "primary");
+    assert_eq!(status(&r, "rdb").await.role(), wire::Role::Primary);
     // The old primary's later writes no longer reach it.
     write(&p, "defaultdb", 5, "late").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -747,5 +750,9 @@ async fn connections_cut_at_random_still_converge() {
     assert_eq!(state(&r, "rdb").await.0, 3000);
     // Every tx arrived once and in order: the replica's chain checks out end to end.
     let s = status(&r, "rdb").await;
-    assert_eq!((s.state.as_str(), s.lag_txs), ("streaming", 0), "{s:?}");
+    assert_eq!(
+        (s.state(), s.lag_txs),
+        (wire::ReplicaState::Streaming, 0),
+        "{s:?}"
+    );
 }

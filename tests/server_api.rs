@@ -4,7 +4,7 @@
 mod common;
 
 use chainlog::client::{Client, ClientError, VerifiedClient};
-use chainlog::proto;
+use chainlog::wire;
 use common::{admin, Server, ADMIN_PASSWORD};
 use tonic::Code;
 
@@ -35,20 +35,20 @@ async fn auth_failures_and_the_permission_matrix() {
     let admin = admin(&server).await;
     admin
         .databases()
-        .create_database(proto::CreateDatabaseRequest {
+        .create_database(wire::CreateDatabaseRequest {
             name: "app".into(),
             settings: None,
         })
         .await
         .unwrap();
     for (name, perm) in [
-        ("reader", proto::Permission::Read),
-        ("writer", proto::Permission::Readwrite),
-        ("owner", proto::Permission::Admin),
+        ("reader", wire::Permission::Read),
+        ("writer", wire::Permission::Readwrite),
+        ("owner", wire::Permission::Admin),
     ] {
         admin
             .users()
-            .create_user(proto::CreateUserRequest {
+            .create_user(wire::CreateUserRequest {
                 name: name.into(),
                 password: format!("{name}-password"),
                 superuser: false,
@@ -57,7 +57,7 @@ async fn auth_failures_and_the_permission_matrix() {
             .unwrap();
         admin
             .users()
-            .grant(proto::GrantRequest {
+            .grant(wire::GrantRequest {
                 user: name.into(),
                 database: "app".into(),
                 permission: perm as i32,
@@ -67,7 +67,7 @@ async fn auth_failures_and_the_permission_matrix() {
     }
     admin
         .users()
-        .create_user(proto::CreateUserRequest {
+        .create_user(wire::CreateUserRequest {
             name: "stranger".into(),
             password: "stranger-password".into(),
             superuser: false,
@@ -123,7 +123,7 @@ async fn auth_failures_and_the_permission_matrix() {
     let upd = |c: &Client| {
         let mut d = c.databases();
         async move {
-            d.update_database(proto::UpdateDatabaseRequest {
+            d.update_database(wire::UpdateDatabaseRequest {
                 name: "app".into(),
                 settings: None,
             })
@@ -138,7 +138,7 @@ async fn auth_failures_and_the_permission_matrix() {
     assert_eq!(
         owner
             .databases()
-            .create_database(proto::CreateDatabaseRequest {
+            .create_database(wire::CreateDatabaseRequest {
                 name: "x".into(),
                 settings: None
             })
@@ -150,7 +150,7 @@ async fn auth_failures_and_the_permission_matrix() {
     assert_eq!(
         owner
             .users()
-            .create_user(proto::CreateUserRequest {
+            .create_user(wire::CreateUserRequest {
                 name: "y".into(),
                 password: "long-enough".into(),
                 superuser: false
@@ -162,10 +162,10 @@ async fn auth_failures_and_the_permission_matrix() {
     );
     owner
         .users()
-        .grant(proto::GrantRequest {
+        .grant(wire::GrantRequest {
             user: "stranger".into(),
             database: "app".into(),
-            permission: proto::Permission::Read as i32,
+            permission: wire::Permission::Read as i32,
         })
         .await
         .unwrap();
@@ -173,7 +173,7 @@ async fn auth_failures_and_the_permission_matrix() {
     assert_eq!(
         writer
             .users()
-            .revoke(proto::RevokeRequest {
+            .revoke(wire::RevokeRequest {
                 user: "stranger".into(),
                 database: "app".into()
             })
@@ -184,7 +184,7 @@ async fn auth_failures_and_the_permission_matrix() {
     );
     owner
         .users()
-        .revoke(proto::RevokeRequest {
+        .revoke(wire::RevokeRequest {
             user: "stranger".into(),
             database: "app".into(),
         })
@@ -197,7 +197,7 @@ async fn auth_failures_and_the_permission_matrix() {
     // Lists show only what the caller may see.
     let seen = reader
         .databases()
-        .list_databases(proto::ListDatabasesRequest {})
+        .list_databases(wire::ListDatabasesRequest {})
         .await
         .unwrap()
         .into_inner();
@@ -211,7 +211,7 @@ async fn auth_failures_and_the_permission_matrix() {
     assert_eq!(
         reader
             .users()
-            .list_users(proto::ListUsersRequest {})
+            .list_users(wire::ListUsersRequest {})
             .await
             .unwrap_err()
             .code(),
@@ -249,7 +249,7 @@ async fn auth_failures_and_the_permission_matrix() {
     assert_eq!(
         admin
             .databases()
-            .create_database(proto::CreateDatabaseRequest {
+            .create_database(wire::CreateDatabaseRequest {
                 name: "app".into(),
                 settings: None
             })
@@ -261,7 +261,7 @@ async fn auth_failures_and_the_permission_matrix() {
     assert_eq!(
         admin
             .databases()
-            .create_database(proto::CreateDatabaseRequest {
+            .create_database(wire::CreateDatabaseRequest {
                 name: "bad/name".into(),
                 settings: None
             })
@@ -310,7 +310,7 @@ async fn every_data_call_and_the_verified_ones() {
     assert_eq!((h1.id, h2.id), (1, 2));
     assert_eq!(c.get(db, b"a").await.unwrap().unwrap().value, b"2");
     let at1 = c
-        .get_with(proto::GetRequest {
+        .get_with(wire::GetRequest {
             database: db.into(),
             key: b"a".to_vec(),
             at_tx: 1,
@@ -322,7 +322,7 @@ async fn every_data_call_and_the_verified_ones() {
     // Waiting for a tx that comes later.
     let c2 = c.clone();
     let waiter = tokio::spawn(async move {
-        c2.get_with(proto::GetRequest {
+        c2.get_with(wire::GetRequest {
             database: "defaultdb".into(),
             key: b"late".to_vec(),
             since_tx: 3,
@@ -337,7 +337,7 @@ async fn every_data_call_and_the_verified_ones() {
         .unwrap();
     assert_eq!(waiter.await.unwrap().unwrap().unwrap().value, b"arrived");
     let timed_out = c
-        .get_with(proto::GetRequest {
+        .get_with(wire::GetRequest {
             database: db.into(),
             key: b"a".to_vec(),
             since_tx: 99,
@@ -354,7 +354,7 @@ async fn every_data_call_and_the_verified_ones() {
         Code::NotFound
     );
     let hist = c
-        .history(proto::HistoryRequest {
+        .history(wire::HistoryRequest {
             database: db.into(),
             key: b"a".to_vec(),
             limit: 10,
@@ -367,7 +367,7 @@ async fn every_data_call_and_the_verified_ones() {
         vec![(1, false), (2, false), (4, true)]
     );
     let scan = c
-        .scan(proto::ScanRequest {
+        .scan(wire::ScanRequest {
             database: db.into(),
             prefix: b"p/".to_vec(),
             limit: 10,
@@ -416,7 +416,7 @@ async fn every_data_call_and_the_verified_ones() {
     );
     let p = c
         .data()
-        .consistency_proof(proto::ConsistencyProofRequest {
+        .consistency_proof(wire::ConsistencyProofRequest {
             database: db.into(),
             old_tx_id: 2,
             new_tx_id: 6,
@@ -462,9 +462,9 @@ async fn restart_keeps_data_users_and_settings() {
     let server = Server::start(dir.path(), &[]);
     let c = admin(&server).await;
     c.databases()
-        .create_database(proto::CreateDatabaseRequest {
+        .create_database(wire::CreateDatabaseRequest {
             name: "kept".into(),
-            settings: Some(proto::DatabaseSettings {
+            settings: Some(wire::DatabaseSettings {
                 checkpoint_txs: Some(7),
                 ..Default::default()
             }),
@@ -472,7 +472,7 @@ async fn restart_keeps_data_users_and_settings() {
         .await
         .unwrap();
     c.users()
-        .create_user(proto::CreateUserRequest {
+        .create_user(wire::CreateUserRequest {
             name: "ann".into(),
             password: "ann-password".into(),
             superuser: false,
@@ -500,7 +500,7 @@ async fn restart_keeps_data_users_and_settings() {
     );
     let dbs = c
         .databases()
-        .list_databases(proto::ListDatabasesRequest {})
+        .list_databases(wire::ListDatabasesRequest {})
         .await
         .unwrap()
         .into_inner()
@@ -573,7 +573,7 @@ async fn malformed_and_oversized_requests_get_errors_and_the_server_keeps_servin
     );
     let bad = c
         .data()
-        .verifiable_get(proto::VerifiableGetRequest {
+        .verifiable_get(wire::VerifiableGetRequest {
             database: "defaultdb".into(),
             key: vec![],
             at_tx: 0,

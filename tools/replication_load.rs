@@ -15,7 +15,7 @@
 
 use chainlog::client::Client;
 use chainlog::ledger::{Durability, Ledger, NewEntry, Options};
-use chainlog::proto;
+use chainlog::wire;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -108,15 +108,15 @@ async fn overhead(secs: u64, clients: u64) {
             Some((proc, r))
         };
         if mode == "sync" {
-            let settings = proto::DatabaseSettings {
-                replication: Some(proto::ReplicationSettings {
+            let settings = wire::DatabaseSettings {
+                replication: Some(wire::ReplicationSettings {
                     sync_acks: Some(1),
                     ..Default::default()
                 }),
                 ..Default::default()
             };
             p.databases()
-                .update_database(proto::UpdateDatabaseRequest {
+                .update_database(wire::UpdateDatabaseRequest {
                     name: "defaultdb".into(),
                     settings: Some(settings),
                 })
@@ -146,8 +146,8 @@ async fn overhead(secs: u64, clients: u64) {
 }
 
 async fn create_replica(replica: &Client, primary_port: u16) {
-    let settings = proto::DatabaseSettings {
-        replication: Some(proto::ReplicationSettings {
+    let settings = wire::DatabaseSettings {
+        replication: Some(wire::ReplicationSettings {
             is_replica: Some(true),
             primary_host: Some("127.0.0.1".into()),
             primary_port: Some(u32::from(primary_port)),
@@ -160,7 +160,7 @@ async fn create_replica(replica: &Client, primary_port: u16) {
     };
     replica
         .databases()
-        .create_database(proto::CreateDatabaseRequest {
+        .create_database(wire::CreateDatabaseRequest {
             name: "rdb".into(),
             settings: Some(settings),
         })
@@ -266,7 +266,7 @@ async fn lag(secs: u64, rate: u64, idle: u64) {
             .expect("set");
         let t = Instant::now();
         let got = r
-            .get_with(proto::GetRequest {
+            .get_with(wire::GetRequest {
                 database: "rdb".into(),
                 key: format!("probe-{i}").into_bytes(),
                 since_tx: h.id,
@@ -297,7 +297,7 @@ async fn lag(secs: u64, rate: u64, idle: u64) {
         .await
         .expect("set");
     let t = Instant::now();
-    r.get_with(proto::GetRequest {
+    r.get_with(wire::GetRequest {
         database: "rdb".into(),
         key: b"after-idle".to_vec(),
         since_tx: h.id,

@@ -10,7 +10,7 @@
 //! with `cargo build --release --bin chainlogd`) on a temporary data directory.
 
 use chainlog::client::Client;
-use chainlog::proto;
+use chainlog::wire;
 use std::time::{Duration, Instant};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -86,7 +86,7 @@ async fn get_load(addr: &str, password: &str, secs: u64) {
                 // The server builds the entry, tx and state proofs; the client checks them as
                 // VerifiedClient does (measured separately in benches/proofs.rs).
                 let mut d = client.data();
-                d.verifiable_get(proto::VerifiableGetRequest {
+                d.verifiable_get(wire::VerifiableGetRequest {
                     database: "defaultdb".into(),
                     key: k,
                     at_tx: 0,

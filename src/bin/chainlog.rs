@@ -1,7 +1,7 @@
 //! chainlog: the command-line client. Parses arguments, calls the SDK, prints the answer.
 
 use chainlog::client::{Client, ClientError, ClientTls, VerifiedClient};
-use chainlog::proto;
+use chainlog::wire;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
@@ -168,7 +168,7 @@ struct ReplicationFlags {
 }
 
 impl ReplicationFlags {
-    fn settings(&self) -> Result<Option<proto::ReplicationSettings>, Failure> {
+    fn settings(&self) -> Result<Option<wire::ReplicationSettings>, Failure> {
         let password = match &self.replication_primary_password_file {
             Some(f) => Some(
                 std::fs::read_to_string(f)
@@ -185,7 +185,7 @@ impl ReplicationFlags {
             (Some(true), None) => Some(1),
             (_, k) => k,
         };
-        let r = proto::ReplicationSettings {
+        let r = wire::ReplicationSettings {
             is_replica: self.replication_is_replica,
             primary_host: self.replication_primary_host.clone(),
             primary_port: self.replication_primary_port,
@@ -200,7 +200,7 @@ impl ReplicationFlags {
             primary_tls_key_file: self.replication_primary_tls_key.clone(),
             primary_password_set: false,
         };
-        Ok((r != proto::ReplicationSettings::default()).then_some(r))
+        Ok((r != wire::ReplicationSettings::default()).then_some(r))
     }
 }
 
@@ -295,21 +295,21 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn header_json(h: &proto::TxHeader) -> serde_json::Value {
+fn header_json(h: &wire::TxHeader) -> serde_json::Value {
     json!({"id": h.id, "timestamp_us": h.timestamp_us, "entry_count": h.entry_count,
            "prev_alh": hex(&h.prev_alh), "entries_root": hex(&h.entries_root),
            "history_size": h.history_size, "history_root": hex(&h.history_root)})
 }
 
-fn entry_json(e: &proto::Entry) -> serde_json::Value {
+fn entry_json(e: &wire::Entry) -> serde_json::Value {
     json!({"key": text(&e.key), "value": text(&e.value), "tx": e.tx, "deleted": e.deleted})
 }
 
-fn permission_of(s: &str) -> Result<proto::Permission, Failure> {
+fn permission_of(s: &str) -> Result<wire::Permission, Failure> {
     match s {
-        "read" => Ok(proto::Permission::Read),
-        "readwrite" => Ok(proto::Permission::Readwrite),
-        "admin" => Ok(proto::Permission::Admin),
+        "read" => Ok(wire::Permission::Read),
+        "readwrite" => Ok(wire::Permission::Readwrite),
+        "admin" => Ok(wire::Permission::Admin),
         _ => Err(Failure::Error(format!(
             "unknown permission {s:?}: use read, readwrite or admin"
         ))),
@@ -421,11 +421,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Database(cmd) => {
             let c = connect(&cli).await?;
-            let info_json = |i: &proto::DatabaseInfo| {
+            let info_json = |i: &wire::DatabaseInfo| {
                 let s = i.settings.clone().unwrap_or_default();
                 let st = i.state.clone().unwrap_or_default();
                 json!({"name": i.name, "uuid": i.uuid, "tx_id": st.tx_id, "alh": hex(&st.alh),
-                       "settings": {"durability": if s.durability == Some(proto::Durability::Buffered as i32) {"buffered"} else {"synced"},
+                       "settings": {"durability": if s.durability == Some(wire::Durability::Buffered as i32) {"buffered"} else {"synced"},
                                     "segment_bytes_max": s.segment_bytes_max, "checkpoint_txs": s.checkpoint_txs,
                                     "replication": s.replication.as_ref().map(|r| json!({
                                         "is_replica": r.is_replica, "primary_host": r.primary_host, "primary_port": r.primary_port,
@@ -440,15 +440,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     checkpoint_txs,
                     replication,
                 } => {
-                    let settings = proto::DatabaseSettings {
-                        durability: buffered.then_some(proto::Durability::Buffered as i32),
+                    let settings = wire::DatabaseSettings {
+                        durability: buffered.then_some(wire::Durability::Buffered as i32),
                         segment_bytes_max: *segment_bytes_max,
                         checkpoint_txs: *checkpoint_txs,
                         replication: replication.settings()?,
                     };
                     let i = c
                         .databases()
-                        .create_database(proto::CreateDatabaseRequest {
+                        .create_database(wire::CreateDatabaseRequest {
                             name: name.clone(),
                             settings: Some(settings),
                         })
@@ -462,7 +462,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 DatabaseCmd::List => {
                     let l = c
                         .databases()
-                        .list_databases(proto::ListDatabasesRequest {})
+                        .list_databases(wire::ListDatabasesRequest {})
                         .await
                         .map_err(ClientError::from)?
                         .into_inner();
@@ -491,15 +491,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     checkpoint_txs,
                     replication,
                 } => {
-                    let settings = proto::DatabaseSettings {
-                        durability: buffered.map(|b| if b { proto::Durability::Buffered } else { proto::Durability::Synced } as i32),
+                    let settings = wire::DatabaseSettings {
+                        durability: buffered.map(|b| if b { wire::Durability::Buffered } else { wire::Durability::Synced } as i32),
                         segment_bytes_max: *segment_bytes_max,
                         checkpoint_txs: *checkpoint_txs,
                         replication: replication.settings()?,
                     };
                     let i = c
                         .databases()
-                        .update_database(proto::UpdateDatabaseRequest {
+                        .update_database(wire::UpdateDatabaseRequest {
                             name: name.clone(),
                             settings: Some(settings),
                         })
@@ -511,7 +511,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 DatabaseCmd::Refresh { name } => {
                     let i = c
                         .databases()
-                        .refresh_database(proto::RefreshDatabaseRequest { name: name.clone() })
+                        .refresh_database(wire::RefreshDatabaseRequest { name: name.clone() })
                         .await
                         .map_err(ClientError::from)?
                         .into_inner();
@@ -533,11 +533,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::User(cmd) => {
             let c = connect(&cli).await?;
-            let user_json = |u: &proto::User| {
+            let user_json = |u: &wire::User| {
                 json!({"name": u.name, "superuser": u.superuser, "grants": u.grants.iter().map(|g| json!({"database": g.database,
                     "permission": perm_name(g.permission)})).collect::<Vec<_>>()})
             };
-            let user_text = |u: &proto::User| {
+            let user_text = |u: &wire::User| {
                 let grants: Vec<String> = u
                     .grants
                     .iter()
@@ -558,7 +558,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 } => {
                     let u = c
                         .users()
-                        .create_user(proto::CreateUserRequest {
+                        .create_user(wire::CreateUserRequest {
                             name: name.clone(),
                             password: new_password.clone(),
                             superuser: *superuser,
@@ -571,7 +571,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 UserCmd::List => {
                     let l = c
                         .users()
-                        .list_users(proto::ListUsersRequest {})
+                        .list_users(wire::ListUsersRequest {})
                         .await
                         .map_err(ClientError::from)?
                         .into_inner();
@@ -584,7 +584,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     let p = permission_of(permission)?;
                     let u = c
                         .users()
-                        .grant(proto::GrantRequest {
+                        .grant(wire::GrantRequest {
                             user: name.clone(),
                             database: db.clone(),
                             permission: p as i32,
@@ -597,7 +597,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 UserCmd::Revoke { name } => {
                     let u = c
                         .users()
-                        .revoke(proto::RevokeRequest {
+                        .revoke(wire::RevokeRequest {
                             user: name.clone(),
                             database: db.clone(),
                         })
@@ -612,7 +612,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     old_password,
                 } => {
                     c.users()
-                        .change_password(proto::ChangePasswordRequest {
+                        .change_password(wire::ChangePasswordRequest {
                             name: name.clone(),
                             old_password: old_password.clone(),
                             new_password: new_password.clone(),
@@ -629,7 +629,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let c = connect(&cli).await?;
             let r = c
                 .replication()
-                .replication_status(proto::ReplicationStatusRequest {
+                .replication_status(wire::ReplicationStatusRequest {
                     database: db.clone(),
                 })
                 .await
@@ -641,22 +641,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map(|l| json!({"replica": l.replica, "peer": l.peer, "acked_tx_id": l.acked_tx_id, "lag_txs": l.lag_txs}))
                 .collect();
             out.print(
-                json!({"database": r.database, "role": r.role, "primary": r.primary, "state": r.state,
+                json!({"database": r.database, "role": role_name(r.role()), "primary": r.primary, "state": state_name(r.state()),
                        "last_applied_tx_id": r.last_applied_tx_id, "primary_head_tx_id": r.primary_head_tx_id,
                        "lag_txs": r.lag_txs, "lag_ms": r.lag_ms, "last_error": r.last_error,
                        "diverged_local": r.diverged_local.as_ref().map(header_json),
                        "diverged_remote": r.diverged_remote.as_ref().map(header_json),
                        "replicas": replicas}),
                 || {
-                    let mut s = if r.role == "replica" && r.primary.is_empty() {
+                    let mut s = if r.role() == wire::Role::ExternalReplica {
                         format!(
                             "{} replica with no primary host (fed by chainlog-replicator through ReplicateTx): applied tx {}",
                             r.database, r.last_applied_tx_id
                         )
-                    } else if r.role == "replica" {
+                    } else if r.role() == wire::Role::Replica {
                         format!(
                             "{} replica of {}: {}, applied tx {}, primary at tx {}, lag {} txs / {} ms",
-                            r.database, r.primary, r.state, r.last_applied_tx_id, r.primary_head_tx_id, r.lag_txs, r.lag_ms
+                            r.database, r.primary, state_name(r.state()), r.last_applied_tx_id, r.primary_head_tx_id, r.lag_txs, r.lag_ms
                         )
                     } else {
                         format!("{} primary at tx {}", r.database, r.last_applied_tx_id)
@@ -684,7 +684,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Get { key, at_tx } => {
             let c = connect(&cli).await?;
             let e = c
-                .get_with(proto::GetRequest {
+                .get_with(wire::GetRequest {
                     database: db.clone(),
                     key: key.clone().into_bytes(),
                     at_tx: *at_tx,
@@ -711,7 +711,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let es = connect(&cli)
                 .await?
-                .history(proto::HistoryRequest {
+                .history(wire::HistoryRequest {
                     database: db.clone(),
                     key: key.clone().into_bytes(),
                     offset: *offset,
@@ -740,7 +740,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let es = connect(&cli)
                 .await?
-                .scan(proto::ScanRequest {
+                .scan(wire::ScanRequest {
                     database: db.clone(),
                     prefix: prefix.clone().into_bytes(),
                     after: after.clone().unwrap_or_default().into_bytes(),
@@ -839,10 +839,29 @@ fn main() -> ExitCode {
 }
 
 fn perm_name(p: i32) -> &'static str {
-    match proto::Permission::try_from(p) {
-        Ok(proto::Permission::Read) => "read",
-        Ok(proto::Permission::Readwrite) => "readwrite",
-        Ok(proto::Permission::Admin) => "admin",
+    match wire::Permission::try_from(p) {
+        Ok(wire::Permission::Read) => "read",
+        Ok(wire::Permission::Readwrite) => "readwrite",
+        Ok(wire::Permission::Admin) => "admin",
         _ => "none",
+    }
+}
+
+fn role_name(r: wire::Role) -> &'static str {
+    match r {
+        wire::Role::Primary | wire::Role::Unspecified => "primary",
+        wire::Role::Replica => "replica",
+        wire::Role::ExternalReplica => "external-replica",
+    }
+}
+
+fn state_name(s: wire::ReplicaState) -> &'static str {
+    match s {
+        wire::ReplicaState::Unspecified => "",
+        wire::ReplicaState::Connecting => "connecting",
+        wire::ReplicaState::CatchingUp => "catching-up",
+        wire::ReplicaState::Streaming => "streaming",
+        wire::ReplicaState::Diverged => "diverged",
+        wire::ReplicaState::Stopped => "stopped",
     }
 }

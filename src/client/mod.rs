@@ -8,7 +8,7 @@ mod verified;
 
 pub use verified::{TamperError, TrustedState, VerifiedClient, VerifiedEntry};
 
-use crate::proto::{
+use crate::wire::{
     self, auth_client, data_client, databases_client, replication_client, users_client,
 };
 use std::sync::{Arc, RwLock};
@@ -25,7 +25,7 @@ pub enum ClientError {
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] Status),
     #[error("malformed answer: {0}")]
-    Wire(#[from] proto::WireError),
+    Wire(#[from] wire::WireError),
     #[error("verification failed: {0}")]
     Tamper(Box<TamperError>),
     #[error("state file {path}: {reason}")]
@@ -129,21 +129,21 @@ impl Client {
     /// The data service, with message limits that fit the largest transaction.
     pub fn data(&self) -> data_client::DataClient<Authed> {
         data_client::DataClient::with_interceptor(self.channel.clone(), self.bearer())
-            .max_decoding_message_size(crate::server::MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(crate::server::MESSAGE_BYTES_MAX)
+            .max_decoding_message_size(wire::MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(wire::MESSAGE_BYTES_MAX)
     }
 
     pub fn replication(&self) -> replication_client::ReplicationClient<Authed> {
         replication_client::ReplicationClient::with_interceptor(self.channel.clone(), self.bearer())
-            .max_decoding_message_size(crate::server::MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(crate::server::MESSAGE_BYTES_MAX)
+            .max_decoding_message_size(wire::MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(wire::MESSAGE_BYTES_MAX)
     }
 
     /// Logs in; later calls carry the session token.
-    pub async fn login(&self, user: &str, password: &str) -> Result<proto::LoginResponse> {
+    pub async fn login(&self, user: &str, password: &str) -> Result<wire::LoginResponse> {
         let r = self
             .auth()
-            .login(proto::LoginRequest {
+            .login(wire::LoginRequest {
                 user: user.to_string(),
                 password: password.to_string(),
             })
@@ -157,7 +157,7 @@ impl Client {
     }
 
     pub async fn logout(&self) -> Result<()> {
-        self.auth().logout(proto::LogoutRequest {}).await?;
+        self.auth().logout(wire::LogoutRequest {}).await?;
         *self
             .token
             .write()
@@ -166,14 +166,14 @@ impl Client {
     }
 
     /// Commits `entries` (key, value) in one transaction.
-    pub async fn set(&self, db: &str, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<proto::TxHeader> {
+    pub async fn set(&self, db: &str, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<wire::TxHeader> {
         let entries = entries
             .into_iter()
-            .map(|(key, value)| proto::KeyValue { key, value })
+            .map(|(key, value)| wire::KeyValue { key, value })
             .collect();
         Ok(self
             .data()
-            .set(proto::SetRequest {
+            .set(wire::SetRequest {
                 database: db.to_string(),
                 entries,
             })
@@ -182,8 +182,8 @@ impl Client {
     }
 
     /// The latest value of `key`; `None` if absent or deleted.
-    pub async fn get(&self, db: &str, key: &[u8]) -> Result<Option<proto::Entry>> {
-        self.get_with(proto::GetRequest {
+    pub async fn get(&self, db: &str, key: &[u8]) -> Result<Option<wire::Entry>> {
+        self.get_with(wire::GetRequest {
             database: db.to_string(),
             key: key.to_vec(),
             ..Default::default()
@@ -192,7 +192,7 @@ impl Client {
     }
 
     /// A Get with every option (as of a tx, or after waiting for one).
-    pub async fn get_with(&self, req: proto::GetRequest) -> Result<Option<proto::Entry>> {
+    pub async fn get_with(&self, req: wire::GetRequest) -> Result<Option<wire::Entry>> {
         match self.data().get(req).await {
             Ok(r) => Ok(Some(r.into_inner())),
             Err(s) if is_key_not_found(&s) => Ok(None),
@@ -200,10 +200,10 @@ impl Client {
         }
     }
 
-    pub async fn delete(&self, db: &str, keys: Vec<Vec<u8>>) -> Result<proto::TxHeader> {
+    pub async fn delete(&self, db: &str, keys: Vec<Vec<u8>>) -> Result<wire::TxHeader> {
         Ok(self
             .data()
-            .delete(proto::DeleteRequest {
+            .delete(wire::DeleteRequest {
                 database: db.to_string(),
                 keys,
             })
@@ -211,18 +211,18 @@ impl Client {
             .into_inner())
     }
 
-    pub async fn history(&self, req: proto::HistoryRequest) -> Result<Vec<proto::Entry>> {
+    pub async fn history(&self, req: wire::HistoryRequest) -> Result<Vec<wire::Entry>> {
         Ok(self.data().history(req).await?.into_inner().entries)
     }
 
-    pub async fn scan(&self, req: proto::ScanRequest) -> Result<Vec<proto::Entry>> {
+    pub async fn scan(&self, req: wire::ScanRequest) -> Result<Vec<wire::Entry>> {
         Ok(self.data().scan(req).await?.into_inner().entries)
     }
 
-    pub async fn tx(&self, db: &str, id: u64) -> Result<proto::Tx> {
+    pub async fn tx(&self, db: &str, id: u64) -> Result<wire::Tx> {
         Ok(self
             .data()
-            .tx_by_id(proto::TxByIdRequest {
+            .tx_by_id(wire::TxByIdRequest {
                 database: db.to_string(),
                 id,
             })
@@ -230,10 +230,10 @@ impl Client {
             .into_inner())
     }
 
-    pub async fn current_state(&self, db: &str) -> Result<proto::State> {
+    pub async fn current_state(&self, db: &str) -> Result<wire::State> {
         Ok(self
             .data()
-            .current_state(proto::CurrentStateRequest {
+            .current_state(wire::CurrentStateRequest {
                 database: db.to_string(),
             })
             .await?
@@ -243,9 +243,5 @@ impl Client {
 
 /// Whether a status says the key is absent (not the database).
 pub fn is_key_not_found(s: &Status) -> bool {
-    s.code() == tonic::Code::NotFound
-        && s.metadata()
-            .get(crate::server::REASON)
-            .and_then(|v| v.to_str().ok())
-            == Some(crate::server::KEY_NOT_FOUND)
+    wire::Reason::of(s) == Some(wire::Reason::KeyNotFound)
 }

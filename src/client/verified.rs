@@ -5,7 +5,7 @@ use super::{Client, ClientError, Result};
 use crate::integrity::{
     self, entry_digest, value_hash, Digest, EntryMeta, EntryProof, TxId, TxProof, VerifyError,
 };
-use crate::proto::{self, digest, digests, required};
+use crate::wire::{self, digest, digests, required};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -71,7 +71,7 @@ fn check_status(db: &str, trusted: Option<TrustedState>, e: tonic::Status) -> Cl
 fn tamper(
     db: &str,
     trusted: Option<TrustedState>,
-    claimed: &proto::State,
+    claimed: &wire::State,
     reason: TamperReason,
 ) -> ClientError {
     ClientError::Tamper(Box::new(TamperError {
@@ -173,7 +173,7 @@ impl VerifiedClient {
 
     /// Checks `vt` (tx `vt.tx` in state `vt.state`, which extends the trusted state), then
     /// trusts `vt.state`. Returns the tx header.
-    async fn accept(&self, db: &str, vt: &proto::VerifiableTx) -> Result<integrity::TxHeader> {
+    async fn accept(&self, db: &str, vt: &wire::VerifiableTx) -> Result<integrity::TxHeader> {
         let mut states = self.states.lock().await;
         let slot = self.slot(db);
         let trusted = states.databases.get(&slot).cloned();
@@ -256,7 +256,7 @@ impl VerifiedClient {
         let ve = self
             .client
             .data()
-            .verifiable_get(proto::VerifiableGetRequest {
+            .verifiable_get(wire::VerifiableGetRequest {
                 database: db.to_string(),
                 key: key.to_vec(),
                 at_tx,
@@ -307,11 +307,11 @@ impl VerifiedClient {
         let vt = self
             .client
             .data()
-            .verifiable_set(proto::VerifiableSetRequest {
+            .verifiable_set(wire::VerifiableSetRequest {
                 database: db.to_string(),
                 entries: entries
                     .into_iter()
-                    .map(|(key, value)| proto::KeyValue { key, value })
+                    .map(|(key, value)| wire::KeyValue { key, value })
                     .collect(),
                 trusted_tx_id,
             })
@@ -333,12 +333,12 @@ impl VerifiedClient {
     }
 
     /// Reads tx `id` with its entries and verifies all of it.
-    pub async fn tx(&self, db: &str, id: TxId) -> Result<(integrity::TxHeader, Vec<proto::Entry>)> {
+    pub async fn tx(&self, db: &str, id: TxId) -> Result<(integrity::TxHeader, Vec<wire::Entry>)> {
         let trusted_tx_id = self.trusted_tx(db).await;
         let vt = self
             .client
             .data()
-            .verifiable_tx_by_id(proto::VerifiableTxByIdRequest {
+            .verifiable_tx_by_id(wire::VerifiableTxByIdRequest {
                 database: db.to_string(),
                 id,
                 trusted_tx_id,
@@ -387,7 +387,7 @@ impl VerifiedClient {
         let vt = self
             .client
             .data()
-            .verifiable_tx_by_id(proto::VerifiableTxByIdRequest {
+            .verifiable_tx_by_id(wire::VerifiableTxByIdRequest {
                 database: db.to_string(),
                 id: current.tx_id,
                 trusted_tx_id,

@@ -9,6 +9,15 @@ pub type TxId = u64;
 /// Version of the transaction format and of every hash input in docs/format.md.
 pub const FORMAT_VERSION: u16 = 1;
 
+/// Longest key, in bytes (keys are 1..=this).
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Largest value, in bytes.
+pub const VALUE_BYTES_MAX: usize = 32 << 20;
+/// Most entries in one transaction.
+pub const ENTRIES_PER_TX_MAX: usize = 1024;
+/// Largest encoded transaction record, in bytes (keys, values, hashes and headers).
+pub const TX_BYTES_MAX: usize = 128 << 20;
+
 /// Alh(0): the value the first transaction chains from.
 pub const ALH_GENESIS: Digest = Digest::ZERO;
 

@@ -30,30 +30,25 @@ pub mod codec;
 mod recovery;
 mod writer;
 
+pub use crate::index::Order;
+pub use crate::storage::{Corruption, StorageError};
 pub use check::{check, check_with_progress, CheckReport};
 pub use recovery::RecoveryReport;
 
-use crate::index::{Index, Order, Version};
+use crate::index::{Index, Version};
 use crate::integrity::merkle::{self, NodeSource};
 use crate::integrity::{
     value_hash, Digest, EntryMeta, EntryProof, StateProof, TxHeader, TxId, TxProof,
 };
 use crate::storage::records::RecordReader;
 use crate::storage::segment::SegmentReader;
-use crate::storage::{Corruption, StorageError};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
-/// Longest key, in bytes (keys are 1..=this).
-pub const KEY_BYTES_MAX: usize = 1024;
-/// Largest value, in bytes.
-pub const VALUE_BYTES_MAX: usize = 32 << 20;
-/// Most entries in one transaction.
-pub const ENTRIES_PER_TX_MAX: usize = 1024;
-/// Largest encoded transaction record, in bytes (keys, values, hashes and headers).
-pub const TX_BYTES_MAX: usize = 128 << 20;
+/// The format's limits (docs/format.md), enforced at commit.
+pub use crate::integrity::{ENTRIES_PER_TX_MAX, KEY_BYTES_MAX, TX_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// When a commit returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

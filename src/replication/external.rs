@@ -6,9 +6,9 @@
 //! Resumable by construction: each pass starts from the target's durable state, and the
 //! source refuses a position that is not in its history.
 
-use super::{Backoff, REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD};
+use super::Backoff;
 use crate::client::{Client, ClientError, ClientTls};
-use crate::proto::{self, follow_response::Msg};
+use crate::wire::{self, follow_response::Msg, Reason};
 use std::time::Duration;
 
 /// One end of a copy.
@@ -69,14 +69,9 @@ pub struct Copied {
 }
 
 fn classify(s: &tonic::Status) -> CopyError {
-    let reason = s
-        .metadata()
-        .get(crate::server::REASON)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
     let msg = format!("{}: {}", s.code(), s.message());
     use tonic::Code;
-    if [REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD].contains(&reason) {
+    if Reason::of(s).is_some_and(Reason::is_divergence) {
         CopyError::Diverged(msg)
     } else if matches!(
         s.code(),
@@ -132,7 +127,7 @@ pub async fn copy_pass(
         .current_state(&config.target.database)
         .await
         .map_err(client_error)?;
-    let request = proto::ExportTxRequest {
+    let request = wire::ExportTxRequest {
         database: config.source.database.clone(),
         expected_uuid: if start.tx_id == 0 {
             String::new()
@@ -154,13 +149,13 @@ pub async fn copy_pass(
         .map_err(|s| classify(&s))?
         .into_inner();
     let source_uuid = match export.message().await.map_err(|s| classify(&s))? {
-        Some(proto::FollowResponse {
+        Some(wire::FollowResponse {
             msg: Some(Msg::Welcome(w)),
         }) => w.uuid,
         _ => return Err(failed("the source did not open the export with a welcome")),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_BATCHES);
-    tx.send(proto::ReplicateTxRequest {
+    tx.send(wire::ReplicateTxRequest {
         database: config.target.database.clone(),
         source_uuid,
         txs: Vec::new(),
@@ -185,7 +180,7 @@ pub async fn copy_pass(
                         .map_or(0, |(h, _)| h.id);
                     copied += b.txs.len() as u64;
                     let head = b.head_tx_id;
-                    let req = proto::ReplicateTxRequest {
+                    let req = wire::ReplicateTxRequest {
                         txs: b.txs,
                         ..Default::default()
                     };
@@ -250,7 +245,7 @@ pub async fn run(
                 if config.retries_max.is_some_and(|m| failures > m) {
                     return Err(CopyError::Failed(e));
                 }
-                let delay = backoff.delay(super::replicator::jitter());
+                let delay = backoff.delay(super::jitter());
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "copy interrupted");
                 tokio::time::sleep(delay.max(Duration::from_millis(1))).await;
             }

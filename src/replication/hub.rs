@@ -1,11 +1,12 @@
 //! Per database: the replicas following it, their acknowledged positions, and (on a replica)
 //! its replicator's status.
 
-use super::ReplicaState;
+use super::{ReplicaState, ReplicationError};
 use crate::integrity::{TxHeader, TxId};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Follower {
@@ -130,6 +131,33 @@ impl Hub {
 
     pub fn subscribe_acks(&self) -> tokio::sync::watch::Receiver<u64> {
         self.acks.subscribe()
+    }
+
+    /// Waits until `needed` followers hold tx `tx` durably, at most `timeout`: a
+    /// synchronous commit's acknowledgement.
+    pub async fn await_acks(
+        &self,
+        tx: TxId,
+        needed: usize,
+        timeout: Duration,
+    ) -> Result<(), ReplicationError> {
+        let mut acks = self.subscribe_acks();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let have = self.acked(tx);
+            if have >= needed {
+                return Ok(());
+            }
+            let changed = tokio::time::timeout_at(deadline, acks.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Err(ReplicationError::NotReplicated {
+                    tx,
+                    have,
+                    needed,
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+        }
     }
 
     pub fn status(&self) -> Option<ReplicaStatus> {

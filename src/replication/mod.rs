@@ -14,18 +14,63 @@ pub mod hub;
 pub mod primary;
 pub mod replicator;
 
+use crate::integrity::{Digest, TxId};
 use std::time::Duration;
 
-/// Metadata values of `chainlog-reason` with which a primary refuses a position.
-pub const REASON_DIVERGED: &str = "diverged";
-pub const REASON_OTHER_DATABASE: &str = "other_database";
-pub const REASON_REPLICA_AHEAD: &str = "replica_ahead";
+/// Why a replication call cannot go on, as a domain outcome: the server maps each to its
+/// status (and reason) in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// The replica expects another database than this one.
+    #[error("this database is {ours}, the replica follows {theirs}")]
+    OtherDatabase { ours: String, theirs: String },
+    /// The replica holds txs this database does not.
+    #[error("the replica is at tx {replica}, this database at tx {head}")]
+    ReplicaAhead { replica: TxId, head: TxId },
+    /// At a tx both hold, the two histories differ.
+    #[error("at tx {tx} database {database} has Alh {ours}, the other side has {theirs}")]
+    Diverged {
+        database: String,
+        tx: TxId,
+        ours: Digest,
+        theirs: Digest,
+    },
+    /// A pushed tx does not extend the replica: the histories differ.
+    #[error("tx {tx} does not extend database {database}: {reason}")]
+    NotNext {
+        database: String,
+        tx: TxId,
+        reason: &'static str,
+    },
+    /// Another stream applied the same tx meanwhile: go on from the replica's state.
+    #[error("tx {tx} was applied to database {database} by another stream meanwhile; go on from its state")]
+    Concurrent { database: String, tx: TxId },
+    /// The pushed txs skip some: send them in order.
+    #[error("tx {tx} does not follow database {database}'s last tx {last}: send txs in order from tx {}", last + 1)]
+    Gap {
+        database: String,
+        tx: TxId,
+        last: TxId,
+    },
+    /// A synchronous commit is durable here, but too few replicas acknowledged it in time.
+    #[error("tx {tx} is durable on the primary but not yet replicated: {have} of {needed} replicas acknowledged it within {timeout_ms} ms")]
+    NotReplicated {
+        tx: TxId,
+        have: usize,
+        needed: usize,
+        timeout_ms: u64,
+    },
+    /// The database replication acts on failed.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+}
 
-/// FAILED_PRECONDITION with `reason` in the `chainlog-reason` metadata.
-pub fn refuse(reason: &'static str, message: String) -> tonic::Status {
-    let mut m = tonic::metadata::MetadataMap::new();
-    m.insert(crate::server::REASON, reason.parse().expect("ASCII"));
-    tonic::Status::with_metadata(tonic::Code::FailedPrecondition, message, m)
+/// A random u16 from the operating system, for backoff jitter.
+pub(crate) fn jitter() -> u16 {
+    let mut b = [0u8; 2];
+    // Jitter only spreads reconnections out; a failing random source must not stop them.
+    let _ = getrandom::fill(&mut b);
+    u16::from_le_bytes(b)
 }
 
 /// Where a replicator is.

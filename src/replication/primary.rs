@@ -2,15 +2,14 @@
 //! then send committed txs in bounded batches as they commit, and heartbeats while idle.
 
 use super::hub::Hub;
-use super::{refuse, REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD};
-use crate::integrity::TxId;
+use super::ReplicationError;
+use crate::integrity::{Digest, TxId};
 use crate::ledger::{Ledger, LedgerError};
-use crate::proto::{
+use crate::wire::{
     self, follow_response::Msg, FollowHello, FollowRequest, FollowResponse, TxBatch,
 };
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::Status;
 
 /// Most txs in one batch.
 pub const BATCH_TXS_MAX: usize = 1000;
@@ -25,41 +24,43 @@ const READ_INLINE_TXS_MAX: u64 = 64;
 /// Batches sent ahead of the replica by default.
 pub const PREFETCH_BATCHES_DEFAULT: usize = 4;
 
+/// Batches that may wait ahead of a replica, from the database's
+/// `prefetch_tx_buffer_size` setting (in txs; unset: [`PREFETCH_BATCHES_DEFAULT`]).
+pub fn prefetch_batches(prefetch_tx_buffer_size: Option<u32>) -> usize {
+    prefetch_tx_buffer_size.map_or(PREFETCH_BATCHES_DEFAULT, |n| {
+        (n as usize).div_ceil(BATCH_TXS_MAX).max(1)
+    })
+}
+
 /// Whether the replica's position `(hello.tx_id, hello.alh)` is in this history.
-pub fn check_position(ledger: &Ledger, uuid: &str, hello: &FollowHello) -> Result<(), Status> {
+pub fn check_position(
+    ledger: &Ledger,
+    database: &str,
+    uuid: &str,
+    hello: &FollowHello,
+) -> Result<(), ReplicationError> {
     if !hello.expected_uuid.is_empty() && hello.expected_uuid != uuid {
-        return Err(refuse(
-            REASON_OTHER_DATABASE,
-            format!(
-                "this database is {uuid}, the replica follows {}",
-                hello.expected_uuid
-            ),
-        ));
+        return Err(ReplicationError::OtherDatabase {
+            ours: uuid.to_string(),
+            theirs: hello.expected_uuid.clone(),
+        });
     }
     let head = ledger.state().tx_id;
     if hello.tx_id > head {
-        return Err(refuse(
-            REASON_REPLICA_AHEAD,
-            format!(
-                "the replica is at tx {}, this database at tx {head}",
-                hello.tx_id
-            ),
-        ));
+        return Err(ReplicationError::ReplicaAhead {
+            replica: hello.tx_id,
+            head,
+        });
     }
     if hello.tx_id > 0 {
-        let ours = ledger
-            .header(hello.tx_id)
-            .map_err(crate::server::status_of)?
-            .alh();
+        let ours = ledger.header(hello.tx_id)?.alh();
         if ours.0.as_slice() != hello.alh.as_slice() {
-            return Err(refuse(
-                REASON_DIVERGED,
-                format!(
-                    "at tx {} this database has Alh {ours}, the replica has {}",
-                    hello.tx_id,
-                    crate::integrity::Digest::from_slice_lossy(&hello.alh)
-                ),
-            ));
+            return Err(ReplicationError::Diverged {
+                database: database.to_string(),
+                tx: hello.tx_id,
+                ours,
+                theirs: Digest::from_slice_lossy(&hello.alh),
+            });
         }
     }
     Ok(())
@@ -70,12 +71,12 @@ fn read_batch(
     ledger: &Ledger,
     from: TxId,
     to: TxId,
-) -> Result<Vec<proto::ReplicatedTx>, LedgerError> {
+) -> Result<Vec<wire::ReplicatedTx>, LedgerError> {
     let to = to.min(from + BATCH_TXS_MAX as u64 - 1);
     Ok(ledger
         .records(from, to, BATCH_BYTES_MAX)?
         .into_iter()
-        .map(|record| proto::ReplicatedTx { record })
+        .map(|record| wire::ReplicatedTx { record })
         .collect())
 }
 
@@ -101,7 +102,7 @@ pub struct Follow {
 pub fn serve(
     follow: Follow,
     inbound: Option<tonic::Streaming<FollowRequest>>,
-) -> tokio::sync::mpsc::Receiver<Result<FollowResponse, Status>> {
+) -> tokio::sync::mpsc::Receiver<Result<FollowResponse, ReplicationError>> {
     let Follow {
         ledger,
         uuid,
@@ -118,7 +119,7 @@ pub fn serve(
         let acks = registration.clone();
         tokio::spawn(async move {
             while let Ok(Some(msg)) = inbound.message().await {
-                if let Some(proto::follow_request::Msg::AckTxId(tx)) = msg.msg {
+                if let Some(wire::follow_request::Msg::AckTxId(tx)) = msg.msg {
                     acks.ack(tx);
                 }
             }
@@ -132,7 +133,7 @@ pub fn serve(
         let mut acks = hub.subscribe_acks();
         let mut sent = hello.tx_id;
         let start_head = ledger.state().tx_id;
-        let welcome = Msg::Welcome(proto::Welcome {
+        let welcome = Msg::Welcome(wire::Welcome {
             uuid,
             head_tx_id: start_head,
         });
@@ -179,7 +180,7 @@ pub fn serve(
                 let txs = match read {
                     Ok(Ok(txs)) => txs,
                     Ok(Err(e)) => {
-                        let _ = out.send(Err(crate::server::status_of(e))).await;
+                        let _ = out.send(Err(e.into())).await;
                         return;
                     }
                     Err(_) => return,

@@ -4,13 +4,11 @@
 //! differ; any other failure is retried with capped, jittered backoff.
 
 use super::hub::Hub;
-use super::{
-    refuse, Backoff, ReplicaState, REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD,
-};
+use super::{jitter, Backoff, ReplicaState, ReplicationError};
 use crate::client::{Client, ClientTls};
 use crate::integrity;
 use crate::ledger::{Ledger, LedgerError};
-use crate::proto::{self, follow_response::Msg, FollowHello, FollowRequest};
+use crate::wire::{self, follow_response::Msg, FollowHello, FollowRequest, Reason};
 use std::sync::Arc;
 
 /// What the replicator needs from the server that holds the replica database.
@@ -73,72 +71,56 @@ fn diverged(
     }))
 }
 
-pub(crate) fn jitter() -> u16 {
-    let mut b = [0u8; 2];
-    crate::server::auth::random_bytes(&mut b);
-    u16::from_le_bytes(b)
-}
-
 /// Verifies and applies `txs` pushed by ReplicateTx to replica database `name`: txs it
 /// already holds with the same Alh are skipped; a tx another stream applied meanwhile is
-/// ABORTED, a gap INVALID_ARGUMENT, any other difference a divergence.
+/// [`ReplicationError::Concurrent`], a gap [`ReplicationError::Gap`], any other difference a
+/// divergence.
 pub async fn apply_pushed(
     ledger: &Ledger,
     name: &str,
-    txs: Vec<proto::ReplicatedTx>,
-) -> Result<(), tonic::Status> {
-    use tonic::Status;
+    txs: Vec<wire::ReplicatedTx>,
+) -> Result<(), ReplicationError> {
     let head = ledger.state().tx_id;
     let mut fresh = Vec::with_capacity(txs.len());
     let mut sent = Vec::with_capacity(txs.len());
     for tx in txs {
-        let (header, alh) =
-            crate::ledger::record_header(&tx.record).map_err(crate::server::status_of)?;
+        let (header, alh) = crate::ledger::record_header(&tx.record)?;
         if header.id > head {
             fresh.push(tx.record);
             sent.push((header.id, alh));
             continue;
         }
-        let ours = ledger
-            .header(header.id)
-            .map_err(crate::server::status_of)?
-            .alh();
+        let ours = ledger.header(header.id)?.alh();
         if ours != alh {
-            return Err(refuse(
-                REASON_DIVERGED,
-                format!(
-                    "at tx {} database {} has Alh {ours}, the source has {alh}",
-                    header.id, name
-                ),
-            ));
+            return Err(ReplicationError::Diverged {
+                database: name.to_string(),
+                tx: header.id,
+                ours,
+                theirs: alh,
+            });
         }
     }
     let (tx, reason) = match ledger.apply_records(fresh).await {
         (_, None) => return Ok(()),
         (_, Some(LedgerError::NotNext { tx, reason })) => (tx, reason),
-        (_, Some(e)) => return Err(crate::server::status_of(e)),
+        (_, Some(e)) => return Err(e.into()),
     };
     // Not every refusal is a divergence: another stream may have applied the same tx
     // meanwhile, or the caller skipped some.
     let last = ledger.state().tx_id;
     let sent_alh = sent.iter().find(|(id, _)| *id == tx).map(|(_, a)| *a);
+    let database = name.to_string();
     if tx <= last && ledger.header(tx).ok().map(|h| h.alh()) == sent_alh {
-        return Err(Status::aborted(format!(
-            "tx {tx} was applied to database {} by another stream meanwhile; go on from its state",
-            name
-        )));
+        return Err(ReplicationError::Concurrent { database, tx });
     }
     if tx > last + 1 {
-        return Err(Status::invalid_argument(format!(
-            "tx {tx} does not follow database {}'s last tx {last}: send txs in order from tx {}",
-            name,
-            last + 1
-        )));
+        return Err(ReplicationError::Gap { database, tx, last });
     }
-    Err(refuse(
-        REASON_DIVERGED,
-        format!("tx {tx} does not extend database {}: {reason}", name),
-    ))
+    Err(ReplicationError::NotNext {
+        database,
+        tx,
+        reason,
+    })
 }
 
 /// Runs until the task is aborted or the histories differ.
@@ -231,7 +213,7 @@ async fn follow_inner(
         replica: config.replica_name.clone(),
     };
     acks.send(FollowRequest {
-        msg: Some(proto::follow_request::Msg::Hello(hello)),
+        msg: Some(wire::follow_request::Msg::Hello(hello)),
     })
     .await
     .map_err(|_| End::Retry("stream closed".into()))?;
@@ -242,15 +224,10 @@ async fn follow_inner(
     {
         Ok(s) => s.into_inner(),
         Err(s) => {
-            let reason = s
-                .metadata()
-                .get(crate::server::REASON)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            if [REASON_DIVERGED, REASON_OTHER_DATABASE, REASON_REPLICA_AHEAD].contains(&reason) {
+            if let Some(reason) = Reason::of(&s).filter(|r| r.is_divergence()) {
                 let local_header = ledger.last_header();
                 return Err(diverged(
-                    format!("{reason}: {}", s.message()),
+                    format!("{}: {}", reason.as_str(), s.message()),
                     local_header,
                     None,
                 ));
@@ -287,7 +264,7 @@ async fn read_batches(
     local: &dyn Local,
     hub: &Hub,
     ledger: &Arc<Ledger>,
-    stream: &mut tonic::Streaming<proto::FollowResponse>,
+    stream: &mut tonic::Streaming<wire::FollowResponse>,
     queued: tokio::sync::mpsc::Sender<InFlight>,
     progressed: &mut bool,
 ) -> Result<(), End> {
@@ -379,7 +356,7 @@ async fn complete(
         if let Some(h) = last {
             let _ = acks
                 .send(FollowRequest {
-                    msg: Some(proto::follow_request::Msg::AckTxId(h.id)),
+                    msg: Some(wire::follow_request::Msg::AckTxId(h.id)),
                 })
                 .await;
         }

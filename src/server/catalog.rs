@@ -1,8 +1,10 @@
 //! The databases a server holds: their names, identities and settings (persisted in
 //! `<data-dir>/catalog.json`), and their open ledgers (in `<data-dir>/db/<name>/`).
 
+use crate::integrity::TxId;
 use crate::ledger::{Durability, Ledger, LedgerError, Options};
 use crate::replication::hub::Hub;
+use crate::replication::ReplicationError;
 use crate::storage::{fs, StorageError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,10 +22,18 @@ pub enum CatalogError {
     Exists(String),
     #[error("invalid database name {0:?}: use 1 to 64 of a-z, A-Z, 0-9, '_' and '-'")]
     InvalidName(String),
-    #[error(
-        "database {0:?} is not a replica: only a replica's data can be refreshed from its primary"
-    )]
+    #[error("database {0:?} is not a replica: create it with --replication-is-replica")]
     NotReplica(String),
+    #[error("database {name} replicates from its primary {primary}; ReplicateTx serves replicas with no primary host")]
+    HasPrimary { name: String, primary: String },
+    #[error("database {name} holds a copy of {holds}, the source is {source_uuid}")]
+    OtherDatabase {
+        name: String,
+        holds: String,
+        source_uuid: String,
+    },
+    #[error("database {name} is a replica (of {primary}); write to its primary")]
+    ReadOnlyReplica { name: String, primary: String },
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -95,7 +105,29 @@ impl std::fmt::Debug for ReplicationSettings {
 /// Default wait of a synchronous commit for its acknowledgements.
 pub const SYNC_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 
+/// Where a database takes its txs from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// From clients' writes.
+    Primary,
+    /// From its primary, through its own replicator.
+    Replica,
+    /// From an external replicator, through ReplicateTx (a replica with no primary host).
+    ExternalReplica,
+}
+
 impl ReplicationSettings {
+    /// The role these settings give a database.
+    pub fn role(&self) -> Role {
+        if !self.is_replica() {
+            Role::Primary
+        } else if self.primary_host.as_deref().is_some_and(|h| !h.is_empty()) {
+            Role::Replica
+        } else {
+            Role::ExternalReplica
+        }
+    }
+
     pub fn merged(&self, u: &ReplicationSettings) -> ReplicationSettings {
         ReplicationSettings {
             is_replica: u.is_replica.or(self.is_replica),
@@ -190,6 +222,25 @@ pub struct Database {
     pub hub: Arc<Hub>,
 }
 
+impl Database {
+    /// Waits, for a synchronous database (`sync_acks > 0`), until enough replicas hold tx `id`
+    /// durably, at most `sync_timeout_ms`; at once otherwise.
+    pub async fn replicated(&self, id: TxId) -> Result<(), ReplicationError> {
+        let r = &self.settings.replication;
+        let Some(needed) = r.sync_acks.filter(|k| *k > 0) else {
+            return Ok(());
+        };
+        let timeout = r.sync_timeout_ms.unwrap_or(SYNC_TIMEOUT_MS_DEFAULT);
+        self.hub
+            .await_acks(
+                id,
+                needed as usize,
+                std::time::Duration::from_millis(timeout),
+            )
+            .await
+    }
+}
+
 pub struct Catalog {
     dir: PathBuf,
     dbs: RwLock<BTreeMap<String, Arc<Database>>>,
@@ -265,6 +316,51 @@ impl Catalog {
         })
     }
 
+    /// The database `name`, if it takes writes from clients.
+    pub fn writable(&self, name: &str) -> Result<Arc<Database>, CatalogError> {
+        let db = self.get(name)?;
+        if db.settings.replication.is_replica() {
+            return Err(CatalogError::ReadOnlyReplica {
+                name: name.to_string(),
+                primary: db.settings.replication.primary(),
+            });
+        }
+        Ok(db)
+    }
+
+    /// The replica database `name` as the target of a ReplicateTx from `source_uuid` (empty
+    /// if unknown): it must be a replica without a primary host; an empty one takes the
+    /// source's identity, a non-empty one must already hold it.
+    pub fn push_target(
+        &self,
+        name: &str,
+        source_uuid: &str,
+    ) -> Result<Arc<Database>, CatalogError> {
+        let db = self.get(name)?;
+        match db.settings.replication.role() {
+            Role::Primary => return Err(CatalogError::NotReplica(name.to_string())),
+            Role::Replica => {
+                return Err(CatalogError::HasPrimary {
+                    name: name.to_string(),
+                    primary: db.settings.replication.primary(),
+                })
+            }
+            Role::ExternalReplica => {}
+        }
+        if source_uuid.is_empty() || source_uuid == db.uuid {
+            return Ok(db);
+        }
+        if db.ledger.state().tx_id > 0 {
+            return Err(CatalogError::OtherDatabase {
+                name: name.to_string(),
+                holds: db.uuid.clone(),
+                source_uuid: source_uuid.to_string(),
+            });
+        }
+        self.adopt_uuid(name, source_uuid)?;
+        self.get(name)
+    }
+
     /// Starts the replicators of the replica databases (needs a tokio runtime).
     pub fn start_replicators(self: &Arc<Self>) {
         for db in self.list() {
@@ -275,11 +371,7 @@ impl Catalog {
     /// (Re)starts or stops `db`'s replicator to match its settings.
     fn apply_replication(self: &Arc<Self>, db: &Database) {
         let r = &db.settings.replication;
-        let Some(host) = r
-            .primary_host
-            .clone()
-            .filter(|h| r.is_replica() && !h.is_empty())
-        else {
+        let (Role::Replica, Some(host)) = (r.role(), r.primary_host.clone()) else {
             db.hub.clear_replicator();
             return;
         };

@@ -2,22 +2,27 @@
 //!
 //! - [`catalog`]: the databases, their identities and settings, their ledgers.
 //! - [`auth`]: users (Argon2id), per-database permissions, session tokens.
-//! - `service`: the tonic services, thin adapters over the two above.
-//! - `error`: the one mapping from ledger errors to gRPC statuses.
+//! - `service`: the tonic services, one file each: adapters over the two above.
+//! - [`status`]: the one mapping from domain errors to gRPC statuses.
+//! - `convert`: wire <-> server and ledger types.
+//! - `metrics`: the Prometheus endpoint.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the server in-process
 //! or as the real binary alike.
 
 pub mod auth;
 pub mod catalog;
-mod error;
+mod convert;
+mod metrics;
 mod service;
+pub mod status;
 
-pub use error::status_of;
-pub use service::{KEY_NOT_FOUND, PAGE_LIMIT_MAX, REASON};
+pub use metrics::{metrics_text, serve_metrics};
 
-use crate::proto::{auth_server, data_server, databases_server, replication_server, users_server};
 use crate::storage::fs;
+use crate::wire::{
+    auth_server, data_server, databases_server, replication_server, users_server, MESSAGE_BYTES_MAX,
+};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,8 +34,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3322";
 pub const DEFAULT_DATABASE: &str = "defaultdb";
 /// Default lifetime of a session token.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Largest gRPC message, either way: one maximal transaction and its framing.
-pub const MESSAGE_BYTES_MAX: usize = crate::ledger::TX_BYTES_MAX + (1 << 20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -143,7 +146,7 @@ pub async fn serve(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::wire::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServerError::Config {
             path: PathBuf::from("proto"),
@@ -202,79 +205,6 @@ fn incoming(
         conn.set_nodelay(true)?;
         Ok(conn)
     })
-}
-
-/// Prometheus text for every database.
-pub fn metrics_text(state: &ServerState) -> String {
-    let mut out = String::from(
-        "# HELP chainlog_database_tx_id Id of the last committed transaction.\n# TYPE chainlog_database_tx_id gauge\n",
-    );
-    for db in state.catalog.list() {
-        out.push_str(&format!(
-            "chainlog_database_tx_id{{database=\"{}\"}} {}\n",
-            db.name,
-            db.ledger.state().tx_id
-        ));
-    }
-    out.push_str("# HELP chainlog_replica_lag_txs Txs the primary has that this replica has not applied.\n# TYPE chainlog_replica_lag_txs gauge\n");
-    out.push_str("# HELP chainlog_replica_lag_ms Commit-time distance from the primary's head.\n# TYPE chainlog_replica_lag_ms gauge\n");
-    out.push_str("# HELP chainlog_replica_diverged 1 if the replicator stopped on a divergence.\n# TYPE chainlog_replica_diverged gauge\n");
-    out.push_str("# HELP chainlog_replicas_connected Replicas following this database.\n# TYPE chainlog_replicas_connected gauge\n");
-    for db in state.catalog.list() {
-        if let Some(s) = db.hub.status() {
-            let d = &db.name;
-            out.push_str(&format!(
-                "chainlog_replica_lag_txs{{database=\"{d}\"}} {}\n",
-                s.lag_txs()
-            ));
-            out.push_str(&format!(
-                "chainlog_replica_lag_ms{{database=\"{d}\"}} {}\n",
-                s.lag_ms()
-            ));
-            let diverged = u8::from(s.state == crate::replication::ReplicaState::Diverged);
-            out.push_str(&format!(
-                "chainlog_replica_diverged{{database=\"{d}\"}} {diverged}\n"
-            ));
-        }
-        out.push_str(&format!(
-            "chainlog_replicas_connected{{database=\"{}\"}} {}\n",
-            db.name,
-            db.hub.followers().len()
-        ));
-    }
-    out.push_str("# HELP chainlog_databases Databases held.\n# TYPE chainlog_databases gauge\n");
-    out.push_str(&format!(
-        "chainlog_databases {}\n",
-        state.catalog.list().len()
-    ));
-    out
-}
-
-/// Serves `GET /metrics` (Prometheus text format) on `listener` until `shutdown` resolves.
-pub async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    state: Arc<ServerState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let state = state.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    metrics_text(&state),
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
 }
 
 /// Reads an Ed25519 signing key: a file holding the 32-byte seed, raw or as 64 hex characters.

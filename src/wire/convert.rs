@@ -1,23 +1,20 @@
-//! The gRPC wire types generated from proto/chainlog/v1/chainlog.proto, and the one place
-//! that converts them to and from domain types.
-#![allow(clippy::all, missing_docs)]
+//! Wire <-> `integrity` conversions. A wire value that does not decode into its domain type is
+//! a [`WireError`] naming the field.
 
-tonic::include_proto!("chainlog.v1");
-
-/// The descriptor set served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/chainlog_descriptor.bin"));
-
+use super::generated as pb;
 use crate::integrity::{self, Digest};
 
 /// A wire value that does not decode into its domain type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed {field}: {reason}")]
 pub struct WireError {
+    /// The message field at fault.
     pub field: &'static str,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 
+/// A 32-byte digest field.
 pub fn digest(field: &'static str, b: &[u8]) -> Result<Digest, WireError> {
     <[u8; 32]>::try_from(b).map(Digest).map_err(|_| WireError {
         field,
@@ -25,13 +22,22 @@ pub fn digest(field: &'static str, b: &[u8]) -> Result<Digest, WireError> {
     })
 }
 
+/// A repeated 32-byte digest field.
 pub fn digests(field: &'static str, v: &[Vec<u8>]) -> Result<Vec<Digest>, WireError> {
     v.iter().map(|b| digest(field, b)).collect()
 }
 
-impl From<&integrity::TxHeader> for TxHeader {
-    fn from(h: &integrity::TxHeader) -> TxHeader {
-        TxHeader {
+/// A required message field.
+pub fn required<'a, T>(field: &'static str, v: &'a Option<T>) -> Result<&'a T, WireError> {
+    v.as_ref().ok_or(WireError {
+        field,
+        reason: "missing",
+    })
+}
+
+impl From<&integrity::TxHeader> for pb::TxHeader {
+    fn from(h: &integrity::TxHeader) -> pb::TxHeader {
+        pb::TxHeader {
             version: u32::from(h.version),
             id: h.id,
             timestamp_us: h.timestamp_us,
@@ -44,9 +50,9 @@ impl From<&integrity::TxHeader> for TxHeader {
     }
 }
 
-impl TryFrom<&TxHeader> for integrity::TxHeader {
+impl TryFrom<&pb::TxHeader> for integrity::TxHeader {
     type Error = WireError;
-    fn try_from(h: &TxHeader) -> Result<Self, WireError> {
+    fn try_from(h: &pb::TxHeader) -> Result<Self, WireError> {
         Ok(integrity::TxHeader {
             version: u16::try_from(h.version).map_err(|_| WireError {
                 field: "version",
@@ -63,17 +69,9 @@ impl TryFrom<&TxHeader> for integrity::TxHeader {
     }
 }
 
-/// A required message field.
-pub fn required<'a, T>(field: &'static str, v: &'a Option<T>) -> Result<&'a T, WireError> {
-    v.as_ref().ok_or(WireError {
-        field,
-        reason: "missing",
-    })
-}
-
-impl From<&integrity::StateProof> for StateProof {
-    fn from(p: &integrity::StateProof) -> StateProof {
-        StateProof {
+impl From<&integrity::StateProof> for pb::StateProof {
+    fn from(p: &integrity::StateProof) -> pb::StateProof {
+        pb::StateProof {
             old: Some((&p.old).into()),
             new: Some((&p.new).into()),
             inclusion: p.inclusion.iter().map(|d| d.0.to_vec()).collect(),
@@ -82,34 +80,14 @@ impl From<&integrity::StateProof> for StateProof {
     }
 }
 
-impl TryFrom<&StateProof> for integrity::StateProof {
+impl TryFrom<&pb::StateProof> for integrity::StateProof {
     type Error = WireError;
-    fn try_from(p: &StateProof) -> Result<Self, WireError> {
+    fn try_from(p: &pb::StateProof) -> Result<Self, WireError> {
         Ok(integrity::StateProof {
             old: required("old", &p.old)?.try_into()?,
             new: required("new", &p.new)?.try_into()?,
             inclusion: digests("inclusion", &p.inclusion)?,
             consistency: digests("consistency", &p.consistency)?,
         })
-    }
-}
-
-/// A committed tx with its entries, as the wire carries it.
-impl From<crate::ledger::Tx> for Tx {
-    fn from(tx: crate::ledger::Tx) -> Tx {
-        let id = tx.header.id;
-        Tx {
-            header: Some((&tx.header).into()),
-            entries: tx
-                .entries
-                .into_iter()
-                .map(|e| Entry {
-                    key: e.key,
-                    value: e.value,
-                    tx: id,
-                    deleted: e.meta.deleted,
-                })
-                .collect(),
-        }
     }
 }

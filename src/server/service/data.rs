@@ -1,0 +1,234 @@
+//! `Data`: reads, writes and verified calls.
+
+use super::Service;
+use crate::integrity::TxId;
+use crate::ledger::{LedgerError, NewEntry, Order};
+use crate::server::auth::Permission;
+use crate::server::convert::{entry_wire, tx_wire};
+use crate::server::status::{self, blocking};
+use crate::wire::{self, data_server, Reason, PAGE_LIMIT_MAX};
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// Longest a Get may wait for a tx.
+pub const WAIT_MS_MAX: u64 = 60_000;
+
+fn limit_of(limit: u32) -> usize {
+    (if limit == 0 {
+        PAGE_LIMIT_MAX
+    } else {
+        limit.min(PAGE_LIMIT_MAX)
+    }) as usize
+}
+
+fn order_of(desc: bool) -> Order {
+    if desc {
+        Order::Desc
+    } else {
+        Order::Asc
+    }
+}
+
+fn puts(entries: Vec<wire::KeyValue>) -> Vec<NewEntry> {
+    entries
+        .into_iter()
+        .map(|kv| NewEntry::put(kv.key, kv.value))
+        .collect()
+}
+
+#[tonic::async_trait]
+impl data_server::Data for Service {
+    async fn set(
+        &self,
+        req: Request<wire::SetRequest>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        let db = self.writable(&req, &req.get_ref().database)?;
+        let entries = puts(req.into_inner().entries);
+        let h = db
+            .ledger
+            .commit_async(entries)
+            .await
+            .map_err(status::ledger)?;
+        db.replicated(h.id).await.map_err(status::replication)?;
+        Ok(Response::new((&h).into()))
+    }
+
+    async fn get(&self, req: Request<wire::GetRequest>) -> Result<Response<wire::Entry>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let r = req.into_inner();
+        let kv = blocking(move || {
+            if r.since_tx > 0
+                && !db.ledger.wait_for(
+                    r.since_tx,
+                    Duration::from_millis(r.wait_ms.min(WAIT_MS_MAX)),
+                )
+            {
+                return Err(LedgerError::TxNotFound {
+                    id: r.since_tx,
+                    last: db.ledger.state().tx_id,
+                });
+            }
+            let at = if r.at_tx == 0 { TxId::MAX } else { r.at_tx };
+            db.ledger.get_at(&r.key, at)
+        })
+        .await?;
+        let kv = kv.ok_or_else(|| Reason::KeyNotFound.status("key not found"))?;
+        Ok(Response::new(entry_wire(kv)))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<wire::DeleteRequest>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        let db = self.writable(&req, &req.get_ref().database)?;
+        let keys = req.into_inner().keys;
+        let d = db.clone();
+        let h = blocking(move || {
+            d.ledger
+                .delete(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>())
+        })
+        .await?;
+        db.replicated(h.id).await.map_err(status::replication)?;
+        Ok(Response::new((&h).into()))
+    }
+
+    async fn history(
+        &self,
+        req: Request<wire::HistoryRequest>,
+    ) -> Result<Response<wire::HistoryResponse>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let r = req.into_inner();
+        let key = r.key.clone();
+        let versions = blocking(move || {
+            db.ledger
+                .history(&r.key, r.offset, limit_of(r.limit), order_of(r.desc))
+        })
+        .await?;
+        let entries = versions
+            .into_iter()
+            .map(|v| wire::Entry {
+                key: key.clone(),
+                value: v.value,
+                tx: v.tx,
+                deleted: v.deleted,
+            })
+            .collect();
+        Ok(Response::new(wire::HistoryResponse { entries }))
+    }
+
+    async fn scan(
+        &self,
+        req: Request<wire::ScanRequest>,
+    ) -> Result<Response<wire::ScanResponse>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let r = req.into_inner();
+        let found = blocking(move || {
+            let after = if r.after.is_empty() {
+                None
+            } else {
+                Some(r.after.as_slice())
+            };
+            let at = if r.at_tx == 0 { TxId::MAX } else { r.at_tx };
+            db.ledger
+                .scan(&r.prefix, after, limit_of(r.limit), order_of(r.desc), at)
+        })
+        .await?;
+        Ok(Response::new(wire::ScanResponse {
+            entries: found.into_iter().map(entry_wire).collect(),
+        }))
+    }
+
+    async fn tx_by_id(
+        &self,
+        req: Request<wire::TxByIdRequest>,
+    ) -> Result<Response<wire::Tx>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let id = req.get_ref().id;
+        let tx = blocking(move || db.ledger.tx(id)).await?;
+        Ok(Response::new(tx_wire(tx)))
+    }
+
+    async fn verifiable_set(
+        &self,
+        req: Request<wire::VerifiableSetRequest>,
+    ) -> Result<Response<wire::VerifiableTx>, Status> {
+        let db = self.writable(&req, &req.get_ref().database)?;
+        let r = req.into_inner();
+        let entries = puts(r.entries);
+        let h = db
+            .ledger
+            .commit_async(entries)
+            .await
+            .map_err(status::ledger)?;
+        db.replicated(h.id).await.map_err(status::replication)?;
+        let this = self.clone();
+        let v = blocking(move || this.verifiable_tx(&db, h.id, r.trusted_tx_id, false)).await?;
+        Ok(Response::new(v))
+    }
+
+    async fn verifiable_get(
+        &self,
+        req: Request<wire::VerifiableGetRequest>,
+    ) -> Result<Response<wire::VerifiableEntry>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let v = blocking(move || {
+            let now = db.ledger.state();
+            let at = if r.at_tx == 0 {
+                now.tx_id
+            } else {
+                r.at_tx.min(now.tx_id)
+            };
+            let kv = db
+                .ledger
+                .get_at(&r.key, at)?
+                .ok_or(LedgerError::KeyNotFound)?;
+            let (entry, proof) = db.ledger.entry_proof(kv.tx, &r.key)?;
+            let tx = this.verifiable_tx(&db, kv.tx, r.trusted_tx_id, false)?;
+            Ok(wire::VerifiableEntry {
+                entry: Some(wire::Entry {
+                    key: entry.key,
+                    value: entry.value,
+                    tx: kv.tx,
+                    deleted: entry.meta.deleted,
+                }),
+                entry_index: proof.index,
+                entry_path: proof.path.iter().map(|d| d.0.to_vec()).collect(),
+                tx: Some(tx),
+            })
+        })
+        .await?;
+        Ok(Response::new(v))
+    }
+
+    async fn verifiable_tx_by_id(
+        &self,
+        req: Request<wire::VerifiableTxByIdRequest>,
+    ) -> Result<Response<wire::VerifiableTx>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let v = blocking(move || this.verifiable_tx(&db, r.id, r.trusted_tx_id, true)).await?;
+        Ok(Response::new(v))
+    }
+
+    async fn consistency_proof(
+        &self,
+        req: Request<wire::ConsistencyProofRequest>,
+    ) -> Result<Response<wire::StateProof>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let r = req.into_inner();
+        let p = blocking(move || db.ledger.state_proof(r.old_tx_id, r.new_tx_id)).await?;
+        Ok(Response::new((&p).into()))
+    }
+
+    async fn current_state(
+        &self,
+        req: Request<wire::CurrentStateRequest>,
+    ) -> Result<Response<wire::State>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let st = db.ledger.state();
+        Ok(Response::new(self.state_wire(&db, st.tx_id, &st.alh)))
+    }
+}

@@ -1,0 +1,145 @@
+//! The gRPC services, one file each: decode the request, check the caller, call the catalog,
+//! the ledger or replication, encode the answer. Policy lives below them; errors go through
+//! the one mapping in [`super::status`].
+
+mod auth;
+mod data;
+mod databases;
+mod replication;
+mod users;
+
+use super::auth::Permission;
+use super::catalog::Database;
+use super::{status, ServerState};
+use crate::integrity::{signing, Digest, TxId};
+use crate::ledger::LedgerError;
+use crate::wire;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tonic::{Request, Status};
+
+/// What every service holds: the server's shared state.
+#[derive(Clone)]
+pub(crate) struct Service {
+    pub state: Arc<ServerState>,
+}
+
+fn bearer<T>(req: &Request<T>) -> Result<&str, Status> {
+    req.metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))
+}
+
+impl Service {
+    /// The caller, who must be a superuser.
+    fn superuser<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let caller = self.caller(req)?;
+        self.state
+            .auth
+            .require_superuser(&caller)
+            .map_err(status::auth)?;
+        Ok(caller)
+    }
+
+    /// The user behind the call's token.
+    fn caller<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        self.state.auth.session(bearer(req)?).map_err(status::auth)
+    }
+
+    /// The database named by a call, after checking the caller may act on it.
+    fn database<T>(
+        &self,
+        req: &Request<T>,
+        name: &str,
+        needed: Permission,
+    ) -> Result<Arc<Database>, Status> {
+        self.database_for(&self.caller(req)?, name, needed)
+    }
+
+    /// Database `name`, after checking that `user` may act on it.
+    fn database_for(
+        &self,
+        user: &str,
+        name: &str,
+        needed: Permission,
+    ) -> Result<Arc<Database>, Status> {
+        self.state
+            .auth
+            .require(user, name, needed)
+            .map_err(status::auth)?;
+        self.state.catalog.get(name).map_err(status::catalog)
+    }
+
+    /// [`Service::database`] for a write: replicas refuse writes.
+    fn writable<T>(&self, req: &Request<T>, name: &str) -> Result<Arc<Database>, Status> {
+        self.database(req, name, Permission::ReadWrite)?;
+        self.state.catalog.writable(name).map_err(status::catalog)
+    }
+
+    /// The state of `db` at tx `tx_id`, signed when the server has a key.
+    fn state_wire(&self, db: &Database, tx_id: TxId, alh: &Digest) -> wire::State {
+        let mut s = wire::State {
+            database: db.name.clone(),
+            uuid: db.uuid.clone(),
+            tx_id,
+            alh: alh.0.to_vec(),
+            ..wire::State::default()
+        };
+        if let Some(key) = &self.state.signing_key {
+            s.timestamp_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            s.signature = signing::sign_state(key, &db.uuid, tx_id, alh, s.timestamp_ms).to_vec();
+            s.public_key = key.verifying_key().to_bytes().to_vec();
+        }
+        s
+    }
+
+    fn info(&self, db: &Database) -> wire::DatabaseInfo {
+        let st = db.ledger.state();
+        wire::DatabaseInfo {
+            name: db.name.clone(),
+            uuid: db.uuid.clone(),
+            settings: Some(super::convert::settings_wire(&db.settings)),
+            state: Some(self.state_wire(db, st.tx_id, &st.alh)),
+        }
+    }
+
+    /// Everything to verify tx `id` against the client's trusted state, proven in the current
+    /// state.
+    fn verifiable_tx(
+        &self,
+        db: &Database,
+        id: TxId,
+        trusted: TxId,
+        with_entries: bool,
+    ) -> Result<wire::VerifiableTx, LedgerError> {
+        let ledger = &db.ledger;
+        let now = ledger.state();
+        let proof = ledger.tx_proof(id, now.tx_id)?;
+        let entries = if with_entries {
+            super::convert::tx_wire(ledger.tx(id)?).entries
+        } else {
+            Vec::new()
+        };
+        let extension = if trusted > 0 && trusted < now.tx_id {
+            Some(wire::StateProof::from(
+                &ledger.state_proof(trusted, now.tx_id)?,
+            ))
+        } else {
+            None
+        };
+        Ok(wire::VerifiableTx {
+            tx: Some(wire::Tx {
+                header: Some((&proof.tx).into()),
+                entries,
+            }),
+            state_header: Some((&proof.state).into()),
+            tx_inclusion: proof.path.iter().map(|d| d.0.to_vec()).collect(),
+            extension,
+            state: Some(self.state_wire(db, now.tx_id, &now.alh)),
+        })
+    }
+}

@@ -1,0 +1,30 @@
+//! The wire contract both ends of the API share: the gRPC types generated from
+//! proto/chainlog/v1/chainlog.proto, every conversion between them and the `integrity`
+//! domain types, the error reasons clients match on, and the message limits.
+//!
+//! Conversions that involve the server's own types (settings, ledger reads) live with the
+//! server; everything here depends on `integrity` alone, so an application that only wants
+//! the SDK compiles no storage engine.
+
+mod convert;
+mod reason;
+
+pub use convert::{digest, digests, required, WireError};
+pub use reason::{Reason, REASON_KEY};
+
+/// The generated code: the only place lints are relaxed (it is not ours to change).
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+mod generated {
+    tonic::include_proto!("chainlog.v1");
+}
+pub use generated::*;
+
+/// The descriptor set served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/chainlog_descriptor.bin"));
+
+/// Largest gRPC message, either way: one maximal transaction and its framing.
+pub const MESSAGE_BYTES_MAX: usize = crate::integrity::TX_BYTES_MAX + (1 << 20);
+
+/// Most results one History or Scan call returns.
+pub const PAGE_LIMIT_MAX: u32 = 1000;

@@ -1,0 +1,139 @@
+//! Why a call failed, for programs: every status chainlog returns for a condition a client
+//! must tell apart carries one [`Reason`] in the `chainlog-reason` metadata, and the same
+//! gRPC code every time. Clients match on the reason, never on the message.
+
+use tonic::{Code, Status};
+
+/// The metadata key of a status's reason.
+pub const REASON_KEY: &str = "chainlog-reason";
+
+/// A documented failure condition (proto/chainlog/v1/chainlog.proto lists each value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// NOT_FOUND: the key has no live value (as of the tx asked for).
+    KeyNotFound,
+    /// NOT_FOUND: the server holds no database of that name.
+    DatabaseNotFound,
+    /// FAILED_PRECONDITION: the histories differ at a tx both hold.
+    Diverged,
+    /// FAILED_PRECONDITION: the two sides are different databases (identities differ).
+    OtherDatabase,
+    /// FAILED_PRECONDITION: the replica holds txs its primary does not.
+    ReplicaAhead,
+    /// FAILED_PRECONDITION: a write to a replica; write to its primary.
+    ReadOnlyReplica,
+    /// FAILED_PRECONDITION: a replica-only call on a database that is not a replica.
+    NotReplica,
+    /// FAILED_PRECONDITION: ReplicateTx into a replica that follows a primary itself.
+    HasPrimary,
+    /// UNAVAILABLE: a synchronous commit is durable on the primary, but not enough replicas
+    /// acknowledged it in time.
+    NotReplicated,
+}
+
+impl Reason {
+    /// Every reason, for documentation checks.
+    pub const ALL: [Reason; 9] = [
+        Reason::KeyNotFound,
+        Reason::DatabaseNotFound,
+        Reason::Diverged,
+        Reason::OtherDatabase,
+        Reason::ReplicaAhead,
+        Reason::ReadOnlyReplica,
+        Reason::NotReplica,
+        Reason::HasPrimary,
+        Reason::NotReplicated,
+    ];
+
+    /// The metadata value, in snake case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::KeyNotFound => "key_not_found",
+            Reason::DatabaseNotFound => "database_not_found",
+            Reason::Diverged => "diverged",
+            Reason::OtherDatabase => "other_database",
+            Reason::ReplicaAhead => "replica_ahead",
+            Reason::ReadOnlyReplica => "read_only_replica",
+            Reason::NotReplica => "not_replica",
+            Reason::HasPrimary => "has_primary",
+            Reason::NotReplicated => "not_replicated",
+        }
+    }
+
+    /// The gRPC code that always goes with this reason.
+    pub fn code(self) -> Code {
+        match self {
+            Reason::KeyNotFound | Reason::DatabaseNotFound => Code::NotFound,
+            Reason::NotReplicated => Code::Unavailable,
+            Reason::Diverged
+            | Reason::OtherDatabase
+            | Reason::ReplicaAhead
+            | Reason::ReadOnlyReplica
+            | Reason::NotReplica
+            | Reason::HasPrimary => Code::FailedPrecondition,
+        }
+    }
+
+    /// The status for this reason, with `message` for people.
+    pub fn status(self, message: impl Into<String>) -> Status {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert(
+            REASON_KEY,
+            tonic::metadata::MetadataValue::from_static(self.as_str()),
+        );
+        Status::with_metadata(self.code(), message, m)
+    }
+
+    /// The reason a status carries, if it carries a known one with its code.
+    pub fn of(status: &Status) -> Option<Reason> {
+        let value = status.metadata().get(REASON_KEY)?.to_str().ok()?;
+        Reason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == value && r.code() == status.code())
+    }
+
+    /// Whether the two histories are irreconcilable: a replicator stops rather than retry.
+    pub fn is_divergence(self) -> bool {
+        matches!(
+            self,
+            Reason::Diverged | Reason::OtherDatabase | Reason::ReplicaAhead
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_round_trip_and_need_their_code() {
+        for r in Reason::ALL {
+            let s = r.status("m");
+            assert_eq!(s.code(), r.code());
+            assert_eq!(Reason::of(&s), Some(r));
+            // The same value under another code is not that reason.
+            let mut m = tonic::metadata::MetadataMap::new();
+            m.insert(REASON_KEY, r.as_str().parse().unwrap());
+            let other = if r.code() == Code::Internal {
+                Code::Unknown
+            } else {
+                Code::Internal
+            };
+            assert_eq!(Reason::of(&Status::with_metadata(other, "m", m)), None);
+        }
+        assert_eq!(Reason::of(&Status::not_found("no reason")), None);
+    }
+
+    #[test]
+    fn every_reason_is_documented_in_the_proto() {
+        let proto = include_str!("../../proto/chainlog/v1/chainlog.proto");
+        for r in Reason::ALL {
+            let line = format!("//   {} ", r.as_str());
+            assert!(
+                proto.contains(&line),
+                "reason {:?} is not documented in chainlog.proto",
+                r.as_str()
+            );
+        }
+    }
+}
