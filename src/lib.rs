@@ -3,33 +3,53 @@
 //!
 //! # Layout
 //!
-//! Layers depend one way, top to bottom (ARCHITECTURE.md):
+//! Layers depend one way (ARCHITECTURE.md has the rule, and `tests/layering.rs` checks it):
 //!
 //! - [`integrity`]: pure functions: digests, the hash chain, Merkle trees, proofs and their
 //!   verification. Depends on nothing else here.
-//! - [`storage`]: bytes on disk: crc32 frames, segment files, recovery of a torn tail, the
-//!   memory maps. Knows nothing of hashes or keys.
-//! - [`index`]: key -> versions, in memory and in sorted run files.
+//! - [`wire`]: the API contract: the generated gRPC types, their conversions to `integrity`
+//!   types, the error reasons and the message limits. Depends on `integrity`.
+//! - [`client`]: the Rust SDK; depends on `integrity` and `wire`, never on the engine.
+//! - `storage` (internal): bytes on disk: crc32 frames, segment files, recovery of a torn tail,
+//!   the memory maps. Knows nothing of hashes or keys.
+//! - `index` (internal): key -> versions, in memory and in sorted run files.
 //! - [`ledger`]: one database: the only writer; composes storage, integrity and index; owns
 //!   commit order, group commit, checkpoints, recovery and the offline check.
 //! - [`replication`]: replica databases following a primary: the stream's two sides, the
 //!   replicator task, status and acknowledgements.
-//! - [`server`]: `chainlogd`: tonic adapters over many ledgers, users and permissions.
-//! - [`client`]: the Rust SDK (also used by the CLI); depends on `integrity`, never `storage`.
-//! - [`proto`]: the generated gRPC types and the one place that converts them to and from
-//!   domain types; used only by `server` and `client`.
+//! - [`server`]: `chainlogd`: the catalog of databases, users, and the gRPC services.
+//!
+//! # Features
+//!
+//! - `client`: `integrity`, `wire` and `client`: what an application needs to talk to a
+//!   server and verify its answers.
+//! - `engine`: `integrity` and the storage engine (`ledger`), to embed one database.
+//! - `server` (default): both, plus `replication` and `server`.
+//! - `cli` (default): what the binaries need besides (flags, config files, logging).
+#![deny(unsafe_code)]
 
-pub mod client;
-pub mod index;
 pub mod integrity;
-pub mod ledger;
-pub mod replication;
-pub mod server;
-pub mod storage;
+
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "client")]
 pub mod wire;
+
+#[cfg(feature = "engine")]
+mod index;
+#[cfg(feature = "engine")]
+pub mod ledger;
+#[cfg(feature = "engine")]
+mod storage;
+
+#[cfg(feature = "server")]
+pub mod replication;
+#[cfg(feature = "server")]
+pub mod server;
 
 /// Sends `tracing` logs at `filter` (env-filter syntax) to stderr, coloured only on a
 /// terminal: the one logging set-up of `chainlogd` and `chainlog-replicator`.
+#[cfg(feature = "cli")]
 pub fn init_logging(filter: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| format!("--log {filter:?}: {e}"))?;

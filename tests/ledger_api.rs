@@ -2,8 +2,8 @@
 //! scans, limits, proofs verified with the integrity functions, and reopening (after a clean
 //! close, across checkpoints, run merges and segment rolls).
 
-use chainlog::index::Order;
 use chainlog::integrity::{entry_digest, value_hash, EntryMeta, VerifyError};
+use chainlog::ledger::Order;
 use chainlog::ledger::{Durability, Ledger, LedgerError, NewEntry, Options};
 
 fn small() -> Options {
@@ -289,7 +289,7 @@ fn reopen_keeps_everything_across_checkpoints_merges_and_rolls() {
         assert!(matches!(
             report,
             Err(LedgerError::Storage(
-                chainlog::storage::StorageError::Locked { .. }
+                chainlog::ledger::StorageError::Locked { .. }
             ))
         ));
         db.close().unwrap();
@@ -348,7 +348,7 @@ fn a_second_open_of_one_directory_is_refused() {
     assert!(matches!(
         Ledger::open(dir.path(), Options::default()),
         Err(LedgerError::Storage(
-            chainlog::storage::StorageError::Locked { .. }
+            chainlog::ledger::StorageError::Locked { .. }
         ))
     ));
 }

@@ -6,9 +6,9 @@
 //! back. That is exactly what the directory holds if the process died right after the
 //! checkpoint at tx 400: the other files are append-only, so they only hold more.
 
-use chainlog::index::Order;
+use chainlog::ledger::Order;
 use chainlog::ledger::{check, Ledger, LedgerError, NewEntry, Options};
-use chainlog::storage::{Corruption, StorageError};
+use chainlog::ledger::{Corruption, StorageError};
 use std::path::{Path, PathBuf};
 
 fn options() -> Options {

@@ -191,6 +191,7 @@ impl Index {
         self.mem.versions
     }
 
+    #[cfg(test)]
     pub fn runs(&self) -> &[Arc<Run>] {
         &self.runs
     }
@@ -528,6 +529,7 @@ mod tests {
     /// is installed only at the next flush, so queries also meet a frozen memtable, as they do
     /// while a checkpoint is under way. Returns the model beside it.
     fn build(dir: &std::path::Path, ops: &[(Vec<u8>, bool)], every: usize) -> (Index, Model) {
+        let lock = crate::storage::fs::DirLock::acquire(dir).unwrap();
         let mut idx = Index::default();
         let mut model = Model::new();
         let mut next_run = 0u64;
@@ -548,12 +550,12 @@ mod tests {
                 next_run += 1;
                 let p = dir.join(run::file_name(next_run));
                 frozen.write(&p).unwrap();
-                runs.push(Arc::new(Run::open(&p, next_run).unwrap()));
+                runs.push(Arc::new(Run::open(&p, next_run, &lock).unwrap()));
                 if runs.len() > 3 {
                     next_run += 1;
                     let p = dir.join(run::file_name(next_run));
                     merge_runs(&runs, &p).unwrap();
-                    runs = vec![Arc::new(Run::open(&p, next_run).unwrap())];
+                    runs = vec![Arc::new(Run::open(&p, next_run, &lock).unwrap())];
                 }
                 pending = Some((runs, frozen));
             }
@@ -569,10 +571,11 @@ mod tests {
                 .first()
                 .map(|r| r.path().parent().unwrap().to_path_buf());
             if let Some(dir) = dir {
+                let lock = crate::storage::fs::DirLock::acquire(&dir).unwrap();
                 let p = dir.join(run::file_name(999_999));
                 frozen.write(&p).unwrap();
                 let mut runs = idx.runs().to_vec();
-                runs.push(Arc::new(Run::open(&p, 999_999).unwrap()));
+                runs.push(Arc::new(Run::open(&p, 999_999, &lock).unwrap()));
                 idx.install(runs, &frozen);
             }
         }
@@ -628,10 +631,10 @@ mod tests {
         }
     }
 
-    fn frozen_first(idx: &mut Index, path: &std::path::Path) {
+    fn frozen_first(idx: &mut Index, path: &std::path::Path, lock: &crate::storage::fs::DirLock) {
         let frozen = idx.frozen[0].clone();
         frozen.write(path).unwrap();
-        idx.install(vec![Arc::new(Run::open(path, 1).unwrap())], &frozen);
+        idx.install(vec![Arc::new(Run::open(path, 1, lock).unwrap())], &frozen);
     }
 
     proptest! {
@@ -655,15 +658,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ops: Vec<(Vec<u8>, bool)> = (0..10u8).map(|i| (vec![i], false)).collect();
         let (mut idx, _) = build(dir.path(), &ops, 10);
+        let lock = crate::storage::fs::DirLock::acquire(dir.path()).unwrap();
         let first = dir.path().join(run::file_name(1));
-        frozen_first(&mut idx, &first);
+        frozen_first(&mut idx, &first, &lock);
         let path = idx.runs()[0].path().to_path_buf();
         drop(idx);
         let mut bytes = std::fs::read(&path).unwrap();
         // Record 0 starts right after the 32-byte header; flip a byte of its tx id.
         bytes[32 + 5] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
-        let run = Run::open(&path, 1).unwrap();
+        let run = Run::open(&path, 1, &lock).unwrap();
         let err = run.record(0).unwrap_err();
         assert!(
             matches!(&err, crate::storage::StorageError::Corrupt { path: p, offset: 32, .. } if *p == path),

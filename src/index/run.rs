@@ -139,9 +139,10 @@ impl std::fmt::Debug for Run {
 impl Run {
     /// Opens a run and checks its header and footer (not its records: they are checked as
     /// they are read, so opening does not grow with the run).
-    pub fn open(path: &Path, id: u64) -> Result<Run> {
+    /// `lock` holds the database directory (the mapping's safety contract, `storage::mmap`).
+    pub fn open(path: &Path, id: u64, lock: &fs::DirLock) -> Result<Run> {
         let file = fs::open_ro(path)?;
-        let map = SealedMap::new(&file, path)?;
+        let map = SealedMap::sealed(&file, path, lock)?;
         let b = map.bytes();
         let bad = |offset: u64, r| StorageError::corrupt(path, offset, r);
         if (b.len() as u64) < HEADER_BYTES + FOOTER_BYTES {
@@ -182,10 +183,6 @@ impl Run {
 
     pub fn len(&self) -> u64 {
         self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     /// Record `i` (`i < len()`), checksum verified.

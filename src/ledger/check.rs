@@ -40,7 +40,7 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
             StorageError::io(dir.join("segments"), std::io::ErrorKind::NotFound.into()).into(),
         );
     }
-    let _lock = fs::DirLock::acquire(dir)?;
+    let lock = fs::DirLock::acquire(dir)?;
     let paths = list_segments(&dir.join("segments"))?;
     let total: u64 = paths
         .iter()
@@ -64,7 +64,7 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
     let mut alhs_at_checkpoint = None;
     let cp = Checkpoint::read(dir)?;
     for (i, (id, path)) in paths.iter().enumerate() {
-        let (reader, header) = SegmentReader::open_sealed(path)?;
+        let (reader, header) = SegmentReader::open_sealed(path, &lock)?;
         if header
             != (SegmentHeader {
                 id: *id,
@@ -179,9 +179,9 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
             .into());
         }
         for &id in &cp.runs {
-            let r = Run::open(&dir.join("index").join(run::file_name(id)), id)?;
+            let r = Run::open(&dir.join("index").join(run::file_name(id)), id, &lock)?;
             r.check()?;
-            check_run_values(&r, &paths)?;
+            check_run_values(&r, &paths, &lock)?;
             index_runs += 1;
         }
     }
@@ -208,7 +208,7 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
 }
 
 /// Every value a run points at must be there and match its stored hash.
-fn check_run_values(r: &Run, paths: &[(u32, PathBuf)]) -> Result<()> {
+fn check_run_values(r: &Run, paths: &[(u32, PathBuf)], lock: &fs::DirLock) -> Result<()> {
     let mut readers: Vec<Option<SegmentReader>> = vec![None; paths.len()];
     for i in 0..r.len() {
         let v = r.record(i)?.version;
@@ -223,7 +223,7 @@ fn check_run_values(r: &Run, paths: &[(u32, PathBuf)]) -> Result<()> {
                 )
             })?;
         if readers[slot].is_none() {
-            readers[slot] = Some(SegmentReader::open_sealed(&paths[slot].1)?.0);
+            readers[slot] = Some(SegmentReader::open_sealed(&paths[slot].1, lock)?.0);
         }
         let Some(seg) = &readers[slot] else { continue };
         let bytes = seg.read(u64::from(v.value.offset), 32 + v.value.len as usize)?;

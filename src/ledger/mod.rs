@@ -333,6 +333,20 @@ pub(crate) struct Shared {
     published: tokio::sync::watch::Sender<TxId>,
 }
 
+impl Shared {
+    /// Runs `f` with the directory lock, which maps of sealed files need as evidence; the
+    /// ledger is closed once it is released.
+    fn locked<T>(
+        &self,
+        f: impl FnOnce(&crate::storage::fs::DirLock) -> Result<T, StorageError>,
+    ) -> Result<T> {
+        match lock_poisoned(self.lock.lock()).as_ref() {
+            Some(l) => Ok(f(l)?),
+            None => Err(LedgerError::Closed),
+        }
+    }
+}
+
 /// Replicated txs queued to the writer by [`Ledger::apply_records_queued`].
 #[must_use = "the txs are applied only when the writer gets to them: wait for the outcome"]
 pub struct Queued {

@@ -175,6 +175,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         runs.push(Arc::new(Run::open(
             &index_dir.join(run::file_name(id)),
             id,
+            &lock,
         )?));
     }
     for p in fs::list(&index_dir, "idx")?
@@ -205,7 +206,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
 
     let mut segments = BTreeMap::new();
     for (id, path) in &paths[..cp.segment as usize - 1] {
-        let (reader, header) = SegmentReader::open_sealed(path)?;
+        let (reader, header) = SegmentReader::open_sealed(path, &lock)?;
         if header.id != *id {
             return Err(StorageError::corrupt(path, 0, Corruption::FileHeader).into());
         }
@@ -251,7 +252,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
             segments.insert(*id, seg.reader());
             active = Some(seg);
         } else {
-            segments.insert(*id, seg.seal()?);
+            segments.insert(*id, seg.seal(&lock)?);
         }
     }
     let Some(segment) = active else {

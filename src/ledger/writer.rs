@@ -383,7 +383,9 @@ impl Job {
         if self.memtable.versions() > 0 {
             let (id, path) = new_run(state);
             self.memtable.write(&path)?;
-            state.runs.push(Arc::new(Run::open(&path, id)?));
+            state
+                .runs
+                .push(Arc::new(self.shared.locked(|l| Run::open(&path, id, l))?));
         }
         // Size-tiered, fan-in 4: once the newest runs include 4 of about the same size
         // (each under twice the newest), they are merged into one; so each version is
@@ -408,7 +410,9 @@ impl Job {
             let (id, path) = new_run(state);
             index::merge_runs(&state.runs[from..], &path)?;
             state.runs.truncate(from);
-            state.runs.push(Arc::new(Run::open(&path, id)?));
+            state
+                .runs
+                .push(Arc::new(self.shared.locked(|l| Run::open(&path, id, l))?));
         }
         let mut checkpoint = self.checkpoint;
         checkpoint.next_run_id = state.next_id;
@@ -538,7 +542,7 @@ impl Writer {
         let next = ActiveSegment::create(&self.shared.dir.join("segments"), header)?;
         let old = std::mem::replace(&mut self.segment, next);
         let old_id = old.header().id;
-        let sealed = old.seal()?;
+        let sealed = self.shared.locked(|l| old.seal(l))?;
         let mut view = lock_poisoned(self.shared.view.write());
         view.segments.insert(old_id, sealed);
         view.segments.insert(header.id, self.segment.reader());

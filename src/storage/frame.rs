@@ -24,6 +24,7 @@ pub enum FrameError {
 }
 
 /// Appends one frame holding `payload` to `out`.
+#[cfg(test)]
 pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
     encode_with(out, |o| o.extend_from_slice(payload));
 }
@@ -85,11 +86,6 @@ fn read_header(buf: &[u8]) -> Result<(usize, u32), FrameError> {
         return Err(FrameError::Corrupt(Corruption::FrameLength(len)));
     }
     Ok((len as usize, pcrc))
-}
-
-/// Total bytes a frame of `payload_len` takes.
-pub fn framed_len(payload_len: usize) -> usize {
-    FRAME_HEADER_BYTES + payload_len
 }
 
 /// Decodes the frame at the start of `buf`: its payload and its total length.

@@ -114,6 +114,7 @@ fn parent_of(path: &Path) -> &Path {
 /// processes from opening one database.
 #[derive(Debug)]
 pub struct DirLock {
+    dir: PathBuf,
     _file: File,
 }
 
@@ -122,10 +123,18 @@ impl DirLock {
         let path = dir.join("LOCK");
         let file = open_rw(&path, true)?;
         match file.try_lock() {
-            Ok(()) => Ok(DirLock { _file: file }),
+            Ok(()) => Ok(DirLock {
+                dir: dir.to_path_buf(),
+                _file: file,
+            }),
             Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path }),
             Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io(path, e)),
         }
+    }
+
+    /// The directory this lock holds.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

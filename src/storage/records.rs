@@ -58,10 +58,6 @@ impl<const N: usize> RecordWriter<N> {
         })
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     pub fn push(&mut self, payload: &[u8; N]) {
         self.pending.extend_from_slice(payload);
         self.pending
@@ -80,13 +76,6 @@ impl<const N: usize> RecordWriter<N> {
         self.pending.clear();
         self.written = self.count;
         Ok(())
-    }
-
-    pub fn sync(&mut self) -> Result<()> {
-        self.flush()?;
-        self.file
-            .sync_data()
-            .map_err(|e| StorageError::io(&self.path, e))
     }
 
     /// Syncs what [`RecordWriter::flush`] wrote, from any thread.
@@ -131,10 +120,6 @@ impl<const N: usize> RecordReader<N> {
         Ok(len / (N as u64 + 4))
     }
 
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
-    }
-
     /// Record `index`, checksum verified.
     pub fn read(&self, index: u64) -> Result<[u8; N]> {
         let offset = index * (N as u64 + 4);
@@ -172,7 +157,7 @@ mod tests {
         for i in 0..10u64 {
             w.push(&i.to_le_bytes());
         }
-        w.sync().unwrap();
+        w.flush().unwrap();
         let r = w.reader();
         assert_eq!(r.len().unwrap(), 10);
         assert_eq!(r.read(7).unwrap(), 7u64.to_le_bytes());

@@ -231,10 +231,11 @@ impl ActiveSegment {
     }
 
     /// Cuts off the free space, syncs the segment and returns its sealed, memory-mapped reader.
-    pub fn seal(mut self) -> Result<SegmentReader> {
+    /// `lock` holds the database directory (the mapping's safety contract, `storage::mmap`).
+    pub fn seal(mut self, lock: &fs::DirLock) -> Result<SegmentReader> {
         self.trim()?;
         self.sync()?;
-        let map = SealedMap::new(&self.file, &self.path)?;
+        let map = SealedMap::sealed(&self.file, &self.path, lock)?;
         Ok(SegmentReader {
             path: self.path,
             source: Source::Sealed(Arc::new(map)),
@@ -256,10 +257,11 @@ pub struct SegmentReader {
 }
 
 impl SegmentReader {
-    /// Opens a sealed segment read-only and checks its header.
-    pub fn open_sealed(path: &Path) -> Result<(SegmentReader, SegmentHeader)> {
+    /// Opens a sealed segment read-only and checks its header. `lock` holds the database
+    /// directory (the mapping's safety contract, `storage::mmap`).
+    pub fn open_sealed(path: &Path, lock: &fs::DirLock) -> Result<(SegmentReader, SegmentHeader)> {
         let file = fs::open_ro(path)?;
-        let map = SealedMap::new(&file, path)?;
+        let map = SealedMap::sealed(&file, path, lock)?;
         let header =
             SegmentHeader::decode(map.bytes()).map_err(|r| StorageError::corrupt(path, 0, r))?;
         Ok((
@@ -273,10 +275,6 @@ impl SegmentReader {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub fn is_sealed(&self) -> bool {
-        matches!(self.source, Source::Sealed(_))
     }
 
     /// `len` bytes at `offset`; a range past the end is corruption of whoever pointed here.
@@ -540,7 +538,8 @@ mod tests {
         assert_eq!(seen, expected);
         assert_eq!(end, ScanEnd::Free { offset: seg.len() });
         let (len, path) = (seg.len(), seg.path().to_path_buf());
-        let reader = seg.seal().unwrap();
+        let lock = fs::DirLock::acquire(dir.path()).unwrap();
+        let reader = seg.seal(&lock).unwrap();
         assert_eq!(file_len(&path), len);
         assert_eq!(
             &reader.read(len - 4, 4).unwrap()[..],
