@@ -8,7 +8,7 @@
 
 use chainlog::ledger::Order;
 use chainlog::ledger::{check, Ledger, LedgerError, NewEntry, Options};
-use chainlog::ledger::{Corruption, StorageError};
+use chainlog::ledger::{ChainBreak, Corruption, Damage, StorageError, TxFault};
 use std::path::{Path, PathBuf};
 
 fn options() -> Options {
@@ -101,7 +101,7 @@ fn a_flipped_bit_in_a_sealed_segment_is_named_by_reads_and_by_check() {
     }
     let err = check(dir.path()).unwrap_err();
     assert!(
-        matches!(&err, LedgerError::BadTx { tx: 10, path, offset: o, reason: Corruption::FramePayloadCrc } if *path == segs[0] && *o == offset),
+        matches!(&err, LedgerError::BadTx { tx: 10, path, offset: o, reason: TxFault::Frame(Corruption::FramePayloadCrc) } if *path == segs[0] && *o == offset),
         "{err}"
     );
 }
@@ -128,10 +128,10 @@ fn a_tampered_value_fails_its_hash_on_read() {
         assert!(
             matches!(
                 &err,
-                LedgerError::Storage(StorageError::Corrupt {
-                    reason: Corruption::ValueHash,
+                LedgerError::Damaged {
+                    reason: Damage::ValueHash,
                     ..
-                })
+                }
             ),
             "{err}"
         );
@@ -141,7 +141,7 @@ fn a_tampered_value_fails_its_hash_on_read() {
         check(dir.path()),
         Err(LedgerError::BadTx {
             tx: 3,
-            reason: Corruption::ValueHash,
+            reason: TxFault::Chain(ChainBreak::ValueHash),
             ..
         })
     ));
@@ -379,7 +379,7 @@ fn a_missing_or_cut_segment_is_named() {
         .unwrap();
     let err = check(dir.path()).unwrap_err();
     assert!(
-        matches!(&err, LedgerError::BadTx { path, reason: Corruption::FrameTruncated, .. } if *path == segs[0]),
+        matches!(&err, LedgerError::BadTx { path, reason: TxFault::Frame(Corruption::FrameTruncated), .. } if *path == segs[0]),
         "{err}"
     );
     std::fs::remove_file(&segs[0]).unwrap();

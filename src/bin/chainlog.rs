@@ -413,7 +413,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                            "torn_tail": r.torn_tail.map(|(p, o)| json!({"file": p, "offset": o}))}),
                     || format!("ok: {} txs in {} segments, state {} {}", r.txs, r.segments, r.last_tx, r.last_alh),
                 ),
-                Err(e @ (chainlog::ledger::LedgerError::BadTx { .. } | chainlog::ledger::LedgerError::Storage(chainlog::ledger::StorageError::Corrupt { .. }))) => {
+                Err(e @ (chainlog::ledger::LedgerError::BadTx { .. } | chainlog::ledger::LedgerError::Damaged { .. } | chainlog::ledger::LedgerError::Storage(chainlog::ledger::StorageError::Corrupt { .. }))) => {
                     return Err(Failure::Verification(e.to_string()));
                 }
                 Err(e) => return Err(Failure::Error(e.to_string())),

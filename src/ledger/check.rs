@@ -3,9 +3,10 @@
 //! stored one, and checks the tx locations, the index runs and the checkpoint. Stops at the
 //! first problem, naming the tx (when there is one), the file and the offset.
 
+use super::chain::{check_record, Link};
 use super::checkpoint::Checkpoint;
 use super::recovery::list_segments;
-use super::{check_record, codec, decode_location, encode_location, LedgerError, Result};
+use super::{codec, decode_location, encode_location, Damage, LedgerError, Result, TxFault};
 use crate::index::run::{self, Run};
 use crate::integrity::merkle::{leaf_hash, Frontier};
 use crate::integrity::{value_hash, Digest, TxId, ALH_GENESIS};
@@ -92,21 +93,22 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
                     offset,
                     reason,
                 };
-                let rec = codec::decode(payload).map_err(|r| bad(Corruption::Decode(r)))?;
-                check_record(&rec, tx, &last_alh, &frontier.root()).map_err(bad)?;
-                if rec.header.timestamp_us < last_ts {
-                    return Err(bad(Corruption::Chain("timestamp went back")));
-                }
+                let rec = codec::decode(payload).map_err(|r| bad(TxFault::Decode(r)))?;
+                let link = Link {
+                    last_id,
+                    last_alh,
+                    last_ts,
+                    history_root: frontier.root(),
+                };
+                check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
                 if tx <= stored_locations {
                     if let Some(l) = &locations {
                         if l.read(tx - 1)? != encode_location(*id, offset, n as u32) {
-                            let off = (tx - 1) * 20;
-                            return Err(StorageError::corrupt(
-                                &locations_path,
-                                off,
-                                Corruption::Decode("tx location differs from the log"),
-                            )
-                            .into());
+                            return Err(LedgerError::Damaged {
+                                path: locations_path.clone(),
+                                offset: (tx - 1) * 20,
+                                reason: Damage::TxLocation,
+                            });
                         }
                     }
                 }
@@ -116,15 +118,11 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
                     if node_pos < stored_nodes {
                         if let Some(h) = &history {
                             if h.read(node_pos)? != n.0 {
-                                let off = node_pos * 36;
-                                return Err(StorageError::corrupt(
-                                    &history_path,
-                                    off,
-                                    Corruption::Chain(
-                                        "history node differs from the recomputed tree",
-                                    ),
-                                )
-                                .into());
+                                return Err(LedgerError::Damaged {
+                                    path: history_path.clone(),
+                                    offset: node_pos * 36,
+                                    reason: Damage::HistoryNode,
+                                });
                             }
                         }
                     }
@@ -151,7 +149,7 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
                     tx: last_id + 1,
                     path: path.clone(),
                     offset,
-                    reason: Corruption::FrameTruncated,
+                    reason: TxFault::Frame(Corruption::FrameTruncated),
                 });
             }
             ScanEnd::Corrupt { offset, reason } => {
@@ -159,7 +157,7 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
                     tx: last_id + 1,
                     path: path.clone(),
                     offset,
-                    reason,
+                    reason: TxFault::Frame(reason),
                 });
             }
         }
@@ -171,12 +169,11 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
     if let Some(cp) = &cp {
         let cp_path = dir.join(super::checkpoint::FILE_NAME);
         if cp.tx_id > last_id || (cp.tx_id > 0 && alhs_at_checkpoint != Some(cp.alh)) {
-            return Err(StorageError::corrupt(
-                cp_path,
-                0,
-                Corruption::Chain("checkpoint does not match the log"),
-            )
-            .into());
+            return Err(LedgerError::Damaged {
+                path: cp_path,
+                offset: 0,
+                reason: Damage::Checkpoint,
+            });
         }
         for &id in &cp.runs {
             let r = Run::open(&dir.join("index").join(run::file_name(id)), id, &lock)?;
@@ -228,12 +225,11 @@ fn check_run_values(r: &Run, paths: &[(u32, PathBuf)], lock: &fs::DirLock) -> Re
         let Some(seg) = &readers[slot] else { continue };
         let bytes = seg.read(u64::from(v.value.offset), 32 + v.value.len as usize)?;
         if value_hash(&bytes[32..]).0 != bytes[..32] {
-            return Err(StorageError::corrupt(
-                seg.path(),
-                u64::from(v.value.offset),
-                Corruption::ValueHash,
-            )
-            .into());
+            return Err(LedgerError::Damaged {
+                path: seg.path().to_path_buf(),
+                offset: u64::from(v.value.offset),
+                reason: Damage::ValueHash,
+            });
         }
     }
     Ok(())

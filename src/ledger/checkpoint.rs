@@ -6,11 +6,17 @@
 //! u32 run_count | u64 run_id * run_count
 //! ```
 
+use super::{lock_poisoned, Result, Shared};
+use crate::index::{self, run::Run, Memtable};
 use crate::integrity::{Digest, TxId, ALH_GENESIS};
 use crate::storage::frame::{self, FrameError};
 use crate::storage::segment::SEGMENT_HEADER_BYTES;
 use crate::storage::{fs, Corruption, StorageError};
 use std::path::Path;
+use std::sync::Arc;
+
+/// How many runs of about one size are merged into one.
+const MERGE_FAN_IN: usize = 4;
 
 pub const FILE_NAME: &str = "checkpoint";
 const VERSION: u16 = 1;
@@ -100,6 +106,86 @@ impl Checkpoint {
             next_run_id,
             runs,
         }))
+    }
+}
+
+/// The index runs in use and the next run number: owned by whoever runs the checkpoint.
+pub(crate) struct Runs {
+    pub next_id: u64,
+    pub runs: Vec<Arc<Run>>,
+}
+
+/// One checkpoint's work, taken on its own thread so that commits go on meanwhile.
+pub(crate) struct Job {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) memtable: Arc<Memtable>,
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) syncs: Vec<fs::SyncHandle>,
+}
+
+impl Job {
+    pub(crate) fn run(self, state: &mut Runs) -> Result<()> {
+        for s in &self.syncs {
+            s.sync()?;
+        }
+        let index_dir = self.shared.dir.join("index");
+        let new_run = |state: &mut Runs| {
+            let id = state.next_id;
+            state.next_id += 1;
+            (id, index_dir.join(index::run::file_name(id)))
+        };
+        if self.memtable.versions() > 0 {
+            let (id, path) = new_run(state);
+            self.memtable.write(&path)?;
+            state
+                .runs
+                .push(Arc::new(self.shared.locked(|l| Run::open(&path, id, l))?));
+        }
+        // Size-tiered, fan-in 4: once the newest runs include 4 of about the same size
+        // (each under twice the newest), they are merged into one; so each version is
+        // rewritten about log4(n / memtable size) times. More than `runs_max` runs are merged
+        // whole, a cap that the tiers normally stay under.
+        loop {
+            let n = state.runs.len();
+            let newest = state.runs.last().map_or(0, |r| r.len());
+            let similar = state
+                .runs
+                .iter()
+                .rev()
+                .take_while(|r| r.len() < 2 * newest.max(1))
+                .count();
+            let from = if n > self.shared.options.runs_max {
+                0
+            } else if similar >= MERGE_FAN_IN {
+                n - similar
+            } else {
+                break;
+            };
+            let (id, path) = new_run(state);
+            index::merge_runs(&state.runs[from..], &path)?;
+            state.runs.truncate(from);
+            state
+                .runs
+                .push(Arc::new(self.shared.locked(|l| Run::open(&path, id, l))?));
+        }
+        let mut checkpoint = self.checkpoint;
+        checkpoint.next_run_id = state.next_id;
+        checkpoint.runs = state.runs.iter().map(|r| r.id()).collect();
+        checkpoint.write(&self.shared.dir)?;
+        lock_poisoned(self.shared.index.write()).install(state.runs.clone(), &self.memtable);
+        // Runs merged away (including any written by this checkpoint) are deleted; a map
+        // still held by a reader stays valid until dropped. Only this job writes runs.
+        let keep: Vec<std::ffi::OsString> = state
+            .runs
+            .iter()
+            .filter_map(|r| r.path().file_name().map(Into::into))
+            .collect();
+        for p in fs::list(&index_dir, "idx")? {
+            if !p.file_name().is_some_and(|n| keep.iter().any(|k| k == n)) {
+                fs::remove(&p)?;
+            }
+        }
+        Ok(())
     }
 }
 

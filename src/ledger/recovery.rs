@@ -7,11 +7,13 @@
 //! `Options::checkpoint_txs` txs or `memtable_versions_max` versions), not by the size of the
 //! database: sealed segments before the checkpoint are only mapped and their headers read.
 
+use super::chain::{check_record, Link};
 use super::checkpoint::Checkpoint;
-use super::writer::{Queue, Runs, Writer};
+use super::checkpoint::Runs;
+use super::writer::{Queue, Writer};
 use super::{
-    check_record, codec, encode_location, HistoryNodes, Ledger, LedgerError, Options, Result,
-    Shared, State, View,
+    codec, encode_location, Damage, HistoryNodes, Ledger, LedgerError, Options, Result, Shared,
+    State, TxFault, View,
 };
 use crate::index::{run, run::Run, Index, ValueRef, Version};
 use crate::integrity::merkle::{self, leaf_hash, Frontier};
@@ -83,14 +85,14 @@ impl Replay {
             offset,
             reason,
         };
-        let rec = codec::decode(payload).map_err(|r| bad(Corruption::Decode(r)))?;
-        check_record(&rec, id, &self.last_alh, &self.frontier.root()).map_err(bad)?;
-        if self
-            .last
-            .is_some_and(|l| l.timestamp_us > rec.header.timestamp_us)
-        {
-            return Err(bad(Corruption::Chain("timestamp went back")));
-        }
+        let rec = codec::decode(payload).map_err(|r| bad(TxFault::Decode(r)))?;
+        let link = Link {
+            last_id: self.last_id,
+            last_alh: self.last_alh,
+            last_ts: self.last.map_or(0, |l| l.timestamp_us),
+            history_root: self.frontier.root(),
+        };
+        check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
         self.locations
             .push(&encode_location(segment, offset, frame_len as u32));
         self.nodes.clear();
@@ -158,13 +160,11 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
     if cp.tx_id > 0 {
         let pos = merkle::postorder_position(0, cp.tx_id - 1);
         if history_reader.file.read(pos)? != leaf_hash(&cp.alh.0).0 {
-            let offset = pos * RecordWriter::<32>::RECORD_BYTES;
-            return Err(StorageError::corrupt(
-                history_reader.file.path(),
-                offset,
-                Corruption::Chain("checkpoint Alh"),
-            )
-            .into());
+            return Err(LedgerError::Damaged {
+                path: history_reader.file.path().to_path_buf(),
+                offset: pos * RecordWriter::<32>::RECORD_BYTES,
+                reason: Damage::HistoryNode,
+            });
         }
     }
     let locations = RecordWriter::<16>::open(&dir.join("tx.idx"), cp.tx_id)?;
@@ -244,7 +244,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
                     tx: replay.last_id + 1,
                     path: path.clone(),
                     offset,
-                    reason,
+                    reason: TxFault::Frame(reason),
                 });
             }
         }
@@ -303,12 +303,11 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         None if cp.tx_id > 0 => {
             let h = ledger.header(cp.tx_id)?;
             if h.alh() != cp.alh {
-                return Err(StorageError::corrupt(
-                    dir.join(super::checkpoint::FILE_NAME),
-                    0,
-                    Corruption::Chain("checkpoint Alh"),
-                )
-                .into());
+                return Err(LedgerError::Damaged {
+                    path: dir.join(super::checkpoint::FILE_NAME),
+                    offset: 0,
+                    reason: Damage::Checkpoint,
+                });
             }
             lock_view(&shared).last = Some(h);
             Some(h)

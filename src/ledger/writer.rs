@@ -1,48 +1,26 @@
 //! The write path: validation and hashing on the caller's thread, then one writer thread that
 //! orders, chains, writes and fsyncs transactions in groups (ARCHITECTURE.md, "Write path").
 
-use super::checkpoint::Checkpoint;
-use super::{
-    codec, encode_location, lock_poisoned, LedgerError, NewEntry, Result, Shared, State,
-    ENTRIES_PER_TX_MAX, KEY_BYTES_MAX, TX_BYTES_MAX, VALUE_BYTES_MAX,
-};
-use crate::index::{self, run::Run, Memtable, ValueRef, Version};
+use super::chain::{self, Link};
+use super::checkpoint::{Checkpoint, Job, Runs};
+use super::prepare::Prepared;
+use super::{codec, encode_location, lock_poisoned, LedgerError, Result, Shared, State};
+use crate::index::{ValueRef, Version};
 use crate::integrity::merkle::{leaf_hash, Frontier};
-use crate::integrity::{
-    entry_digest, tx::entries_root, value_hash, Digest, TxHeader, TxId, FORMAT_VERSION,
-};
+use crate::integrity::{Digest, TxHeader, TxId, FORMAT_VERSION};
 use crate::storage::frame::{self, FRAME_HEADER_BYTES};
 use crate::storage::records::RecordWriter;
 use crate::storage::segment::{ActiveSegment, SegmentHeader};
-use crate::storage::{fs, StorageError};
-use bytes::Bytes;
-use std::collections::{HashSet, VecDeque};
+use crate::storage::StorageError;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
-
-/// How many runs of about one size are merged into one.
-const MERGE_FAN_IN: usize = 4;
 
 /// Most txs written by one group commit.
 const BATCH_TXS_MAX: usize = 4096;
 /// Most bytes written by one group commit (a larger tx still goes alone).
 const BATCH_BYTES_MAX: usize = 32 << 20;
-
-/// A validated, hashed and encoded tx waiting for its id.
-pub(crate) struct Prepared {
-    entry_count: u32,
-    entries_root: Digest,
-    /// The encoded entries, as they follow the header in the record.
-    body: Bytes,
-    /// crc32 state over `body`, so the writer checksums only the header.
-    body_crc: crc32fast::Hasher,
-    /// Per entry: key, deleted, offset of the value hash in `body`, value length.
-    refs: Vec<(Vec<u8>, bool, usize, u32)>,
-    /// A replicated tx: the header it must be written with, byte for byte, and its Alh
-    /// (already checked against the header).
-    fixed: Option<(TxHeader, Digest)>,
-}
 
 /// Where the writer puts a commit's outcome. Committers wait on `Shared::done_signal`, which
 /// the writer notifies once per group: one wake-up call for the whole group instead of one
@@ -84,138 +62,6 @@ pub(crate) struct Queue {
     pub closing: bool,
     /// The first write-path failure; commits are refused from then on.
     pub failure: Option<(PathBuf, std::io::ErrorKind)>,
-}
-
-/// Prepares a tx copied from another database, as the record its source stores: the record
-/// must be well formed and within this database's limits, each value must match its stored
-/// hash, the entries must hash to the header's entries root and the header to the Alh. The
-/// writer then checks that the header extends this database exactly, and stores the record's
-/// bytes as they came.
-pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
-    let rec = codec::decode(&record).map_err(|reason| LedgerError::BadRecord { reason })?;
-    let id = rec.header.id;
-    let mismatch = |reason| Err(LedgerError::NotNext { tx: id, reason });
-    if rec.header.alh() != rec.alh {
-        return mismatch("the Alh does not match the header");
-    }
-    let mut seen = HashSet::with_capacity(rec.entries.len());
-    let mut bytes = codec::HEADER_BYTES;
-    let mut digests = Vec::with_capacity(rec.entries.len());
-    let mut refs = Vec::with_capacity(rec.entries.len());
-    for (index, e) in rec.entries.iter().enumerate() {
-        bytes += check_entry(index, e.key, e.value.len(), e.meta.deleted, &mut seen)?;
-        if value_hash(e.value) != e.value_hash {
-            return mismatch("a value does not match its stored hash");
-        }
-        digests.push(entry_digest(e.key, e.meta, &e.value_hash));
-        let at = e.value_hash_at - codec::HEADER_BYTES;
-        refs.push((e.key.to_vec(), e.meta.deleted, at, e.value.len() as u32));
-    }
-    check_tx_size(digests.len(), bytes)?;
-    if entries_root(&digests) != rec.header.entries_root {
-        return mismatch("the entries do not hash to the entries root");
-    }
-    let fixed = Some((rec.header, rec.alh));
-    let body = record.slice(codec::HEADER_BYTES..);
-    let mut body_crc = crc32fast::Hasher::new();
-    body_crc.update(&body);
-    Ok(Prepared {
-        entry_count: digests.len() as u32,
-        entries_root: rec.header.entries_root,
-        body,
-        body_crc,
-        refs,
-        fixed,
-    })
-}
-
-/// Checks one entry against the limits; returns its encoded size.
-fn check_entry<'a>(
-    index: usize,
-    key: &'a [u8],
-    value_len: usize,
-    deleted: bool,
-    seen: &mut HashSet<&'a [u8]>,
-) -> Result<usize> {
-    if key.is_empty() {
-        return Err(LedgerError::EmptyKey { index });
-    }
-    if key.len() > KEY_BYTES_MAX {
-        return Err(LedgerError::KeyTooLong {
-            index,
-            len: key.len(),
-            max: KEY_BYTES_MAX,
-        });
-    }
-    if value_len > VALUE_BYTES_MAX {
-        return Err(LedgerError::ValueTooLarge {
-            index,
-            len: value_len,
-            max: VALUE_BYTES_MAX,
-        });
-    }
-    if deleted && value_len > 0 {
-        return Err(LedgerError::DeleteWithValue { index });
-    }
-    if !seen.insert(key) {
-        return Err(LedgerError::DuplicateKey { index });
-    }
-    Ok(codec::ENTRY_FIXED_BYTES + key.len() + 32 + value_len)
-}
-
-/// Checks a tx's entry count and encoded size against the limits.
-fn check_tx_size(count: usize, bytes: usize) -> Result<()> {
-    if count == 0 {
-        return Err(LedgerError::EmptyTx);
-    }
-    if count > ENTRIES_PER_TX_MAX {
-        return Err(LedgerError::TooManyEntries {
-            count,
-            max: ENTRIES_PER_TX_MAX,
-        });
-    }
-    if bytes > TX_BYTES_MAX {
-        return Err(LedgerError::TxTooLarge {
-            bytes,
-            max: TX_BYTES_MAX,
-        });
-    }
-    Ok(())
-}
-
-/// Checks limits and hashes everything that does not depend on the tx's position.
-pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
-    // The count first: a huge entry list is refused before it is walked.
-    if entries.len() > ENTRIES_PER_TX_MAX {
-        check_tx_size(entries.len(), 0)?;
-    }
-    let mut seen = HashSet::with_capacity(entries.len());
-    let mut bytes = codec::HEADER_BYTES;
-    for (index, e) in entries.iter().enumerate() {
-        bytes += check_entry(index, &e.key, e.value.len(), e.meta.deleted, &mut seen)?;
-    }
-    check_tx_size(entries.len(), bytes)?;
-    let mut body = Vec::with_capacity(bytes - codec::HEADER_BYTES);
-    let mut digests = Vec::with_capacity(entries.len());
-    let mut refs = Vec::with_capacity(entries.len());
-    for e in entries {
-        let vh = value_hash(&e.value);
-        digests.push(entry_digest(&e.key, e.meta, &vh));
-        let at = codec::encode_entry(&e.key, e.meta, &vh, &e.value, &mut body);
-        refs.push((e.key, e.meta.deleted, at, e.value.len() as u32));
-    }
-    Ok(Prepared {
-        entry_count: digests.len() as u32,
-        entries_root: entries_root(&digests),
-        body_crc: {
-            let mut h = crc32fast::Hasher::new();
-            h.update(&body);
-            h
-        },
-        body: body.into(),
-        refs,
-        fixed: None,
-    })
 }
 
 /// Queues `tx` for the writer and waits until it is durable (or failed).
@@ -353,86 +199,6 @@ pub(crate) struct Writer {
     /// while one is.
     pub runs: Option<Runs>,
     pub checkpointing: Option<std::thread::JoinHandle<(Runs, Result<()>)>>,
-}
-
-/// The index runs in use and the next run number: owned by whoever runs the checkpoint.
-pub(crate) struct Runs {
-    pub next_id: u64,
-    pub runs: Vec<Arc<Run>>,
-}
-
-/// One checkpoint's work, taken on its own thread so that commits go on meanwhile.
-struct Job {
-    shared: Arc<Shared>,
-    memtable: Arc<Memtable>,
-    checkpoint: Checkpoint,
-    syncs: Vec<fs::SyncHandle>,
-}
-
-impl Job {
-    fn run(self, state: &mut Runs) -> Result<()> {
-        for s in &self.syncs {
-            s.sync()?;
-        }
-        let index_dir = self.shared.dir.join("index");
-        let new_run = |state: &mut Runs| {
-            let id = state.next_id;
-            state.next_id += 1;
-            (id, index_dir.join(index::run::file_name(id)))
-        };
-        if self.memtable.versions() > 0 {
-            let (id, path) = new_run(state);
-            self.memtable.write(&path)?;
-            state
-                .runs
-                .push(Arc::new(self.shared.locked(|l| Run::open(&path, id, l))?));
-        }
-        // Size-tiered, fan-in 4: once the newest runs include 4 of about the same size
-        // (each under twice the newest), they are merged into one; so each version is
-        // rewritten about log4(n / memtable size) times. More than `runs_max` runs are merged
-        // whole, a cap that the tiers normally stay under.
-        loop {
-            let n = state.runs.len();
-            let newest = state.runs.last().map_or(0, |r| r.len());
-            let similar = state
-                .runs
-                .iter()
-                .rev()
-                .take_while(|r| r.len() < 2 * newest.max(1))
-                .count();
-            let from = if n > self.shared.options.runs_max {
-                0
-            } else if similar >= MERGE_FAN_IN {
-                n - similar
-            } else {
-                break;
-            };
-            let (id, path) = new_run(state);
-            index::merge_runs(&state.runs[from..], &path)?;
-            state.runs.truncate(from);
-            state
-                .runs
-                .push(Arc::new(self.shared.locked(|l| Run::open(&path, id, l))?));
-        }
-        let mut checkpoint = self.checkpoint;
-        checkpoint.next_run_id = state.next_id;
-        checkpoint.runs = state.runs.iter().map(|r| r.id()).collect();
-        checkpoint.write(&self.shared.dir)?;
-        lock_poisoned(self.shared.index.write()).install(state.runs.clone(), &self.memtable);
-        // Runs merged away (including any written by this checkpoint) are deleted; a map
-        // still held by a reader stays valid until dropped. Only this job writes runs.
-        let keep: Vec<std::ffi::OsString> = state
-            .runs
-            .iter()
-            .filter_map(|r| r.path().file_name().map(Into::into))
-            .collect();
-        for p in fs::list(&index_dir, "idx")? {
-            if !p.file_name().is_some_and(|n| keep.iter().any(|k| k == n)) {
-                fs::remove(&p)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Writer {
@@ -576,18 +342,13 @@ impl Writer {
                     (h, h.alh())
                 }
                 Some((h, alh)) => {
-                    let reason = if h.id != id {
-                        Some("it is not the next tx id")
-                    } else if h.prev_alh != self.last_alh {
-                        Some("its previous Alh is not this database's last Alh")
-                    } else if h.history_size != id - 1 || h.history_root != self.frontier.root() {
-                        Some("its history root is not this database's")
-                    } else if h.timestamp_us < self.last_ts {
-                        Some("its timestamp is before the last tx's")
-                    } else {
-                        None
+                    let link = Link {
+                        last_id: self.last_id,
+                        last_alh: self.last_alh,
+                        last_ts: self.last_ts,
+                        history_root: self.frontier.root(),
                     };
-                    if let Some(reason) = reason {
+                    if let Err(reason) = chain::check_link(h, &link) {
                         results.push(Err(LedgerError::NotNext { tx: h.id, reason }));
                         continue;
                     }

@@ -40,7 +40,7 @@ pub enum ReplicationError {
     NotNext {
         database: String,
         tx: TxId,
-        reason: &'static str,
+        reason: crate::ledger::ChainBreak,
     },
     /// Another stream applied the same tx meanwhile: go on from the replica's state.
     #[error("tx {tx} was applied to database {database} by another stream meanwhile; go on from its state")]

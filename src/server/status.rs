@@ -25,7 +25,9 @@ pub fn ledger(e: LedgerError) -> Status {
         E::KeyNotFound => return Reason::KeyNotFound.status(e.to_string()),
         E::TxNotFound { .. } => Code::NotFound,
         E::NotNext { .. } => Code::FailedPrecondition,
-        E::BadTx { .. } | E::Storage(StorageError::Corrupt { .. }) => Code::DataLoss,
+        E::BadTx { .. } | E::Damaged { .. } | E::Storage(StorageError::Corrupt { .. }) => {
+            Code::DataLoss
+        }
         E::Storage(StorageError::Locked { .. }) | E::Poisoned { .. } | E::Closed => {
             Code::Unavailable
         }

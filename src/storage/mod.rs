@@ -1,4 +1,5 @@
-//! Bytes on disk. Knows nothing of hashes, keys or transactions.
+//! Bytes on disk. Knows nothing of hashes, keys or transactions: its errors say what is wrong
+//! with bytes (checksums, lengths, layouts), never with a hash chain.
 //!
 //! - [`frame`]: length + crc32 framed records and their decoding (`Incomplete` vs `Corrupt`).
 //! - [`segment`]: append-only segment files of frames, with a header and a size limit.
@@ -33,10 +34,6 @@ pub enum Corruption {
     ShortFile,
     #[error("undecodable record: {0}")]
     Decode(&'static str),
-    #[error("stored value does not match its stored hash")]
-    ValueHash,
-    #[error("hash chain broken: {0}")]
-    Chain(&'static str),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,131 @@
+//! The ledger's errors, and the one vocabulary for a broken hash chain ([`ChainBreak`]) that
+//! recovery, the offline check, reads, the writer and replica apply all speak.
+
+use crate::integrity::TxId;
+use crate::storage::{Corruption, StorageError};
+use std::path::PathBuf;
+
+/// How a tx record fails to extend the chain it must, or to agree with itself. The same
+/// words whether recovery, the offline check, a read or a replica finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    /// Its tx id is not the one its position needs (the next id, or the id it is filed under).
+    #[error("its tx id is not the one its position needs")]
+    Id,
+    /// Its previous Alh is not the Alh of the tx before it.
+    #[error("its previous Alh is not the previous tx's Alh")]
+    PrevAlh,
+    /// Its history size or root is not the history tree's over every earlier Alh.
+    #[error("its history root is not the history tree's")]
+    HistoryRoot,
+    /// Its timestamp is before the previous tx's.
+    #[error("its timestamp is before the previous tx's")]
+    Timestamp,
+    /// A value does not hash to its stored value hash.
+    #[error("a value does not match its stored hash")]
+    ValueHash,
+    /// Its entries do not hash to its entries root.
+    #[error("its entries do not hash to its entries root")]
+    EntriesRoot,
+    /// Its stored Alh is not the Alh of its header.
+    #[error("its stored Alh is not its header's")]
+    Alh,
+}
+
+/// What is wrong with a stored tx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TxFault {
+    /// Its frame is damaged (checksums, length, truncation).
+    #[error(transparent)]
+    Frame(Corruption),
+    /// Its record does not decode.
+    #[error("undecodable record: {0}")]
+    Decode(&'static str),
+    /// It does not chain, or does not agree with itself.
+    #[error(transparent)]
+    Chain(ChainBreak),
+}
+
+/// Derived or indexed data that contradicts the log (the log is the truth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    /// A value at an indexed location does not match its stored hash.
+    #[error("a value does not match its stored hash")]
+    ValueHash,
+    /// A stored history node differs from the tree recomputed from the log.
+    #[error("a history node differs from the tree recomputed from the log")]
+    HistoryNode,
+    /// A stored tx location differs from where the log holds the tx.
+    #[error("a tx location differs from the log")]
+    TxLocation,
+    /// The checkpoint names a tx or an Alh the log does not have.
+    #[error("the checkpoint does not match the log")]
+    Checkpoint,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("tx {tx} in {path} at offset {offset} is bad: {reason}")]
+    BadTx {
+        tx: TxId,
+        path: PathBuf,
+        offset: u64,
+        reason: TxFault,
+    },
+    #[error("{path} at offset {offset}: {reason}")]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        reason: Damage,
+    },
+    #[error("a transaction needs at least one entry")]
+    EmptyTx,
+    #[error("{count} entries in one transaction; the limit is {max}")]
+    TooManyEntries { count: usize, max: usize },
+    #[error("entry {index}: the key is empty")]
+    EmptyKey { index: usize },
+    #[error("entry {index}: key of {len} bytes; the limit is {max}")]
+    KeyTooLong {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
+    #[error("entry {index}: value of {len} bytes; the limit is {max}")]
+    ValueTooLarge {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
+    #[error("entry {index}: the key appears twice in one transaction")]
+    DuplicateKey { index: usize },
+    #[error("transaction of {bytes} bytes encoded; the limit is {max}")]
+    TxTooLarge { bytes: usize, max: usize },
+    #[error("entry {index}: a delete carries no value")]
+    DeleteWithValue { index: usize },
+    #[error("key not found")]
+    KeyNotFound,
+    /// A replicated tx record that cannot be decoded.
+    #[error("malformed tx record: {reason}")]
+    BadRecord { reason: &'static str },
+    /// A replicated tx that does not extend this database exactly: the histories differ.
+    #[error("tx {tx} does not extend this database: {reason}")]
+    NotNext { tx: TxId, reason: ChainBreak },
+    #[error("tx {id} does not exist; the last is {last}")]
+    TxNotFound { id: TxId, last: TxId },
+    #[error("invalid option {name}: {reason}")]
+    InvalidOption {
+        name: &'static str,
+        reason: &'static str,
+    },
+    #[error("a write to {path} failed earlier ({kind}); reopen the database")]
+    Poisoned {
+        path: PathBuf,
+        kind: std::io::ErrorKind,
+    },
+    #[error("the database is closed")]
+    Closed,
+}
+
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;

@@ -1,0 +1,149 @@
+//! Preparing a tx on the committer's thread: limits checked, values hashed, entries encoded;
+//! and, for a replicated tx, the record checked against itself. Nothing here depends on the
+//! tx's position, so it runs before the writer sees the tx.
+
+use super::{
+    chain, codec, LedgerError, NewEntry, Result, ENTRIES_PER_TX_MAX, KEY_BYTES_MAX, TX_BYTES_MAX,
+    VALUE_BYTES_MAX,
+};
+use crate::integrity::{entry_digest, tx::entries_root, value_hash, Digest, TxHeader};
+use bytes::Bytes;
+use std::collections::HashSet;
+
+/// A validated, hashed and encoded tx waiting for its id.
+pub(crate) struct Prepared {
+    pub(crate) entry_count: u32,
+    pub(crate) entries_root: Digest,
+    /// The encoded entries, as they follow the header in the record.
+    pub(crate) body: Bytes,
+    /// crc32 state over `body`, so the writer checksums only the header.
+    pub(crate) body_crc: crc32fast::Hasher,
+    /// Per entry: key, deleted, offset of the value hash in `body`, value length.
+    pub(crate) refs: Vec<(Vec<u8>, bool, usize, u32)>,
+    /// A replicated tx: the header it must be written with, byte for byte, and its Alh
+    /// (already checked against the header).
+    pub(crate) fixed: Option<(TxHeader, Digest)>,
+}
+
+/// Prepares a tx copied from another database, as the record its source stores: the record
+/// must be well formed and within this database's limits, each value must match its stored
+/// hash, the entries must hash to the header's entries root and the header to the Alh. The
+/// writer then checks that the header extends this database exactly, and stores the record's
+/// bytes as they came.
+pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
+    let rec = codec::decode(&record).map_err(|reason| LedgerError::BadRecord { reason })?;
+    let mut seen = HashSet::with_capacity(rec.entries.len());
+    let mut bytes = codec::HEADER_BYTES;
+    let mut refs = Vec::with_capacity(rec.entries.len());
+    for (index, e) in rec.entries.iter().enumerate() {
+        bytes += check_entry(index, e.key, e.value.len(), e.meta.deleted, &mut seen)?;
+        let at = e.value_hash_at - codec::HEADER_BYTES;
+        refs.push((e.key.to_vec(), e.meta.deleted, at, e.value.len() as u32));
+    }
+    check_tx_size(refs.len(), bytes)?;
+    chain::check_contents(&rec).map_err(|reason| LedgerError::NotNext {
+        tx: rec.header.id,
+        reason,
+    })?;
+    let fixed = Some((rec.header, rec.alh));
+    let body = record.slice(codec::HEADER_BYTES..);
+    let mut body_crc = crc32fast::Hasher::new();
+    body_crc.update(&body);
+    Ok(Prepared {
+        entry_count: refs.len() as u32,
+        entries_root: rec.header.entries_root,
+        body,
+        body_crc,
+        refs,
+        fixed,
+    })
+}
+
+/// Checks one entry against the limits; returns its encoded size.
+fn check_entry<'a>(
+    index: usize,
+    key: &'a [u8],
+    value_len: usize,
+    deleted: bool,
+    seen: &mut HashSet<&'a [u8]>,
+) -> Result<usize> {
+    if key.is_empty() {
+        return Err(LedgerError::EmptyKey { index });
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(LedgerError::KeyTooLong {
+            index,
+            len: key.len(),
+            max: KEY_BYTES_MAX,
+        });
+    }
+    if value_len > VALUE_BYTES_MAX {
+        return Err(LedgerError::ValueTooLarge {
+            index,
+            len: value_len,
+            max: VALUE_BYTES_MAX,
+        });
+    }
+    if deleted && value_len > 0 {
+        return Err(LedgerError::DeleteWithValue { index });
+    }
+    if !seen.insert(key) {
+        return Err(LedgerError::DuplicateKey { index });
+    }
+    Ok(codec::ENTRY_FIXED_BYTES + key.len() + 32 + value_len)
+}
+
+/// Checks a tx's entry count and encoded size against the limits.
+fn check_tx_size(count: usize, bytes: usize) -> Result<()> {
+    if count == 0 {
+        return Err(LedgerError::EmptyTx);
+    }
+    if count > ENTRIES_PER_TX_MAX {
+        return Err(LedgerError::TooManyEntries {
+            count,
+            max: ENTRIES_PER_TX_MAX,
+        });
+    }
+    if bytes > TX_BYTES_MAX {
+        return Err(LedgerError::TxTooLarge {
+            bytes,
+            max: TX_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Checks limits and hashes everything that does not depend on the tx's position.
+pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
+    // The count first: a huge entry list is refused before it is walked.
+    if entries.len() > ENTRIES_PER_TX_MAX {
+        check_tx_size(entries.len(), 0)?;
+    }
+    let mut seen = HashSet::with_capacity(entries.len());
+    let mut bytes = codec::HEADER_BYTES;
+    for (index, e) in entries.iter().enumerate() {
+        bytes += check_entry(index, &e.key, e.value.len(), e.meta.deleted, &mut seen)?;
+    }
+    check_tx_size(entries.len(), bytes)?;
+    let mut body = Vec::with_capacity(bytes - codec::HEADER_BYTES);
+    let mut digests = Vec::with_capacity(entries.len());
+    let mut refs = Vec::with_capacity(entries.len());
+    for e in entries {
+        let vh = value_hash(&e.value);
+        digests.push(entry_digest(&e.key, e.meta, &vh));
+        let at = codec::encode_entry(&e.key, e.meta, &vh, &e.value, &mut body);
+        refs.push((e.key, e.meta.deleted, at, e.value.len() as u32));
+    }
+    Ok(Prepared {
+        entry_count: digests.len() as u32,
+        entries_root: entries_root(&digests),
+        body_crc: {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&body);
+            h
+        },
+        body: body.into(),
+        refs,
+        fixed: None,
+    })
+}

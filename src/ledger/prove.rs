@@ -1,0 +1,113 @@
+//! Proofs: an entry in a tx, a tx in a state, a state extending an older one.
+
+use super::{Ledger, LedgerError, Result, TxEntry};
+use crate::integrity::merkle;
+use crate::integrity::{Digest, EntryProof, StateProof, TxId, TxProof};
+
+impl Ledger {
+    /// Proof that the entry for `key` is in tx `id`, with that entry.
+    pub fn entry_proof(&self, id: TxId, key: &[u8]) -> Result<(TxEntry, EntryProof)> {
+        let tx = self.tx(id)?;
+        let leaves: Vec<Digest> = tx
+            .entries
+            .iter()
+            .map(|e| merkle::leaf_hash(&e.digest().0))
+            .collect();
+        let index = tx
+            .entries
+            .iter()
+            .position(|e| e.key == key)
+            .ok_or(LedgerError::KeyNotFound)?;
+        let proof = EntryProof {
+            index: index as u32,
+            entry_count: tx.header.entry_count,
+            path: merkle::path_of_leaf(&leaves, index),
+        };
+        Ok((tx.entries[index].clone(), proof))
+    }
+
+    /// Proof that tx `id` is in the state at tx `state` (`id <= state`).
+    pub fn tx_proof(&self, id: TxId, state: TxId) -> Result<TxProof> {
+        self.check_committed(state)?;
+        if id > state {
+            return Err(LedgerError::TxNotFound { id, last: state });
+        }
+        let tx = self.header(id)?;
+        let state_header = self.header(state)?;
+        let path = if id == state {
+            Vec::new()
+        } else {
+            self.inclusion_path(id - 1, state - 1)?
+        };
+        Ok(TxProof {
+            tx,
+            state: state_header,
+            path,
+        })
+    }
+
+    /// Proof that the state at tx `new` extends the state at tx `old` (`1 <= old <= new`).
+    pub fn state_proof(&self, old: TxId, new: TxId) -> Result<StateProof> {
+        self.check_committed(new)?;
+        if old == 0 || old > new {
+            return Err(LedgerError::TxNotFound { id: old, last: new });
+        }
+        let (old_h, new_h) = (self.header(old)?, self.header(new)?);
+        if old == new {
+            return Ok(StateProof {
+                old: old_h,
+                new: new_h,
+                inclusion: Vec::new(),
+                consistency: Vec::new(),
+            });
+        }
+        Ok(StateProof {
+            old: old_h,
+            new: new_h,
+            inclusion: self.inclusion_path(old - 1, new - 1)?,
+            consistency: self.consistency_path(old - 1, new - 1)?,
+        })
+    }
+
+    /// Audit path of leaf `leaf` (Alh of tx `leaf + 1`) in the history tree of `size` leaves.
+    pub fn inclusion_path(&self, leaf: u64, size: u64) -> Result<Vec<Digest>> {
+        self.check_tree_size(size)?;
+        if leaf >= size {
+            return Err(LedgerError::TxNotFound {
+                id: leaf + 1,
+                last: size,
+            });
+        }
+        Ok(merkle::inclusion_path(&self.shared.history, leaf, size)?)
+    }
+
+    /// Consistency proof of the history tree from `old_size` to `new_size` leaves.
+    pub fn consistency_path(&self, old_size: u64, new_size: u64) -> Result<Vec<Digest>> {
+        self.check_tree_size(new_size)?;
+        if old_size > new_size {
+            return Err(LedgerError::TxNotFound {
+                id: old_size,
+                last: new_size,
+            });
+        }
+        Ok(merkle::consistency_path(
+            &self.shared.history,
+            old_size,
+            new_size,
+        )?)
+    }
+
+    /// Root of the history tree over the first `size` Alhs.
+    pub fn history_root(&self, size: u64) -> Result<Digest> {
+        self.check_tree_size(size)?;
+        Ok(merkle::subtree_root(&self.shared.history, 0, size)?)
+    }
+
+    fn check_tree_size(&self, size: u64) -> Result<()> {
+        let last = self.state().tx_id;
+        if size > last {
+            return Err(LedgerError::TxNotFound { id: size, last });
+        }
+        Ok(())
+    }
+}

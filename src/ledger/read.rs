@@ -1,0 +1,242 @@
+//! Reads: values by key, histories, scans, and txs by id, each checked as it is read.
+
+use super::{
+    codec, decode_location, lock_poisoned, ChainBreak, Damage, KeyValue, KeyVersion, Ledger,
+    LedgerError, Order, Result, Tx, TxEntry, TxFault,
+};
+use crate::index::Version;
+use crate::integrity::{value_hash, Digest, TxHeader, TxId};
+use crate::storage::segment::SegmentReader;
+use crate::storage::{Corruption, StorageError};
+use bytes::Bytes;
+
+impl Ledger {
+    /// The live value of `key`, or `None` if it was never set or is deleted.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        self.get_at(key, TxId::MAX)
+    }
+
+    /// The value of `key` as of tx `tx` (the newest version written by a tx `<= tx`).
+    pub fn get_at(&self, key: &[u8], tx: TxId) -> Result<Option<KeyValue>> {
+        let v = lock_poisoned(self.shared.index.read()).get(key, tx)?;
+        match v {
+            Some(v) if !v.deleted => Ok(Some(KeyValue {
+                key: key.to_vec(),
+                value: self.value(&v)?,
+                tx: v.tx,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Versions of `key`, deletions included, skipping `offset`, at most `limit`.
+    pub fn history(
+        &self,
+        key: &[u8],
+        offset: u64,
+        limit: usize,
+        order: Order,
+    ) -> Result<Vec<KeyVersion>> {
+        let versions =
+            lock_poisoned(self.shared.index.read()).history(key, offset, limit, order)?;
+        versions
+            .iter()
+            .map(|v| {
+                Ok(KeyVersion {
+                    tx: v.tx,
+                    deleted: v.deleted,
+                    value: self.value(v)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Live keys starting with `prefix`, after the key `after` if given, in `order`, at most
+    /// `limit`, as of tx `as_of` (`TxId::MAX` for the latest).
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        order: Order,
+        as_of: TxId,
+    ) -> Result<Vec<KeyValue>> {
+        let found =
+            lock_poisoned(self.shared.index.read()).scan(prefix, after, limit, order, as_of)?;
+        found
+            .into_iter()
+            .map(|(key, v)| {
+                Ok(KeyValue {
+                    value: self.value(&v)?,
+                    key,
+                    tx: v.tx,
+                })
+            })
+            .collect()
+    }
+
+    fn segment(&self, id: u32) -> Result<SegmentReader> {
+        let view = lock_poisoned(self.shared.view.read());
+        view.segments.get(&id).cloned().ok_or_else(|| {
+            LedgerError::Storage(StorageError::corrupt(
+                self.shared
+                    .dir
+                    .join("segments")
+                    .join(crate::storage::segment::file_name(id)),
+                0,
+                Corruption::ShortFile,
+            ))
+        })
+    }
+
+    /// Reads a value and checks it against its stored hash.
+    fn value(&self, v: &Version) -> Result<Vec<u8>> {
+        let seg = self.segment(v.value.segment)?;
+        let bytes = seg.read(u64::from(v.value.offset), 32 + v.value.len as usize)?;
+        let (stored, value) = bytes.split_at(32);
+        if value_hash(value).0 != stored {
+            return Err(LedgerError::Damaged {
+                path: seg.path().to_path_buf(),
+                offset: u64::from(v.value.offset),
+                reason: Damage::ValueHash,
+            });
+        }
+        Ok(value.to_vec())
+    }
+
+    pub(super) fn check_committed(&self, id: TxId) -> Result<()> {
+        let last = self.state().tx_id;
+        if id == 0 || id > last {
+            return Err(LedgerError::TxNotFound { id, last });
+        }
+        Ok(())
+    }
+
+    /// Reads and decodes tx `id`, checking its frame checksum and its Alh.
+    fn read_tx<T>(&self, id: TxId, f: impl FnOnce(codec::TxRecord<'_>) -> T) -> Result<T> {
+        self.check_committed(id)?;
+        let (segment, offset, frame_len) = decode_location(&self.shared.locations.read(id - 1)?);
+        let seg = self.segment(segment)?;
+        let payload = seg.read_frame(offset, frame_len as usize)?;
+        let bad = |reason| LedgerError::BadTx {
+            tx: id,
+            path: seg.path().to_path_buf(),
+            offset,
+            reason,
+        };
+        let rec = codec::decode(&payload).map_err(|r| bad(TxFault::Decode(r)))?;
+        if rec.header.id != id {
+            return Err(bad(TxFault::Chain(ChainBreak::Id)));
+        }
+        if rec.header.alh() != rec.alh {
+            return Err(bad(TxFault::Chain(ChainBreak::Alh)));
+        }
+        Ok(f(rec))
+    }
+
+    /// The stored records of txs `from..=to` (header, Alh and entries, docs/format.md) for
+    /// another database to apply: the first (if `from <= to`), then no more once they reach
+    /// `bytes_max`. Each frame's checksum is checked; the hashes are left to the receiver,
+    /// which checks them all before applying. Consecutive frames are read together.
+    pub fn records(&self, from: TxId, to: TxId, bytes_max: usize) -> Result<Vec<Bytes>> {
+        self.check_committed(from)?;
+        self.check_committed(to)?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut id = from;
+        while id <= to && (out.is_empty() || bytes < bytes_max) {
+            // One run: consecutive frames in one segment, within the byte budget.
+            let (segment, start, first_len) = decode_location(&self.shared.locations.read(id - 1)?);
+            let mut lens = vec![first_len];
+            let mut end = start + u64::from(first_len);
+            loop {
+                let next = id + lens.len() as u64;
+                if next > to || bytes + (end - start) as usize >= bytes_max {
+                    break;
+                }
+                let (s, offset, len) = decode_location(&self.shared.locations.read(next - 1)?);
+                if s != segment || offset != end {
+                    break;
+                }
+                lens.push(len);
+                end += u64::from(len);
+            }
+            let seg = self.segment(segment)?;
+            let run = Bytes::from(seg.read(start, (end - start) as usize)?.into_owned());
+            let mut at = 0usize;
+            for len in lens {
+                let offset = start + at as u64;
+                let bad = |reason| LedgerError::BadTx {
+                    tx: id,
+                    path: seg.path().to_path_buf(),
+                    offset,
+                    reason,
+                };
+                let frame = &run[at..at + len as usize];
+                let payload = crate::storage::frame::decode_exact(frame)
+                    .map_err(|c| bad(TxFault::Frame(c)))?;
+                let (header, _) =
+                    codec::decode_header(payload).map_err(|r| bad(TxFault::Decode(r)))?;
+                if header.id != id {
+                    return Err(bad(TxFault::Chain(ChainBreak::Id)));
+                }
+                let from = at + crate::storage::frame::FRAME_HEADER_BYTES;
+                out.push(run.slice(from..from + payload.len()));
+                bytes += len as usize;
+                at += len as usize;
+                id += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The header of tx `id`.
+    pub fn header(&self, id: TxId) -> Result<TxHeader> {
+        self.read_tx(id, |r| r.header)
+    }
+
+    /// Tx `id` with all its entries.
+    pub fn tx(&self, id: TxId) -> Result<Tx> {
+        self.read_tx(id, |r| Tx {
+            header: r.header,
+            alh: r.alh,
+            entries: r
+                .entries
+                .iter()
+                .map(|e| TxEntry {
+                    key: e.key.to_vec(),
+                    meta: e.meta,
+                    value: e.value.to_vec(),
+                    value_hash: e.value_hash,
+                })
+                .collect(),
+        })?
+        .check_values(self)
+    }
+}
+
+impl Tx {
+    /// Assert twice: the values and the entries root of a tx read back are checked again.
+    fn check_values(self, ledger: &Ledger) -> Result<Tx> {
+        let digests: Vec<Digest> = self.entries.iter().map(TxEntry::digest).collect();
+        let root_ok = crate::integrity::tx::entries_root(&digests) == self.header.entries_root;
+        for e in &self.entries {
+            if !root_ok || value_hash(&e.value) != e.value_hash {
+                let (segment, offset, _) =
+                    decode_location(&ledger.shared.locations.read(self.header.id - 1)?);
+                let seg = ledger.segment(segment)?;
+                return Err(LedgerError::BadTx {
+                    tx: self.header.id,
+                    path: seg.path().to_path_buf(),
+                    offset,
+                    reason: TxFault::Chain(if root_ok {
+                        ChainBreak::ValueHash
+                    } else {
+                        ChainBreak::EntriesRoot
+                    }),
+                });
+            }
+        }
+        Ok(self)
+    }
+}
