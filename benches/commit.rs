@@ -2,6 +2,7 @@
 //! committers (group commit), and batched ingest of 1000-entry txs.
 //!
 //! `cargo bench --bench commit`
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! of a random tx and a consistency proof between two random states.
 //!
 //! `cargo bench --bench proofs` (the first run builds the database, once)
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Reopen of a database of 1,000,000 txs after a clean close.
 //!
 //! `cargo bench --bench reopen` (the first run builds the database, once)
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

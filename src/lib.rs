@@ -28,7 +28,15 @@
 //! - `cli` (default): what the binaries need besides (flags, config files, logging).
 #![deny(unsafe_code)]
 
+// Offsets and lengths on disk are u64 and are used as in-memory indexes: a narrower target
+// would have to truncate them.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("chainlog supports 64-bit targets only");
+
 pub mod integrity;
+
+#[cfg(any(feature = "client", feature = "engine"))]
+mod fs;
 
 #[cfg(feature = "client")]
 pub mod client;

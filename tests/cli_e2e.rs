@@ -2,6 +2,7 @@
 //! exit statuses, and tamper detection (a stored value edited while the server is down makes
 //! the next `vget` fail with the verification status, and `verify` too); and how
 //! `chainlog-replicator` reports bad usage and a source it cannot reach.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The ledger's public API end to end on a real directory: commits, reads, deletes, history,
 //! scans, limits, proofs verified with the integrity functions, and reopening (after a clean
 //! close, across checkpoints, run merges and segment rolls).
+#![allow(clippy::unwrap_used)]
 
 use chainlog::integrity::{entry_digest, value_hash, EntryMeta, VerifyError};
 use chainlog::ledger::Order;

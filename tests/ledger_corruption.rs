@@ -5,6 +5,7 @@
 //! index runs are saved; 50 more txs are written; then the saved checkpoint and runs are put
 //! back. That is exactly what the directory holds if the process died right after the
 //! checkpoint at tx 400: the other files are append-only, so they only hold more.
+#![allow(clippy::unwrap_used)]
 
 use chainlog::ledger::Order;
 use chainlog::ledger::{check, Ledger, LedgerError, NewEntry, Options};

@@ -2,6 +2,7 @@
 //! chain verifies. A child process (this test binary, re-run in child mode) commits from four
 //! threads in a loop and prints each acknowledged tx; the parent kills it with SIGKILL at a
 //! random moment, 25 rounds on one directory, reopening and checking after each.
+#![allow(clippy::unwrap_used)]
 
 use chainlog::ledger::{check, Ledger, NewEntry, Options};
 use std::io::{BufRead, BufReader};

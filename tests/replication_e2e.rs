@@ -3,6 +3,7 @@
 //! refuses writes, serves proofs that verify against the primary's state, keeps its password
 //! secret, stops as `diverged` when the primary's history was rewritten, cascades through a
 //! chain, and holds back synchronous commits until acknowledged.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

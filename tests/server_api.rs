@@ -1,5 +1,6 @@
 //! The real `chainlogd` driven through the SDK: auth failures and the permission matrix,
 //! every data call, verified calls, restart persistence, graceful shutdown under load.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

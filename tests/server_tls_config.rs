@@ -1,6 +1,7 @@
 //! The real `chainlogd` with TLS and mutual TLS (certificates made by rcgen at test time),
 //! settings from a TOML file and from CHAINLOG_* variables, the metrics endpoint, and the
 //! standard gRPC health service.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

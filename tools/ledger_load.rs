@@ -11,6 +11,7 @@
 //! cargo run --release --example ledger_load -- ingest TXS [DIR]
 //!     commits TXS txs of 1000 entries (16-byte keys, 100-byte values) from one thread, durable
 //! ```
+#![allow(clippy::unwrap_used)]
 
 use chainlog::ledger::{Ledger, NewEntry, Options};
 use std::io::{Seek, Write};

@@ -12,6 +12,7 @@
 //!     Set throughput from CLIENTS clients for SECS seconds on a primary with no replica, with
 //!     one async replica, and with one sync replica (sync acks 1), each on fresh servers
 //! ```
+#![allow(clippy::unwrap_used)]
 
 use chainlog::client::Client;
 use chainlog::ledger::{Durability, Ledger, NewEntry, Options};

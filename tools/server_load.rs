@@ -8,6 +8,7 @@
 //! ```
 //! Without --addr it starts `chainlogd` itself (target/release/chainlogd, so build it first
 //! with `cargo build --release --bin chainlogd`) on a temporary data directory.
+#![allow(clippy::unwrap_used)]
 
 use chainlog::client::Client;
 use chainlog::wire;

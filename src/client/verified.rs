@@ -8,7 +8,6 @@ use crate::integrity::{
 use crate::wire::{self, digest, digests, required};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokio::sync::Mutex;
 
@@ -114,22 +113,6 @@ fn state_file_error(path: &Path, e: impl std::fmt::Display) -> ClientError {
         path: path.to_path_buf(),
         reason: e.to_string(),
     }
-}
-
-/// Replaces `path` with `bytes` atomically and durably.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 impl VerifiedClient {
@@ -242,7 +225,11 @@ impl VerifiedClient {
         );
         let bytes =
             serde_json::to_vec_pretty(&*states).map_err(|e| state_file_error(&self.path, e))?;
-        write_atomically(&self.path, &bytes).map_err(|e| state_file_error(&self.path, e))?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::fs::create_dir_all(dir).map_err(|e| state_file_error(&self.path, e))?;
+        }
+        crate::fs::replace(&self.path, &bytes, crate::fs::PRIVATE_MODE)
+            .map_err(|e| state_file_error(&self.path, e))?;
         Ok(proof.tx)
     }
 

@@ -529,7 +529,7 @@ mod tests {
     /// is installed only at the next flush, so queries also meet a frozen memtable, as they do
     /// while a checkpoint is under way. Returns the model beside it.
     fn build(dir: &std::path::Path, ops: &[(Vec<u8>, bool)], every: usize) -> (Index, Model) {
-        let lock = crate::storage::fs::DirLock::acquire(dir).unwrap();
+        let lock = crate::fs::DirLock::acquire(dir).unwrap();
         let mut idx = Index::default();
         let mut model = Model::new();
         let mut next_run = 0u64;
@@ -571,7 +571,7 @@ mod tests {
                 .first()
                 .map(|r| r.path().parent().unwrap().to_path_buf());
             if let Some(dir) = dir {
-                let lock = crate::storage::fs::DirLock::acquire(&dir).unwrap();
+                let lock = crate::fs::DirLock::acquire(&dir).unwrap();
                 let p = dir.join(run::file_name(999_999));
                 frozen.write(&p).unwrap();
                 let mut runs = idx.runs().to_vec();
@@ -631,7 +631,7 @@ mod tests {
         }
     }
 
-    fn frozen_first(idx: &mut Index, path: &std::path::Path, lock: &crate::storage::fs::DirLock) {
+    fn frozen_first(idx: &mut Index, path: &std::path::Path, lock: &crate::fs::DirLock) {
         let frozen = idx.frozen[0].clone();
         frozen.write(path).unwrap();
         idx.install(vec![Arc::new(Run::open(path, 1, lock).unwrap())], &frozen);
@@ -658,7 +658,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ops: Vec<(Vec<u8>, bool)> = (0..10u8).map(|i| (vec![i], false)).collect();
         let (mut idx, _) = build(dir.path(), &ops, 10);
-        let lock = crate::storage::fs::DirLock::acquire(dir.path()).unwrap();
+        let lock = crate::fs::DirLock::acquire(dir.path()).unwrap();
         let first = dir.path().join(run::file_name(1));
         frozen_first(&mut idx, &first, &lock);
         let path = idx.runs()[0].path().to_path_buf();

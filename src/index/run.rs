@@ -5,16 +5,18 @@
 //! Each record carries a crc32 over its bytes and its ordinal, checked on every read.
 
 use super::{ValueRef, Version};
+use crate::fs;
 use crate::storage::mmap::SealedMap;
 use crate::storage::segment::MAGIC;
-use crate::storage::{fs, Corruption, Result, StorageError};
-use std::io::{BufWriter, Write};
+use crate::storage::{Corruption, Result, StorageError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const KIND_RUN: u8 = 2;
 pub const RUN_FORMAT_VERSION: u8 = 1;
 const HEADER_BYTES: u64 = 32;
 const FOOTER_BYTES: u64 = 40;
+const FOOTER_LEN: usize = 40;
 /// key_len u16, flags u8, tx u64, segment u32, offset u32, len u32.
 const FIXED_BYTES: usize = 23;
 
@@ -59,55 +61,61 @@ fn write_with<K: AsRef<[u8]>>(
     path: &Path,
     records: impl Iterator<Item = Result<(K, Version)>>,
 ) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let io = |e| StorageError::io(&tmp, e);
-    let file = std::fs::File::create(&tmp).map_err(io)?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.write_all(&header_bytes()).map_err(io)?;
-    let mut offsets: Vec<u64> = Vec::new();
-    let mut at = HEADER_BYTES;
-    let (mut min_tx, mut max_tx) = (u64::MAX, 0u64);
-    let mut rec = Vec::with_capacity(64);
-    for r in records {
-        let (key, v) = r?;
-        let key = key.as_ref();
-        rec.clear();
-        rec.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        rec.push(u8::from(v.deleted));
-        rec.extend_from_slice(&v.tx.to_le_bytes());
-        rec.extend_from_slice(&v.value.segment.to_le_bytes());
-        rec.extend_from_slice(&v.value.offset.to_le_bytes());
-        rec.extend_from_slice(&v.value.len.to_le_bytes());
-        rec.extend_from_slice(key);
-        let crc = record_crc(offsets.len() as u64, &rec);
-        rec.extend_from_slice(&crc.to_le_bytes());
-        w.write_all(&rec).map_err(io)?;
-        offsets.push(at);
-        at += rec.len() as u64;
-        min_tx = min_tx.min(v.tx);
-        max_tx = max_tx.max(v.tx);
+    // A record that fails to read (a merge's input) aborts the write; it is the error given.
+    let mut failed: Option<StorageError> = None;
+    let written = fs::replace_with(path, fs::FILE_MODE, |w| {
+        w.write_all(&header_bytes())?;
+        let mut offsets: Vec<u64> = Vec::new();
+        let mut at = HEADER_BYTES;
+        let (mut min_tx, mut max_tx) = (u64::MAX, 0u64);
+        let mut rec = Vec::with_capacity(64);
+        for r in records {
+            let (key, v) = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    failed = Some(e);
+                    return Err(std::io::Error::other("a merged run failed to read"));
+                }
+            };
+            let key = key.as_ref();
+            rec.clear();
+            // Keys are at most KEY_BYTES_MAX (1024) bytes: checked at commit.
+            rec.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes());
+            rec.push(u8::from(v.deleted));
+            rec.extend_from_slice(&v.tx.to_le_bytes());
+            rec.extend_from_slice(&v.value.segment.to_le_bytes());
+            rec.extend_from_slice(&v.value.offset.to_le_bytes());
+            rec.extend_from_slice(&v.value.len.to_le_bytes());
+            rec.extend_from_slice(key);
+            let crc = record_crc(offsets.len() as u64, &rec);
+            rec.extend_from_slice(&crc.to_le_bytes());
+            w.write_all(&rec)?;
+            offsets.push(at);
+            at += rec.len() as u64;
+            min_tx = min_tx.min(v.tx);
+            max_tx = max_tx.max(v.tx);
+        }
+        let offsets_pos = at;
+        let mut table_crc = crc32fast::Hasher::new();
+        for o in &offsets {
+            let b = o.to_le_bytes();
+            table_crc.update(&b);
+            w.write_all(&b)?;
+        }
+        let mut footer = Vec::with_capacity(FOOTER_LEN);
+        footer.extend_from_slice(&(offsets.len() as u64).to_le_bytes());
+        footer.extend_from_slice(&offsets_pos.to_le_bytes());
+        footer.extend_from_slice(&min_tx.to_le_bytes());
+        footer.extend_from_slice(&max_tx.to_le_bytes());
+        footer.extend_from_slice(&table_crc.finalize().to_le_bytes());
+        let crc = crc32fast::hash(&footer);
+        footer.extend_from_slice(&crc.to_le_bytes());
+        w.write_all(&footer)
+    });
+    match (written, failed) {
+        (_, Some(e)) => Err(e),
+        (r, None) => Ok(r?),
     }
-    let offsets_pos = at;
-    let mut table_crc = crc32fast::Hasher::new();
-    for o in &offsets {
-        let b = o.to_le_bytes();
-        table_crc.update(&b);
-        w.write_all(&b).map_err(io)?;
-    }
-    let mut footer = Vec::with_capacity(FOOTER_BYTES as usize);
-    footer.extend_from_slice(&(offsets.len() as u64).to_le_bytes());
-    footer.extend_from_slice(&offsets_pos.to_le_bytes());
-    footer.extend_from_slice(&min_tx.to_le_bytes());
-    footer.extend_from_slice(&max_tx.to_le_bytes());
-    footer.extend_from_slice(&table_crc.finalize().to_le_bytes());
-    let crc = crc32fast::hash(&footer);
-    footer.extend_from_slice(&crc.to_le_bytes());
-    w.write_all(&footer).map_err(io)?;
-    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
-    fs::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// One record of a run, borrowed from its map.

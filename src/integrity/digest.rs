@@ -34,7 +34,7 @@ impl Digest {
         for (i, pair) in bytes.chunks_exact(2).enumerate() {
             let hi = (pair[0] as char).to_digit(16)?;
             let lo = (pair[1] as char).to_digit(16)?;
-            out[i] = (hi << 4 | lo) as u8;
+            out[i] = u8::try_from(hi << 4 | lo).ok()?;
         }
         Some(Digest(out))
     }
@@ -81,6 +81,7 @@ impl fmt::Display for Digest {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 

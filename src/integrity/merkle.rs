@@ -411,6 +411,7 @@ impl Frontier {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 pub(crate) mod reference {
     //! Naive recursive RFC 6962, straight from the text, used only to check the real code.
     use super::*;
@@ -466,6 +467,7 @@ pub(crate) mod reference {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::reference::*;
     use super::*;

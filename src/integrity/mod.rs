@@ -5,6 +5,7 @@
 //! Every hash is BLAKE3 over a one-byte domain tag followed by fixed-layout fields
 //! (docs/format.md, "Hash inputs"). The tags are the `TAG_*` constants below; no two hash
 //! inputs share a tag, so no digest can be replayed as another kind of digest.
+#![deny(clippy::cast_possible_truncation)]
 
 mod digest;
 pub mod merkle;

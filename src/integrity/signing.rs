@@ -8,11 +8,13 @@ use super::{Digest, TxId};
 pub const STATE_SIGNATURE_CONTEXT: &[u8] = b"chainlog/state/v1";
 
 /// The bytes signed for a state: the context, then `u16 len || uuid text`, `u64 tx_id`, the
-/// 32-byte Alh and `u64 timestamp_ms`, integers little-endian.
+/// 32-byte Alh and `u64 timestamp_ms`, integers little-endian. An identity longer than a u16
+/// can count is never a database's (they are UUIDs): it is encoded with the length 65535, so
+/// no state of a real database can match it.
 pub fn state_message(uuid: &str, tx_id: TxId, alh: &Digest, timestamp_ms: u64) -> Vec<u8> {
     let mut m = Vec::with_capacity(STATE_SIGNATURE_CONTEXT.len() + 2 + uuid.len() + 48);
     m.extend_from_slice(STATE_SIGNATURE_CONTEXT);
-    m.extend_from_slice(&(uuid.len() as u16).to_le_bytes());
+    m.extend_from_slice(&u16::try_from(uuid.len()).unwrap_or(u16::MAX).to_le_bytes());
     m.extend_from_slice(uuid.as_bytes());
     m.extend_from_slice(&tx_id.to_le_bytes());
     m.extend_from_slice(&alh.0);
@@ -49,6 +51,7 @@ pub fn verify_state(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 

@@ -83,8 +83,10 @@ pub fn value_hash(value: &[u8]) -> Digest {
 }
 
 /// `H(0x11 || u16 meta_len || meta || u16 key_len || key || value_hash)`, lengths little-endian.
-/// The caller guarantees `key.len() <= u16::MAX` (the ledger's key limit is far below).
+/// Valid keys are at most [`KEY_BYTES_MAX`] bytes; a longer one (say, from a lying server)
+/// is hashed with a length of at most 65535, which no stored entry can match.
 pub fn entry_digest(key: &[u8], meta: EntryMeta, value_hash: &Digest) -> Digest {
+    let key_len = u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes();
     const FIXED: usize = 1 + 2 + 1 + 2 + 32;
     let mut buf = [0u8; FIXED + 1024];
     if key.len() <= 1024 {
@@ -92,7 +94,7 @@ pub fn entry_digest(key: &[u8], meta: EntryMeta, value_hash: &Digest) -> Digest 
         buf[0] = TAG_ENTRY;
         buf[1..3].copy_from_slice(&1u16.to_le_bytes());
         buf[3] = meta.to_flags();
-        buf[4..6].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        buf[4..6].copy_from_slice(&key_len);
         buf[6..6 + key.len()].copy_from_slice(key);
         buf[6 + key.len()..n].copy_from_slice(&value_hash.0);
         return blake3::hash(&buf[..n]).into();
@@ -101,7 +103,7 @@ pub fn entry_digest(key: &[u8], meta: EntryMeta, value_hash: &Digest) -> Digest 
     h.update(&[TAG_ENTRY]);
     h.update(&1u16.to_le_bytes());
     h.update(&[meta.to_flags()]);
-    h.update(&(key.len() as u16).to_le_bytes());
+    h.update(&key_len);
     h.update(key);
     h.update(&value_hash.0);
     h.finalize().into()
@@ -165,6 +167,7 @@ pub fn alh(id: TxId, prev_alh: &Digest, inner: &Digest) -> Digest {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 

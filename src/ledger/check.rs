@@ -7,12 +7,13 @@ use super::chain::{check_record, Link};
 use super::checkpoint::Checkpoint;
 use super::recovery::list_segments;
 use super::{codec, decode_location, encode_location, Damage, LedgerError, Result, TxFault};
+use crate::fs;
 use crate::index::run::{self, Run};
 use crate::integrity::merkle::{leaf_hash, Frontier};
 use crate::integrity::{value_hash, Digest, TxId, ALH_GENESIS};
 use crate::storage::records::RecordReader;
 use crate::storage::segment::{self, ScanEnd, SegmentHeader, SegmentReader, SEGMENT_HEADER_BYTES};
-use crate::storage::{fs, Corruption, StorageError};
+use crate::storage::{len_u32, usize_of, Corruption, StorageError};
 use std::path::{Path, PathBuf};
 
 /// What a successful check saw.
@@ -43,10 +44,7 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
     }
     let lock = fs::DirLock::acquire(dir)?;
     let paths = list_segments(&dir.join("segments"))?;
-    let total: u64 = paths
-        .iter()
-        .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let total: u64 = paths.iter().map(|(_, p)| fs::len(p).unwrap_or(0)).sum();
     let history_path = dir.join("history.nodes");
     let locations_path = dir.join("tx.idx");
     let history = RecordReader::<32>::open(&history_path).ok();
@@ -74,15 +72,10 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
         {
             return Err(StorageError::corrupt(path, 0, Corruption::FileHeader).into());
         }
-        let bytes = reader.read(
-            0,
-            std::fs::metadata(path)
-                .map_err(|e| StorageError::io(path, e))?
-                .len() as usize,
-        )?;
+        let bytes = reader.read(0, usize_of(fs::len(path)?))?;
         let end = segment::scan(
             bytes
-                .get(SEGMENT_HEADER_BYTES as usize..)
+                .get(usize_of(SEGMENT_HEADER_BYTES)..)
                 .unwrap_or_default(),
             SEGMENT_HEADER_BYTES,
             |offset, n, payload| -> Result<()> {
@@ -103,7 +96,7 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
                 check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
                 if tx <= stored_locations {
                     if let Some(l) = &locations {
-                        if l.read(tx - 1)? != encode_location(*id, offset, n as u32) {
+                        if l.read(tx - 1)? != encode_location(*id, offset, len_u32(n)) {
                             return Err(LedgerError::Damaged {
                                 path: locations_path.clone(),
                                 offset: (tx - 1) * 20,

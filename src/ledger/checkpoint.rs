@@ -7,11 +7,12 @@
 //! ```
 
 use super::{lock_poisoned, Result, Shared};
+use crate::fs;
 use crate::index::{self, run::Run, Memtable};
 use crate::integrity::{Digest, TxId, ALH_GENESIS};
 use crate::storage::frame::{self, FrameError};
 use crate::storage::segment::SEGMENT_HEADER_BYTES;
-use crate::storage::{fs, Corruption, StorageError};
+use crate::storage::{Corruption, StorageError};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -55,12 +56,12 @@ impl Checkpoint {
             p.extend_from_slice(&self.segment.to_le_bytes());
             p.extend_from_slice(&self.segment_len.to_le_bytes());
             p.extend_from_slice(&self.next_run_id.to_le_bytes());
-            p.extend_from_slice(&(self.runs.len() as u32).to_le_bytes());
+            p.extend_from_slice(&crate::storage::len_u32(self.runs.len()).to_le_bytes());
             for r in &self.runs {
                 p.extend_from_slice(&r.to_le_bytes());
             }
         });
-        fs::atomic_write(&dir.join(FILE_NAME), &out)
+        Ok(fs::replace(&dir.join(FILE_NAME), &out, fs::FILE_MODE)?)
     }
 
     /// `None` if the database has never taken a checkpoint.
@@ -190,6 +191,7 @@ impl Job {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 

@@ -33,9 +33,11 @@ pub fn encode_entry(
     value: &[u8],
     out: &mut Vec<u8>,
 ) -> usize {
-    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    // Callers check keys and values against the limits first (`prepare`); out-of-limit
+    // lengths saturate, and such a record fails to decode rather than decoding wrongly.
+    out.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes());
     out.push(meta.to_flags());
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crate::storage::len_u32(value.len()).to_le_bytes());
     out.extend_from_slice(key);
     let at = out.len();
     out.extend_from_slice(&value_hash.0);
@@ -172,6 +174,7 @@ pub fn decode(payload: &[u8]) -> Result<TxRecord<'_>, &'static str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use crate::integrity::value_hash;

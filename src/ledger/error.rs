@@ -129,3 +129,9 @@ pub enum LedgerError {
 }
 
 pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
+
+impl From<crate::fs::FsError> for LedgerError {
+    fn from(e: crate::fs::FsError) -> LedgerError {
+        LedgerError::Storage(e.into())
+    }
+}

@@ -23,6 +23,7 @@
 //!   fsynced; readers see a tx only after that point.
 //! - After an I/O error on the write path the ledger refuses further commits
 //!   ([`LedgerError::Poisoned`]): what reached the disk is unknown until reopened.
+#![deny(clippy::cast_possible_truncation)]
 
 mod chain;
 mod check;
@@ -162,7 +163,7 @@ struct View {
 
 pub(crate) struct Shared {
     /// Held from open until close.
-    lock: Mutex<Option<crate::storage::fs::DirLock>>,
+    lock: Mutex<Option<crate::fs::DirLock>>,
     dir: PathBuf,
     options: Options,
     view: RwLock<View>,
@@ -183,7 +184,7 @@ impl Shared {
     /// ledger is closed once it is released.
     fn locked<T>(
         &self,
-        f: impl FnOnce(&crate::storage::fs::DirLock) -> Result<T, StorageError>,
+        f: impl FnOnce(&crate::fs::DirLock) -> Result<T, StorageError>,
     ) -> Result<T> {
         match lock_poisoned(self.lock.lock()).as_ref() {
             Some(l) => Ok(f(l)?),

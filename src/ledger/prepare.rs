@@ -7,6 +7,7 @@ use super::{
     VALUE_BYTES_MAX,
 };
 use crate::integrity::{entry_digest, tx::entries_root, value_hash, Digest, TxHeader};
+use crate::storage::len_u32;
 use bytes::Bytes;
 use std::collections::HashSet;
 
@@ -38,7 +39,7 @@ pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
     for (index, e) in rec.entries.iter().enumerate() {
         bytes += check_entry(index, e.key, e.value.len(), e.meta.deleted, &mut seen)?;
         let at = e.value_hash_at - codec::HEADER_BYTES;
-        refs.push((e.key.to_vec(), e.meta.deleted, at, e.value.len() as u32));
+        refs.push((e.key.to_vec(), e.meta.deleted, at, len_u32(e.value.len())));
     }
     check_tx_size(refs.len(), bytes)?;
     chain::check_contents(&rec).map_err(|reason| LedgerError::NotNext {
@@ -50,7 +51,7 @@ pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
     let mut body_crc = crc32fast::Hasher::new();
     body_crc.update(&body);
     Ok(Prepared {
-        entry_count: refs.len() as u32,
+        entry_count: len_u32(refs.len()),
         entries_root: rec.header.entries_root,
         body,
         body_crc,
@@ -132,10 +133,10 @@ pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
         let vh = value_hash(&e.value);
         digests.push(entry_digest(&e.key, e.meta, &vh));
         let at = codec::encode_entry(&e.key, e.meta, &vh, &e.value, &mut body);
-        refs.push((e.key, e.meta.deleted, at, e.value.len() as u32));
+        refs.push((e.key, e.meta.deleted, at, len_u32(e.value.len())));
     }
     Ok(Prepared {
-        entry_count: digests.len() as u32,
+        entry_count: len_u32(digests.len()),
         entries_root: entries_root(&digests),
         body_crc: {
             let mut h = crc32fast::Hasher::new();

@@ -19,7 +19,7 @@ impl Ledger {
             .position(|e| e.key == key)
             .ok_or(LedgerError::KeyNotFound)?;
         let proof = EntryProof {
-            index: index as u32,
+            index: crate::storage::len_u32(index),
             entry_count: tx.header.entry_count,
             path: merkle::path_of_leaf(&leaves, index),
         };

@@ -7,7 +7,7 @@ use super::{
 use crate::index::Version;
 use crate::integrity::{value_hash, Digest, TxHeader, TxId};
 use crate::storage::segment::SegmentReader;
-use crate::storage::{Corruption, StorageError};
+use crate::storage::{usize_of, Corruption, StorageError};
 use bytes::Bytes;
 
 impl Ledger {
@@ -151,7 +151,7 @@ impl Ledger {
             let mut end = start + u64::from(first_len);
             loop {
                 let next = id + lens.len() as u64;
-                if next > to || bytes + (end - start) as usize >= bytes_max {
+                if next > to || bytes + usize_of(end - start) >= bytes_max {
                     break;
                 }
                 let (s, offset, len) = decode_location(&self.shared.locations.read(next - 1)?);
@@ -162,7 +162,7 @@ impl Ledger {
                 end += u64::from(len);
             }
             let seg = self.segment(segment)?;
-            let run = Bytes::from(seg.read(start, (end - start) as usize)?.into_owned());
+            let run = Bytes::from(seg.read(start, usize_of(end - start))?.into_owned());
             let mut at = 0usize;
             for len in lens {
                 let offset = start + at as u64;

@@ -15,6 +15,7 @@ use super::{
     codec, encode_location, Damage, HistoryNodes, Ledger, LedgerError, Options, Result, Shared,
     State, TxFault, View,
 };
+use crate::fs;
 use crate::index::{run, run::Run, Index, ValueRef, Version};
 use crate::integrity::merkle::{self, leaf_hash, Frontier};
 use crate::integrity::{Digest, TxHeader, TxId};
@@ -23,7 +24,7 @@ use crate::storage::records::RecordWriter;
 use crate::storage::segment::{
     self, ActiveSegment, ScanEnd, SegmentHeader, SegmentReader, SEGMENT_HEADER_BYTES,
 };
-use crate::storage::{fs, Corruption, StorageError};
+use crate::storage::{len_u32, usize_of, Corruption, StorageError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -47,7 +48,7 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
     for p in fs::list(dir, "seg")? {
         let id = segment::id_of(&p)
             .ok_or_else(|| StorageError::corrupt(&p, 0, Corruption::FileHeader))?;
-        let expected = out.len() as u32 + 1;
+        let expected = len_u32(out.len()) + 1;
         if id != expected {
             let missing = dir.join(segment::file_name(expected));
             return Err(StorageError::corrupt(missing, 0, Corruption::ShortFile).into());
@@ -94,7 +95,7 @@ impl Replay {
         };
         check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
         self.locations
-            .push(&encode_location(segment, offset, frame_len as u32));
+            .push(&encode_location(segment, offset, len_u32(frame_len)));
         self.nodes.clear();
         self.frontier.append(leaf_hash(&rec.alh.0), &mut self.nodes);
         for n in &self.nodes {
@@ -104,8 +105,8 @@ impl Replay {
         for e in &rec.entries {
             let value = ValueRef {
                 segment,
-                offset: (body_at + e.value_hash_at as u64) as u32,
-                len: e.value.len() as u32,
+                offset: len_u32(usize_of(body_at) + e.value_hash_at),
+                len: len_u32(e.value.len()),
             };
             self.index.insert(
                 e.key,
@@ -130,6 +131,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
     fs::create_dir_all(&seg_dir)?;
     fs::create_dir_all(&index_dir)?;
     let lock = fs::DirLock::acquire(dir)?;
+    fs::remove_temps(dir)?;
     let cp = Checkpoint::read(dir)?.unwrap_or_else(Checkpoint::empty);
     let mut report = RecoveryReport {
         checkpoint_tx: cp.tx_id,
@@ -213,7 +215,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         segments.insert(*id, reader);
     }
     let mut active = None;
-    let last_seg = paths.len() as u32;
+    let last_seg = len_u32(paths.len());
     for (id, path) in &paths[cp.segment as usize - 1..] {
         let start = if *id == cp.segment {
             cp.segment_len

@@ -11,7 +11,7 @@ use crate::integrity::{Digest, TxHeader, TxId, FORMAT_VERSION};
 use crate::storage::frame::{self, FRAME_HEADER_BYTES};
 use crate::storage::records::RecordWriter;
 use crate::storage::segment::{ActiveSegment, SegmentHeader};
-use crate::storage::StorageError;
+use crate::storage::{len_u32, usize_of, StorageError};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -165,7 +165,7 @@ fn failure_of(e: &LedgerError) -> (PathBuf, std::io::ErrorKind) {
 fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Should the writer thread end any other way (a panic), the committers still waiting are
@@ -370,7 +370,7 @@ impl Writer {
             frame::encode_parts(&mut buf, &head, &tx.body, &tx.body_crc);
             let segment = self.segment.header().id;
             self.locations
-                .push(&encode_location(segment, offset, frame_len as u32));
+                .push(&encode_location(segment, offset, len_u32(frame_len)));
             nodes.clear();
             self.frontier.append(leaf_hash(&alh.0), &mut nodes);
             for n in &nodes {
@@ -380,7 +380,7 @@ impl Writer {
             for (key, deleted, at, len) in tx.refs.drain(..) {
                 let value = ValueRef {
                     segment,
-                    offset: (body_at + at as u64) as u32,
+                    offset: len_u32(usize_of(body_at) + at),
                     len,
                 };
                 updates.push((

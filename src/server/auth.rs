@@ -2,7 +2,8 @@
 //! per-database permissions, and login sessions (random 256-bit tokens, held in memory only
 //! as BLAKE3 hashes, compared in constant time, expiring).
 
-use crate::storage::{fs, StorageError};
+use crate::fs;
+use crate::storage::StorageError;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
@@ -168,7 +169,7 @@ impl Auth {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        fs::atomic_write_private(&self.path, &bytes)?;
+        fs::replace(&self.path, &bytes, fs::PRIVATE_MODE)?;
         Ok(())
     }
 
@@ -385,6 +386,12 @@ impl Auth {
             Ok(())
         })?;
         self.get(name)
+    }
+}
+
+impl From<crate::fs::FsError> for AuthError {
+    fn from(e: crate::fs::FsError) -> AuthError {
+        AuthError::Storage(e.into())
     }
 }
 

@@ -1,11 +1,12 @@
 //! The databases a server holds: their names, identities and settings (persisted in
 //! `<data-dir>/catalog.json`), and their open ledgers (in `<data-dir>/db/<name>/`).
 
+use crate::fs;
 use crate::integrity::TxId;
 use crate::ledger::{Durability, Ledger, LedgerError, Options};
 use crate::replication::hub::Hub;
 use crate::replication::ReplicationError;
-use crate::storage::{fs, StorageError};
+use crate::storage::StorageError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -433,8 +434,7 @@ impl Catalog {
             .join("db")
             .join(format!("{TRASH_PREFIX}{name}-{}", new_uuid()));
         if dir.exists() {
-            std::fs::rename(&dir, &trash).map_err(|e| StorageError::io(&dir, e))?;
-            fs::sync_dir(&self.dir.join("db"))?;
+            fs::rename(&dir, &trash)?;
         }
         let ledger = Ledger::open(&dir, old.settings.options())?;
         let db = Arc::new(Database {
@@ -445,7 +445,7 @@ impl Catalog {
             hub: old.hub.clone(),
         });
         self.install(name, db.clone())?;
-        if let Err(e) = std::fs::remove_dir_all(&trash) {
+        if let Err(e) = fs::remove_dir_all(&trash) {
             tracing::warn!(path = %trash.display(), error = %e, "could not remove a refreshed replica's old data; it goes at the next start");
         }
         tracing::info!(database = %name, "replica refreshed: its data was wiped and is copied again from its primary");
@@ -507,7 +507,7 @@ impl Catalog {
             path: self.dir.join("catalog.json"),
             reason: e.to_string(),
         })?;
-        fs::atomic_write_private(&self.dir.join("catalog.json"), &bytes)?;
+        fs::replace(&self.dir.join("catalog.json"), &bytes, fs::PRIVATE_MODE)?;
         Ok(())
     }
 
@@ -546,7 +546,7 @@ impl Catalog {
         let dir = self.dir.join("db").join(name);
         if dir.exists() {
             // Left by a create that failed before the catalog recorded it.
-            std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+            fs::remove_dir_all(&dir)?;
         }
         let ledger = Ledger::open(&dir, settings.options())?;
         let db = Arc::new(Database {
@@ -623,15 +623,12 @@ const TRASH_PREFIX: &str = ".refreshed-";
 
 /// Removes what refreshes left behind (a crash between the rename and the removal).
 fn remove_trash(db_dir: &Path) -> Result<(), CatalogError> {
-    let entries = std::fs::read_dir(db_dir).map_err(|e| StorageError::io(db_dir, e))?;
-    for entry in entries.flatten() {
-        if entry
+    for path in fs::entries(db_dir)? {
+        if path
             .file_name()
-            .to_string_lossy()
-            .starts_with(TRASH_PREFIX)
+            .is_some_and(|n| n.to_string_lossy().starts_with(TRASH_PREFIX))
         {
-            let path = entry.path();
-            std::fs::remove_dir_all(&path).map_err(|e| StorageError::io(&path, e))?;
+            fs::remove_dir_all(&path)?;
         }
     }
     Ok(())
@@ -659,5 +656,11 @@ impl crate::replication::replicator::Local for LocalReplica {
         self.catalog
             .adopt_uuid(&self.name, uuid)
             .map_err(|e| e.to_string())
+    }
+}
+
+impl From<crate::fs::FsError> for CatalogError {
+    fn from(e: crate::fs::FsError) -> CatalogError {
+        CatalogError::Storage(e.into())
     }
 }

@@ -19,7 +19,7 @@ pub mod status;
 
 pub use metrics::{metrics_text, serve_metrics};
 
-use crate::storage::fs;
+use crate::fs;
 use crate::wire::{
     auth_server, data_server, databases_server, replication_server, users_server, MESSAGE_BYTES_MAX,
 };
@@ -101,13 +101,14 @@ pub struct ServerState {
 pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
     let dir = &config.data_dir;
     fs::create_dir_all(dir)?;
+    fs::remove_temps(dir)?;
     let first_start = !dir.join("users.json").exists();
     let password = match (&config.admin_password, first_start) {
         (Some(p), _) => p.clone(),
         (None, true) => {
             let p = auth::random_password();
             let path = dir.join("admin-password");
-            fs::atomic_write_private(&path, format!("{p}\n").as_bytes())?;
+            fs::replace(&path, format!("{p}\n").as_bytes(), fs::PRIVATE_MODE)?;
             tracing::info!(path = %path.display(), "created user admin; its password is in this file (mode 0600)");
             p
         }
@@ -226,4 +227,10 @@ pub fn read_signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey, Server
             .0
     };
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+impl From<crate::fs::FsError> for ServerError {
+    fn from(e: crate::fs::FsError) -> ServerError {
+        ServerError::Storage(e.into())
+    }
 }

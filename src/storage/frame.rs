@@ -36,7 +36,7 @@ const COMBINE_BYTES_MIN: usize = 4096;
 /// Appends one frame whose payload is `head || body`, given the crc32 state of `body`
 /// computed earlier (on another thread, say): only `head` is checksummed here.
 pub fn encode_parts(out: &mut Vec<u8>, head: &[u8], body: &[u8], body_crc: &crc32fast::Hasher) {
-    let len = (head.len() + body.len()) as u32;
+    let len = super::len_u32(head.len() + body.len());
     let mut pcrc = crc32fast::Hasher::new();
     pcrc.update(head);
     // Combining costs about a microsecond whatever the length; checksumming a short body
@@ -58,7 +58,7 @@ pub fn encode_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     write(out);
     let payload = &out[start + FRAME_HEADER_BYTES..];
     debug_assert!(!payload.is_empty() && payload.len() <= FRAME_PAYLOAD_BYTES_MAX as usize);
-    let header = header(payload.len() as u32, crc32fast::hash(payload));
+    let header = header(super::len_u32(payload.len()), crc32fast::hash(payload));
     out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&header);
 }
 
@@ -117,13 +117,14 @@ pub fn claimed_len(buf: &[u8]) -> Option<usize> {
 pub fn decode_exact(buf: &[u8]) -> Result<&[u8], Corruption> {
     match decode(buf) {
         Ok((payload, n)) if n == buf.len() => Ok(payload),
-        Ok((_, n)) => Err(Corruption::FrameLength(n as u32)),
+        Ok((_, n)) => Err(Corruption::FrameLength(super::len_u32(n))),
         Err(FrameError::Corrupt(r)) => Err(r),
         Err(FrameError::Incomplete { .. }) => Err(Corruption::FrameTruncated),
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -24,8 +24,8 @@
 //! active segment.
 #![allow(unsafe_code)]
 
-use super::fs::DirLock;
 use super::{Result, StorageError};
+use crate::fs::DirLock;
 use std::fs::File;
 use std::path::Path;
 

@@ -4,11 +4,10 @@
 //! - [`frame`]: length + crc32 framed records and their decoding (`Incomplete` vs `Corrupt`).
 //! - [`segment`]: append-only segment files of frames, with a header and a size limit.
 //! - [`records`]: files of fixed-size, individually checksummed records.
-//! - [`fs`]: the one place that creates, renames, syncs and locks files and directories.
 //! - [`mmap`]: the only `unsafe` in the crate, mapping sealed files read-only.
+#![deny(clippy::cast_possible_truncation)]
 
 pub mod frame;
-pub mod fs;
 pub mod mmap;
 pub mod records;
 pub mod segment;
@@ -54,6 +53,15 @@ pub enum StorageError {
     Locked { path: PathBuf },
 }
 
+impl From<crate::fs::FsError> for StorageError {
+    fn from(e: crate::fs::FsError) -> StorageError {
+        match e {
+            crate::fs::FsError::Io { path, source } => StorageError::Io { path, source },
+            crate::fs::FsError::Locked { path } => StorageError::Locked { path },
+        }
+    }
+}
+
 impl StorageError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> StorageError {
         StorageError::Io {
@@ -76,3 +84,18 @@ impl StorageError {
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// `n` as a `usize`: lossless, since chainlog builds only for 64-bit targets (lib.rs).
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) const fn usize_of(n: u64) -> usize {
+    n as usize
+}
+
+/// A length the caller has bounded by a named limit far below `u32::MAX` (frames by
+/// `FRAME_PAYLOAD_BYTES_MAX`, values by the ledger's limits), as a `u32`. Were a bound ever
+/// broken, the length saturates, and the record fails its checks when read back rather than
+/// wrapping into a plausible one.
+pub(crate) fn len_u32(n: usize) -> u32 {
+    debug_assert!(u32::try_from(n).is_ok(), "length {n} above u32");
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

@@ -6,7 +6,8 @@
 //! locations). Appends are buffered by the writer and synced at checkpoints; recovery cuts
 //! them back to the last checkpoint and rebuilds the rest from the segments.
 
-use super::{fs, Corruption, Result, StorageError};
+use super::{Corruption, Result, StorageError};
+use crate::fs;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -146,6 +147,7 @@ impl<const N: usize> RecordReader<N> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 

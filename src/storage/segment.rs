@@ -8,15 +8,17 @@
 
 use super::frame::{self, FrameError};
 use super::mmap::SealedMap;
-use super::{fs, Corruption, Result, StorageError};
+use super::{Corruption, Result, StorageError};
+use crate::fs;
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
+/// [`SEGMENT_HEADER_BYTES`] as a length in memory.
+const HEADER_LEN: usize = 32;
 pub const MAGIC: &[u8; 8] = b"chainlog";
 pub const KIND_SEGMENT: u8 = 1;
 pub const SEGMENT_FORMAT_VERSION: u8 = 1;
@@ -39,8 +41,8 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
-    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
-        let mut b = [0u8; SEGMENT_HEADER_BYTES as usize];
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
         b[..8].copy_from_slice(MAGIC);
         b[8] = KIND_SEGMENT;
         b[9] = SEGMENT_FORMAT_VERSION;
@@ -52,7 +54,7 @@ impl SegmentHeader {
     }
 
     pub fn decode(b: &[u8]) -> Result<SegmentHeader, Corruption> {
-        if b.len() < SEGMENT_HEADER_BYTES as usize {
+        if b.len() < HEADER_LEN {
             return Err(Corruption::ShortFile);
         }
         let crc = u32::from_le_bytes([b[28], b[29], b[30], b[31]]);
@@ -102,17 +104,7 @@ impl ActiveSegment {
     /// Creates a new, empty segment and makes its existence durable.
     pub fn create(dir: &Path, header: SegmentHeader) -> Result<ActiveSegment> {
         let path = dir.join(file_name(header.id));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| StorageError::io(&path, e))?;
-        (&file)
-            .write_all(&header.encode())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| StorageError::io(&path, e))?;
-        fs::sync_dir(dir)?;
+        let file = fs::create_new(&path, &header.encode())?;
         Ok(ActiveSegment {
             path,
             file: Arc::new(file),
@@ -132,14 +124,14 @@ impl ActiveSegment {
             .metadata()
             .map_err(|e| StorageError::io(path, e))?
             .len();
-        let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+        let mut head = [0u8; HEADER_LEN];
         if len < SEGMENT_HEADER_BYTES.max(from) {
             return Err(StorageError::corrupt(path, len, Corruption::ShortFile));
         }
         file.read_exact_at(&mut head, 0)
             .map_err(|e| StorageError::io(path, e))?;
         let header = SegmentHeader::decode(&head).map_err(|r| StorageError::corrupt(path, 0, r))?;
-        let mut tail = vec![0u8; (len - from) as usize];
+        let mut tail = vec![0u8; super::usize_of(len - from)];
         file.read_exact_at(&mut tail, from)
             .map_err(|e| StorageError::io(path, e))?;
         let seg = ActiveSegment {
@@ -186,7 +178,7 @@ impl ActiveSegment {
             .map_err(|e| StorageError::io(&self.path, e))?;
         if end >= self.file_len {
             let file_len = (end / FREE_SPACE_STEP + 1) * FREE_SPACE_STEP;
-            let zeros = vec![0u8; (file_len - end) as usize];
+            let zeros = vec![0u8; super::usize_of(file_len - end)];
             self.file
                 .write_all_at(&zeros, end)
                 .map_err(|e| StorageError::io(&self.path, e))?;
@@ -286,7 +278,9 @@ impl SegmentReader {
                     .checked_add(len as u64)
                     .filter(|&e| e <= b.len() as u64);
                 match end {
-                    Some(end) => Ok(Cow::Borrowed(&b[offset as usize..end as usize])),
+                    Some(end) => Ok(Cow::Borrowed(
+                        &b[super::usize_of(offset)..super::usize_of(end)],
+                    )),
                     None => Err(StorageError::corrupt(
                         &self.path,
                         offset,
@@ -385,6 +379,7 @@ fn end_at(rest: &[u8], offset: u64, error: FrameError) -> ScanEnd {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 
