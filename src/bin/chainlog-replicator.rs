@@ -144,7 +144,7 @@ fn endpoint(a: EndpointArgs<'_>) -> Result<Endpoint, String> {
         url: a.addr.to_string(),
         database: a.db.to_string(),
         username: a.user.to_string(),
-        password,
+        password: password.into(),
         tls,
     })
 }

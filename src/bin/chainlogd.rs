@@ -15,12 +15,14 @@ use std::time::Duration;
 ///
 /// At first start the data directory is created with the database `defaultdb` and the
 /// superuser `admin`, whose password is CHAINLOG_ADMIN_PASSWORD if set, else random and
-/// written to <data-dir>/admin-password (mode 0600).
-#[derive(Debug, Parser)]
+/// written to `<data-dir>/admin-password` (mode 0600).
+#[derive(Debug, Default, Parser, Deserialize)]
 #[command(name = "chainlogd", version)]
-struct Args {
+#[serde(deny_unknown_fields)]
+struct Settings {
     /// TOML file with any of the settings below.
     #[arg(long, env = "CHAINLOG_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     config: Option<PathBuf>,
     /// Where databases and users are kept [default: ./data]
     #[arg(long, env = "CHAINLOG_DATA_DIR", value_name = "DIR")]
@@ -49,61 +51,69 @@ struct Args {
     /// Log filter (tracing env-filter syntax) [default: info]
     #[arg(long, env = "CHAINLOG_LOG", value_name = "FILTER")]
     log: Option<String>,
+    /// Once listening, write the bound gRPC address (host:port) to FILE, for scripts that
+    /// start chainlogd on port 0 [default: none]
+    #[arg(long, env = "CHAINLOG_READY_FILE", value_name = "FILE")]
+    ready_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    listen: Option<String>,
-    metrics_listen: Option<String>,
-    signing_key: Option<PathBuf>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_client_ca: Option<PathBuf>,
-    token_ttl_secs: Option<u64>,
-    log: Option<String>,
+impl Settings {
+    /// These settings, each unset one taken from `file`.
+    fn or(self, file: Settings) -> Settings {
+        Settings {
+            config: self.config,
+            data_dir: self.data_dir.or(file.data_dir),
+            listen: self.listen.or(file.listen),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            signing_key: self.signing_key.or(file.signing_key),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
+            token_ttl_secs: self.token_ttl_secs.or(file.token_ttl_secs),
+            log: self.log.or(file.log),
+            ready_file: self.ready_file.or(file.ready_file),
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    let file: FileConfig = match &args.config {
+async fn run(args: Settings) -> Result<(), String> {
+    let file: Settings = match &args.config {
         Some(p) => toml::from_str(&String::from_utf8_lossy(&read(p)?))
             .map_err(|e| format!("{}: {e}", p.display()))?,
-        None => FileConfig::default(),
+        None => Settings::default(),
     };
-    let filter = args.log.or(file.log).unwrap_or_else(|| "info".into());
+    let args = args.or(file);
+    let filter = args.log.clone().unwrap_or_else(|| "info".into());
     chainlog::init_logging(&filter)?;
 
     let mut config = ServerConfig::new(
         args.data_dir
-            .or(file.data_dir)
+            .clone()
             .unwrap_or_else(|| PathBuf::from("./data")),
     );
     config.admin_password = std::env::var("CHAINLOG_ADMIN_PASSWORD")
         .ok()
-        .filter(|p| !p.is_empty());
-    if let Some(secs) = args.token_ttl_secs.or(file.token_ttl_secs) {
+        .filter(|p| !p.is_empty())
+        .map(Into::into);
+    if let Some(secs) = args.token_ttl_secs {
         config.token_ttl = Duration::from_secs(secs);
     }
-    if let Some(p) = args.signing_key.or(file.signing_key) {
-        config.signing_key = Some(server::read_signing_key(&p).map_err(|e| e.to_string())?);
+    if let Some(p) = &args.signing_key {
+        config.signing_key = Some(server::read_signing_key(p).map_err(|e| e.to_string())?);
     }
-    match (
-        args.tls_cert.or(file.tls_cert),
-        args.tls_key.or(file.tls_key),
-    ) {
+    match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => {
-            let client_ca_pem = match args.tls_client_ca.or(file.tls_client_ca) {
-                Some(p) => Some(read(&p)?),
+            let client_ca_pem = match &args.tls_client_ca {
+                Some(p) => Some(read(p)?),
                 None => None,
             };
             config.tls = Some(TlsConfig {
-                cert_pem: read(&c)?,
-                key_pem: read(&k)?,
+                cert_pem: read(c)?,
+                key_pem: read(k)?,
                 client_ca_pem,
             });
         }
@@ -112,7 +122,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let listen = args
         .listen
-        .or(file.listen)
+        .clone()
         .unwrap_or_else(|| server::DEFAULT_LISTEN.into());
     let state = {
         let config = config.clone();
@@ -126,13 +136,20 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %addr, tls = config.tls.is_some(), signed_states = config.signing_key.is_some(), "listening");
+    if let Some(p) = &args.ready_file {
+        // Written whole and renamed, so a reader never sees half an address.
+        let tmp = p.with_extension("partial");
+        std::fs::write(&tmp, addr.to_string())
+            .and_then(|()| std::fs::rename(&tmp, p))
+            .map_err(|e| format!("--ready-file {}: {e}", p.display()))?;
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    if let Some(m) = args.metrics_listen.or(file.metrics_listen) {
-        let l = tokio::net::TcpListener::bind(&m)
+    if let Some(m) = &args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(m)
             .await
             .map_err(|e| format!("listen on {m}: {e}"))?;
         tracing::info!(addr = %l.local_addr().map_err(|e| e.to_string())?, "metrics at /metrics");
@@ -167,7 +184,7 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let args = Settings::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -2,11 +2,13 @@
 //! every verified answer against the last state it trusts, with the same `integrity`
 //! functions the server proves with, and keeps that state in a file.
 //!
-//! Never touches `storage`: the state file is written here, with its own atomic replace.
+//! Depends on `integrity` and `wire` only, never on the storage engine; the state file is
+//! replaced through the `fs` layer like every file chainlog writes.
+#![deny(missing_docs)]
 
 mod verified;
 
-pub use verified::{TamperError, TrustedState, VerifiedClient, VerifiedEntry};
+pub use verified::{TamperError, TamperReason, TrustedState, VerifiedClient, VerifiedEntry};
 
 use crate::wire::{
     self, auth_client, data_client, databases_client, replication_client, users_client,
@@ -16,39 +18,51 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
+/// Why an SDK call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The address does not parse as a URL.
     #[error("invalid address {0:?}")]
     Address(String),
+    /// The connection (or its TLS handshake) failed.
     #[error("cannot connect: {0}")]
     Connect(#[from] tonic::transport::Error),
+    /// The server answered with an error status (its [`wire::Reason`] tells conditions apart).
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] Status),
+    /// The answer does not decode into what it should carry.
     #[error("malformed answer: {0}")]
     Wire(#[from] wire::WireError),
+    /// A verified answer does not prove itself against the trusted state: evidence.
     #[error("verification failed: {0}")]
     Tamper(Box<TamperError>),
+    /// The trusted-state file cannot be read or written.
     #[error("state file {path}: {reason}")]
     StateFile {
+        /// The file.
         path: std::path::PathBuf,
+        /// What failed.
         reason: String,
     },
+    /// A call that needs a session was made before [`Client::login`].
     #[error("not logged in")]
     NotLoggedIn,
 }
 
+/// The SDK's result type.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// TLS for the connection: the CA that signed the server's certificate (else the system's
 /// roots are not used: give one), and a client certificate for mutual TLS.
 #[derive(Debug, Clone, Default)]
 pub struct ClientTls {
+    /// PEM of the CA that signed the server's certificate.
     pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate chain and key presented to a server that requires mutual TLS.
     pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
     /// The name to check the server's certificate against; the host of the address if unset.
     pub domain: Option<String>,
 }
-
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
 pub struct Bearer(Arc<RwLock<Option<String>>>);
@@ -106,6 +120,7 @@ impl Client {
         })
     }
 
+    /// The address this client connected to.
     pub fn addr(&self) -> &str {
         &self.addr
     }
@@ -114,25 +129,30 @@ impl Client {
         Bearer(self.token.clone())
     }
 
+    /// The raw `Auth` service stub (prefer [`Client::login`] and [`Client::logout`]).
     pub fn auth(&self) -> auth_client::AuthClient<Authed> {
         auth_client::AuthClient::with_interceptor(self.channel.clone(), self.bearer())
     }
 
+    /// The raw `Users` service stub (prefer the typed calls below).
     pub fn users(&self) -> users_client::UsersClient<Authed> {
         users_client::UsersClient::with_interceptor(self.channel.clone(), self.bearer())
     }
 
+    /// The raw `Databases` service stub (prefer the typed calls below).
     pub fn databases(&self) -> databases_client::DatabasesClient<Authed> {
         databases_client::DatabasesClient::with_interceptor(self.channel.clone(), self.bearer())
     }
 
-    /// The data service, with message limits that fit the largest transaction.
+    /// The raw `Data` service stub, with message limits that fit the largest transaction.
     pub fn data(&self) -> data_client::DataClient<Authed> {
         data_client::DataClient::with_interceptor(self.channel.clone(), self.bearer())
             .max_decoding_message_size(wire::MESSAGE_BYTES_MAX)
             .max_encoding_message_size(wire::MESSAGE_BYTES_MAX)
     }
 
+    /// The raw `Replication` service stub (follow, export and push streams), with message
+    /// limits that fit the largest transaction.
     pub fn replication(&self) -> replication_client::ReplicationClient<Authed> {
         replication_client::ReplicationClient::with_interceptor(self.channel.clone(), self.bearer())
             .max_decoding_message_size(wire::MESSAGE_BYTES_MAX)
@@ -156,6 +176,7 @@ impl Client {
         Ok(r)
     }
 
+    /// Revokes the session token; later calls are unauthenticated.
     pub async fn logout(&self) -> Result<()> {
         self.auth().logout(wire::LogoutRequest {}).await?;
         *self
@@ -200,6 +221,7 @@ impl Client {
         }
     }
 
+    /// Logically deletes `keys` in one transaction (each must be live).
     pub async fn delete(&self, db: &str, keys: Vec<Vec<u8>>) -> Result<wire::TxHeader> {
         Ok(self
             .data()
@@ -211,14 +233,17 @@ impl Client {
             .into_inner())
     }
 
+    /// Versions of a key, deletes included (paged by offset and limit).
     pub async fn history(&self, req: wire::HistoryRequest) -> Result<Vec<wire::Entry>> {
         Ok(self.data().history(req).await?.into_inner().entries)
     }
 
+    /// Live keys under a prefix (paged by `after` and limit).
     pub async fn scan(&self, req: wire::ScanRequest) -> Result<Vec<wire::Entry>> {
         Ok(self.data().scan(req).await?.into_inner().entries)
     }
 
+    /// Tx `id` with its entries, unverified (see [`VerifiedClient::tx`]).
     pub async fn tx(&self, db: &str, id: u64) -> Result<wire::Tx> {
         Ok(self
             .data()
@@ -230,10 +255,148 @@ impl Client {
             .into_inner())
     }
 
+    /// The database's current state as the server claims it, unverified (see
+    /// [`VerifiedClient::state`]).
     pub async fn current_state(&self, db: &str) -> Result<wire::State> {
         Ok(self
             .data()
             .current_state(wire::CurrentStateRequest {
+                database: db.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Creates database `name` (superuser). Unset settings take their defaults.
+    pub async fn create_database(
+        &self,
+        name: &str,
+        settings: wire::DatabaseSettings,
+    ) -> Result<wire::DatabaseInfo> {
+        Ok(self
+            .databases()
+            .create_database(wire::CreateDatabaseRequest {
+                name: name.to_string(),
+                settings: Some(settings),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// The databases the caller has a permission on (all, for a superuser).
+    pub async fn list_databases(&self) -> Result<Vec<wire::DatabaseInfo>> {
+        Ok(self
+            .databases()
+            .list_databases(wire::ListDatabasesRequest {})
+            .await?
+            .into_inner()
+            .databases)
+    }
+
+    /// Changes the settings of database `name` that `settings` sets (admin of it); applied
+    /// without a restart.
+    pub async fn update_database(
+        &self,
+        name: &str,
+        settings: wire::DatabaseSettings,
+    ) -> Result<wire::DatabaseInfo> {
+        Ok(self
+            .databases()
+            .update_database(wire::UpdateDatabaseRequest {
+                name: name.to_string(),
+                settings: Some(settings),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Wipes replica `name`'s data and copies its primary's again (admin of it).
+    pub async fn refresh_database(&self, name: &str) -> Result<wire::DatabaseInfo> {
+        Ok(self
+            .databases()
+            .refresh_database(wire::RefreshDatabaseRequest {
+                name: name.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Creates user `name` (superuser).
+    pub async fn create_user(
+        &self,
+        name: &str,
+        password: &str,
+        superuser: bool,
+    ) -> Result<wire::User> {
+        Ok(self
+            .users()
+            .create_user(wire::CreateUserRequest {
+                name: name.to_string(),
+                password: password.to_string(),
+                superuser,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Every user with their permissions (superuser).
+    pub async fn list_users(&self) -> Result<Vec<wire::User>> {
+        Ok(self
+            .users()
+            .list_users(wire::ListUsersRequest {})
+            .await?
+            .into_inner()
+            .users)
+    }
+
+    /// Changes `name`'s password: one's own with the old password, anyone's as superuser.
+    pub async fn change_password(&self, name: &str, old: &str, new: &str) -> Result<()> {
+        self.users()
+            .change_password(wire::ChangePasswordRequest {
+                name: name.to_string(),
+                old_password: old.to_string(),
+                new_password: new.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Grants `user` a permission on database `db` (admin of it), replacing any other.
+    pub async fn grant(
+        &self,
+        user: &str,
+        db: &str,
+        permission: wire::Permission,
+    ) -> Result<wire::User> {
+        Ok(self
+            .users()
+            .grant(wire::GrantRequest {
+                user: user.to_string(),
+                database: db.to_string(),
+                permission: permission as i32,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Revokes `user`'s permission on database `db` (admin of it).
+    pub async fn revoke(&self, user: &str, db: &str) -> Result<wire::User> {
+        Ok(self
+            .users()
+            .revoke(wire::RevokeRequest {
+                user: user.to_string(),
+                database: db.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// The replication state of database `db`: on a replica its replicator, on a primary its
+    /// connected replicas.
+    pub async fn replication_status(&self, db: &str) -> Result<wire::ReplicationStatusResponse> {
+        Ok(self
+            .replication()
+            .replication_status(wire::ReplicationStatusRequest {
                 database: db.to_string(),
             })
             .await?

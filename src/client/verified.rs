@@ -14,9 +14,11 @@ use tokio::sync::Mutex;
 /// The state a client trusts for one database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustedState {
+    /// The database's identity.
     pub uuid: String,
+    /// The last tx of the state.
     pub tx_id: TxId,
-    /// Hex.
+    /// Its Alh, as hex.
     pub alh: String,
 }
 
@@ -24,25 +26,42 @@ pub struct TrustedState {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("database {database}: {reason} (trusted state {trusted:?}, server claims tx {claimed_tx} with Alh {claimed_alh})")]
 pub struct TamperError {
+    /// The database the answer was for.
     pub database: String,
+    /// The state the client trusted when it asked.
     pub trusted: Option<TrustedState>,
+    /// The tx of the state the server claimed.
     pub claimed_tx: TxId,
+    /// The Alh of the state the server claimed.
     pub claimed_alh: Digest,
+    /// What does not verify.
     pub reason: TamperReason,
 }
 
+/// What about an answer does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TamperReason {
+    /// A proof does not verify.
     #[error("proof does not verify: {0}")]
     Proof(#[from] VerifyError),
+    /// The answer is another database's.
     #[error("the database identity changed from {trusted} to {claimed}")]
-    OtherDatabase { trusted: String, claimed: String },
+    OtherDatabase {
+        /// The identity trusted.
+        trusted: String,
+        /// The identity the answer carries.
+        claimed: String,
+    },
+    /// The answer's state is older than the trusted one.
     #[error("the server's state is older than the trusted one")]
     Rollback,
+    /// The state's signature does not verify with the server's key.
     #[error("the state signature does not verify with the server's key")]
     Signature,
+    /// The entries do not hash to the tx's entries root.
     #[error("the entries returned do not hash to the tx's entries root")]
     Entries,
+    /// The answer is about another key or tx than asked.
     #[error("the answer is for another key or tx than asked")]
     WrongAnswer,
     /// The server found its own stored data failing its checks (DATA_LOSS): what it holds no
@@ -85,8 +104,11 @@ fn tamper(
 /// A value read and verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedEntry {
+    /// The key read.
     pub key: Vec<u8>,
+    /// Its value.
     pub value: Vec<u8>,
+    /// The tx that wrote it.
     pub tx: TxId,
     /// The state it was verified in (now trusted).
     pub state_tx: TxId,
@@ -136,6 +158,7 @@ impl VerifiedClient {
         })
     }
 
+    /// The client it verifies the answers of.
     pub fn client(&self) -> &Client {
         &self.client
     }

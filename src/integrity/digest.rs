@@ -16,27 +16,12 @@ impl Digest {
 
     /// Lower-case hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(2 * DIGEST_BYTES);
-        for b in self.0 {
-            s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-            s.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
-        }
-        s
+        super::hex::encode(&self.0)
     }
 
     /// Parses 64 hex characters (either case).
     pub fn from_hex(s: &str) -> Option<Digest> {
-        let bytes = s.as_bytes();
-        if bytes.len() != 2 * DIGEST_BYTES {
-            return None;
-        }
-        let mut out = [0u8; DIGEST_BYTES];
-        for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            out[i] = u8::try_from(hi << 4 | lo).ok()?;
-        }
-        Some(Digest(out))
+        Digest::from_slice(&super::hex::decode(s)?)
     }
 
     /// For messages: the digest if `bytes` is 32 bytes long, else zero.

@@ -8,6 +8,7 @@
 #![deny(clippy::cast_possible_truncation)]
 
 mod digest;
+pub mod hex;
 pub mod merkle;
 pub mod proof;
 pub mod signing;

@@ -9,28 +9,18 @@
 use super::Backoff;
 use crate::client::{Client, ClientError, ClientTls};
 use crate::wire::{self, follow_response::Msg, Reason};
+use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 /// One end of a copy.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Endpoint {
     /// `http://host:port`, or `https://` with `tls`.
     pub url: String,
     pub database: String,
     pub username: String,
-    pub password: String,
+    pub password: SecretString,
     pub tls: Option<ClientTls>,
-}
-
-impl std::fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("url", &self.url)
-            .field("database", &self.database)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -102,13 +92,15 @@ async fn login(e: &Endpoint) -> Result<Client, CopyError> {
     let c = Client::connect(&e.url, e.tls.clone())
         .await
         .map_err(|err| failed(format!("{}: {err}", e.url)))?;
-    c.login(&e.username, &e.password).await.map_err(|err| {
-        let what = format!("{}/{}", e.url, e.database);
-        match client_error(err) {
-            CopyError::Refused(m) => CopyError::Refused(format!("{what}: {m}")),
-            other => failed(format!("{what}: {other}")),
-        }
-    })?;
+    c.login(&e.username, e.password.expose_secret())
+        .await
+        .map_err(|err| {
+            let what = format!("{}/{}", e.url, e.database);
+            match client_error(err) {
+                CopyError::Refused(m) => CopyError::Refused(format!("{what}: {m}")),
+                other => failed(format!("{what}: {other}")),
+            }
+        })?;
     Ok(c)
 }
 

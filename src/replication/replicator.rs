@@ -9,6 +9,7 @@ use crate::client::{Client, ClientTls};
 use crate::integrity;
 use crate::ledger::{Ledger, LedgerError};
 use crate::wire::{self, follow_response::Msg, FollowHello, FollowRequest, Reason};
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
 /// What the replicator needs from the server that holds the replica database.
@@ -22,27 +23,16 @@ pub trait Local: Send + Sync + 'static {
     fn adopt_uuid(&self, uuid: &str) -> Result<(), String>;
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ReplicatorConfig {
     /// `http://host:port`, or `https://` with `tls`.
     pub primary_url: String,
     pub primary_database: String,
     pub username: String,
-    pub password: String,
+    pub password: SecretString,
     pub tls: Option<ClientTls>,
     /// How this replica names itself in the primary's status.
     pub replica_name: String,
-}
-
-impl std::fmt::Debug for ReplicatorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicatorConfig")
-            .field("primary_url", &self.primary_url)
-            .field("primary_database", &self.primary_database)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
 }
 
 /// Why a follow attempt ended.
@@ -191,7 +181,7 @@ async fn follow_inner(
         .await
         .map_err(|e| retry(&e))?;
     client
-        .login(&config.username, &config.password)
+        .login(&config.username, config.password.expose_secret())
         .await
         .map_err(|e| retry(&e))?;
     let state = ledger.state();

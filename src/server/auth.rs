@@ -194,7 +194,7 @@ impl Auth {
         }
         let mut token = [0u8; 32];
         random_bytes(&mut token);
-        let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let token = crate::integrity::hex::encode(&token);
         let expires = SystemTime::now() + self.token_ttl;
         let mut sessions = self
             .sessions

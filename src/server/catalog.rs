@@ -7,6 +7,7 @@ use crate::ledger::{Durability, Ledger, LedgerError, Options};
 use crate::replication::hub::Hub;
 use crate::replication::ReplicationError;
 use crate::storage::StorageError;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,8 +44,19 @@ pub enum CatalogError {
     Storage(#[from] StorageError),
 }
 
+/// Writes the password into the private catalog file: the one place it is kept.
+fn expose_password<S: serde::Serializer>(
+    p: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_some(p.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
 /// Settings a database is created or updated with; `None` keeps the current value.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffered: Option<bool>,
@@ -57,8 +69,9 @@ pub struct Settings {
 }
 
 /// How a database replicates. Kept in `catalog.json` (mode 0600: it holds the password);
-/// the password is never returned by the API nor logged (`Debug` redacts it).
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// the password is never returned by the API nor logged (a `SecretString`, redacted by
+/// `Debug`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ReplicationSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_replica: Option<bool>,
@@ -70,8 +83,12 @@ pub struct ReplicationSettings {
     pub primary_database: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_password: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_password"
+    )]
+    pub primary_password: Option<SecretString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_acks: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,23 +101,6 @@ pub struct ReplicationSettings {
     pub primary_tls_cert_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_tls_key_file: Option<String>,
-}
-
-impl std::fmt::Debug for ReplicationSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicationSettings")
-            .field("is_replica", &self.is_replica)
-            .field("primary_host", &self.primary_host)
-            .field("primary_port", &self.primary_port)
-            .field("primary_database", &self.primary_database)
-            .field("primary_username", &self.primary_username)
-            .field(
-                "primary_password",
-                &self.primary_password.as_ref().map(|_| "<redacted>"),
-            )
-            .field("sync_acks", &self.sync_acks)
-            .finish()
-    }
 }
 
 /// Default wait of a synchronous commit for its acknowledgements.
@@ -262,21 +262,9 @@ fn check_name(name: &str) -> Result<(), CatalogError> {
     }
 }
 
-/// A random version 4 UUID, as text.
+/// A random version 4 UUID, as text: a new database identity.
 pub fn new_uuid() -> String {
-    let mut b = [0u8; 16];
-    crate::server::auth::random_bytes(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 impl Catalog {
@@ -399,7 +387,10 @@ impl Catalog {
                 .clone()
                 .unwrap_or_else(|| super::DEFAULT_DATABASE.into()),
             username: r.primary_username.clone().unwrap_or_default(),
-            password: r.primary_password.clone().unwrap_or_default(),
+            password: r
+                .primary_password
+                .clone()
+                .unwrap_or_else(|| SecretString::from("")),
             tls,
             replica_name: db.name.clone(),
         };

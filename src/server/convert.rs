@@ -6,6 +6,7 @@ use super::catalog::{ReplicationSettings, Role, Settings};
 use crate::ledger::{self, KeyValue};
 use crate::replication::ReplicaState;
 use crate::wire;
+use secrecy::SecretString;
 use tonic::Status;
 
 pub(crate) fn permission_of(p: i32) -> Result<Option<Permission>, Status> {
@@ -65,7 +66,7 @@ pub(crate) fn settings_of(s: Option<&wire::DatabaseSettings>) -> Result<Settings
                 .transpose()?,
             primary_database: r.primary_database.clone(),
             primary_username: r.primary_username.clone(),
-            primary_password: r.primary_password.clone(),
+            primary_password: r.primary_password.clone().map(SecretString::from),
             sync_acks: r.sync_acks,
             sync_timeout_ms: r.sync_timeout_ms,
             prefetch_tx_buffer_size: r.prefetch_tx_buffer_size,

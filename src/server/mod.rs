@@ -66,7 +66,7 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The first admin's password; random (and written to `<data-dir>/admin-password`) if
     /// `None`. Used only at first start.
-    pub admin_password: Option<String>,
+    pub admin_password: Option<secrecy::SecretString>,
     /// States are signed when set.
     pub signing_key: Option<ed25519_dalek::SigningKey>,
     pub tls: Option<TlsConfig>,
@@ -104,7 +104,7 @@ pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
     fs::remove_temps(dir)?;
     let first_start = !dir.join("users.json").exists();
     let password = match (&config.admin_password, first_start) {
-        (Some(p), _) => p.clone(),
+        (Some(p), _) => secrecy::ExposeSecret::expose_secret(p).to_string(),
         (None, true) => {
             let p = auth::random_password();
             let path = dir.join("admin-password");

@@ -5,6 +5,7 @@
 //! Conversions that involve the server's own types (settings, ledger reads) live with the
 //! server; everything here depends on `integrity` alone, so an application that only wants
 //! the SDK compiles no storage engine.
+#![deny(missing_docs)]
 
 mod convert;
 mod reason;

@@ -1,0 +1,192 @@
+//! Reads, writes and verified calls on --db.
+
+use crate::out::{entry_json, header_json, text, Out};
+use crate::session::Session;
+use crate::Failure;
+use chainlog::wire;
+use serde_json::json;
+
+pub async fn set(session: &Session, out: &Out, key: &str, value: &str) -> Result<(), Failure> {
+    let h = session
+        .connect()
+        .await?
+        .set(
+            &session.db,
+            vec![(key.as_bytes().to_vec(), value.as_bytes().to_vec())],
+        )
+        .await?;
+    out.print(header_json(&h), || format!("tx {}", h.id));
+    Ok(())
+}
+
+pub async fn get(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result<(), Failure> {
+    let e = session
+        .connect()
+        .await?
+        .get_with(wire::GetRequest {
+            database: session.db.clone(),
+            key: key.as_bytes().to_vec(),
+            at_tx,
+            ..Default::default()
+        })
+        .await?
+        .ok_or_else(|| Failure::Error(format!("key {key:?} not found")))?;
+    out.print(entry_json(&e), || {
+        format!("{}\t(tx {})", text(&e.value), e.tx)
+    });
+    Ok(())
+}
+
+pub async fn delete(session: &Session, out: &Out, key: &str) -> Result<(), Failure> {
+    let h = session
+        .connect()
+        .await?
+        .delete(&session.db, vec![key.as_bytes().to_vec()])
+        .await?;
+    out.print(header_json(&h), || format!("tx {}", h.id));
+    Ok(())
+}
+
+pub async fn history(
+    session: &Session,
+    out: &Out,
+    key: &str,
+    offset: u64,
+    limit: u32,
+    desc: bool,
+) -> Result<(), Failure> {
+    let es = session
+        .connect()
+        .await?
+        .history(wire::HistoryRequest {
+            database: session.db.clone(),
+            key: key.as_bytes().to_vec(),
+            offset,
+            limit,
+            desc,
+        })
+        .await?;
+    out.print(json!(es.iter().map(entry_json).collect::<Vec<_>>()), || {
+        es.iter()
+            .map(|e| {
+                if e.deleted {
+                    format!("tx {}\t(deleted)", e.tx)
+                } else {
+                    format!("tx {}\t{}", e.tx, text(&e.value))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(())
+}
+
+pub async fn scan(
+    session: &Session,
+    out: &Out,
+    prefix: &str,
+    limit: u32,
+    desc: bool,
+    after: Option<&str>,
+) -> Result<(), Failure> {
+    let es = session
+        .connect()
+        .await?
+        .scan(wire::ScanRequest {
+            database: session.db.clone(),
+            prefix: prefix.as_bytes().to_vec(),
+            after: after.unwrap_or_default().as_bytes().to_vec(),
+            limit,
+            desc,
+            at_tx: 0,
+        })
+        .await?;
+    out.print(json!(es.iter().map(entry_json).collect::<Vec<_>>()), || {
+        es.iter()
+            .map(|e| format!("{}\t{}", text(&e.key), text(&e.value)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(())
+}
+
+pub async fn tx(session: &Session, out: &Out, id: u64) -> Result<(), Failure> {
+    let tx = session.connect().await?.tx(&session.db, id).await?;
+    let h = tx.header.clone().unwrap_or_default();
+    out.print(
+        json!({"header": header_json(&h), "entries": tx.entries.iter().map(entry_json).collect::<Vec<_>>()}),
+        || {
+            let mut s = format!(
+                "tx {} at {} us, {} entries",
+                h.id, h.timestamp_us, h.entry_count
+            );
+            for e in &tx.entries {
+                s.push_str(&format!(
+                    "\n{}\t{}",
+                    text(&e.key),
+                    if e.deleted {
+                        "(deleted)".into()
+                    } else {
+                        text(&e.value)
+                    }
+                ));
+            }
+            s
+        },
+    );
+    Ok(())
+}
+
+pub async fn vset(session: &Session, out: &Out, key: &str, value: &str) -> Result<(), Failure> {
+    let h = session
+        .verified()
+        .await?
+        .set(
+            &session.db,
+            vec![(key.as_bytes().to_vec(), value.as_bytes().to_vec())],
+        )
+        .await?;
+    out.print(json!({"tx": h.id, "verified": true}), || {
+        format!("tx {} (verified)", h.id)
+    });
+    Ok(())
+}
+
+pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result<(), Failure> {
+    let e = session
+        .verified()
+        .await?
+        .get(&session.db, key.as_bytes(), at_tx)
+        .await?;
+    out.print(
+        json!({"key": text(&e.key), "value": text(&e.value), "tx": e.tx, "verified": true}),
+        || {
+            format!(
+                "{}\t(tx {}, verified in state {})",
+                text(&e.value),
+                e.tx,
+                e.state_tx
+            )
+        },
+    );
+    Ok(())
+}
+
+pub async fn vtx(session: &Session, out: &Out, id: u64) -> Result<(), Failure> {
+    let (h, entries) = session.verified().await?.tx(&session.db, id).await?;
+    out.print(
+        json!({"tx": h.id, "entries": entries.iter().map(entry_json).collect::<Vec<_>>(), "verified": true}),
+        || format!("tx {} with {} entries (verified)", h.id, entries.len()),
+    );
+    Ok(())
+}
+
+pub async fn state(session: &Session, out: &Out) -> Result<(), Failure> {
+    let db = &session.db;
+    let s = session.verified().await?.state(db).await?;
+    out.print(
+        json!({"database": db, "uuid": s.uuid, "tx_id": s.tx_id, "alh": s.alh}),
+        || format!("{db} tx {} alh {}", s.tx_id, s.alh),
+    );
+    Ok(())
+}

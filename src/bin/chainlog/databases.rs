@@ -1,0 +1,223 @@
+//! `chainlog database …`: create, list, update and refresh databases.
+
+use crate::out::{hex, Out};
+use crate::session::Session;
+use crate::Failure;
+use chainlog::wire;
+use clap::Subcommand;
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Replication settings of a database (immudb's flag names).
+#[derive(Debug, clap::Args, Default)]
+pub struct ReplicationFlags {
+    /// The database is a replica: it takes txs only from its primary, and refuses writes.
+    /// `=false` promotes a replica to primary
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    replication_is_replica: Option<bool>,
+    /// Host of the primary (no host: no replicator; txs come from an external replicator)
+    #[arg(long, value_name = "HOST")]
+    replication_primary_host: Option<String>,
+    /// Port of the primary [default: 3322]
+    #[arg(long, value_name = "PORT")]
+    replication_primary_port: Option<u32>,
+    /// Database on the primary [default: defaultdb]
+    #[arg(long, value_name = "NAME")]
+    replication_primary_database: Option<String>,
+    /// User the replicator logs in to the primary as (read permission is enough)
+    #[arg(long, value_name = "USER")]
+    replication_primary_username: Option<String>,
+    /// Its password (prefer --replication-primary-password-file); never shown again
+    #[arg(long, value_name = "PASSWORD")]
+    replication_primary_password: Option<String>,
+    /// File holding that password (first line)
+    #[arg(long, value_name = "FILE")]
+    replication_primary_password_file: Option<PathBuf>,
+    /// On a primary: acknowledge commits only once replicas hold them (with --replication-sync-acks)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    replication_sync_enabled: Option<bool>,
+    /// On a primary: how many replicas must hold a tx before its commit is acknowledged
+    #[arg(long, value_name = "K")]
+    replication_sync_acks: Option<u32>,
+    /// Longest a synchronous commit waits for its acknowledgements [default: 5000]
+    #[arg(long, value_name = "MS")]
+    replication_sync_timeout_ms: Option<u64>,
+    /// Txs the primary may send ahead of the replica's acknowledgements
+    #[arg(long, value_name = "N")]
+    replication_prefetch_tx_buffer_size: Option<u32>,
+    /// PEM CA file to verify the primary's TLS certificate (the replicator then uses TLS)
+    #[arg(long, value_name = "FILE")]
+    replication_primary_tls_ca: Option<String>,
+    /// PEM client certificate and key for a primary requiring mutual TLS
+    #[arg(long, value_name = "FILE")]
+    replication_primary_tls_cert: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    replication_primary_tls_key: Option<String>,
+}
+
+impl ReplicationFlags {
+    pub fn settings(&self) -> Result<Option<wire::ReplicationSettings>, Failure> {
+        let password = match &self.replication_primary_password_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| Failure::Error(format!("{}: {e}", f.display())))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            None => self.replication_primary_password.clone(),
+        };
+        let sync_acks = match (self.replication_sync_enabled, self.replication_sync_acks) {
+            (Some(false), _) => Some(0),
+            (Some(true), None) => Some(1),
+            (_, k) => k,
+        };
+        let r = wire::ReplicationSettings {
+            is_replica: self.replication_is_replica,
+            primary_host: self.replication_primary_host.clone(),
+            primary_port: self.replication_primary_port,
+            primary_database: self.replication_primary_database.clone(),
+            primary_username: self.replication_primary_username.clone(),
+            primary_password: password,
+            sync_acks,
+            sync_timeout_ms: self.replication_sync_timeout_ms,
+            prefetch_tx_buffer_size: self.replication_prefetch_tx_buffer_size,
+            primary_tls_ca_file: self.replication_primary_tls_ca.clone(),
+            primary_tls_cert_file: self.replication_primary_tls_cert.clone(),
+            primary_tls_key_file: self.replication_primary_tls_key.clone(),
+            primary_password_set: false,
+        };
+        Ok((r != wire::ReplicationSettings::default()).then_some(r))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatabaseCmd {
+    /// Create database NAME
+    Create {
+        name: String,
+        /// Commits return once written to the OS, not fsynced
+        #[arg(long)]
+        buffered: bool,
+        #[arg(long)]
+        segment_bytes_max: Option<u64>,
+        #[arg(long)]
+        checkpoint_txs: Option<u64>,
+        #[command(flatten)]
+        replication: Box<ReplicationFlags>,
+    },
+    /// List databases with settings and state
+    List,
+    /// Change settings of database NAME (applied without a restart)
+    Update {
+        name: String,
+        #[arg(long)]
+        buffered: Option<bool>,
+        #[arg(long)]
+        segment_bytes_max: Option<u64>,
+        #[arg(long)]
+        checkpoint_txs: Option<u64>,
+        #[command(flatten)]
+        replication: Box<ReplicationFlags>,
+    },
+    /// Wipe replica NAME's data and copy its primary's again (for a replica that diverged or
+    /// started from another database). Its replicator restarts from the first tx; a replica
+    /// with no primary host is left empty for an external replicator to fill.
+    Refresh { name: String },
+}
+
+fn info_json(i: &wire::DatabaseInfo) -> serde_json::Value {
+    let s = i.settings.clone().unwrap_or_default();
+    let st = i.state.clone().unwrap_or_default();
+    json!({"name": i.name, "uuid": i.uuid, "tx_id": st.tx_id, "alh": hex(&st.alh),
+           "settings": {"durability": if s.durability == Some(wire::Durability::Buffered as i32) {"buffered"} else {"synced"},
+                        "segment_bytes_max": s.segment_bytes_max, "checkpoint_txs": s.checkpoint_txs,
+                        "replication": s.replication.as_ref().map(|r| json!({
+                            "is_replica": r.is_replica, "primary_host": r.primary_host, "primary_port": r.primary_port,
+                            "primary_database": r.primary_database, "primary_username": r.primary_username,
+                            "primary_password_set": r.primary_password_set, "sync_acks": r.sync_acks}))}})
+}
+
+fn durability(buffered: Option<bool>) -> Option<i32> {
+    buffered.map(|b| {
+        if b {
+            wire::Durability::Buffered as i32
+        } else {
+            wire::Durability::Synced as i32
+        }
+    })
+}
+
+pub async fn run(cmd: &DatabaseCmd, session: &Session, out: &Out) -> Result<(), Failure> {
+    let c = session.connect().await?;
+    match cmd {
+        DatabaseCmd::Create {
+            name,
+            buffered,
+            segment_bytes_max,
+            checkpoint_txs,
+            replication,
+        } => {
+            let settings = wire::DatabaseSettings {
+                durability: durability(buffered.then_some(true)),
+                segment_bytes_max: *segment_bytes_max,
+                checkpoint_txs: *checkpoint_txs,
+                replication: replication.settings()?,
+            };
+            let i = c.create_database(name, settings).await?;
+            out.print(info_json(&i), || {
+                format!("created database {} ({})", i.name, i.uuid)
+            });
+        }
+        DatabaseCmd::List => {
+            let l = c.list_databases().await?;
+            out.print(json!(l.iter().map(info_json).collect::<Vec<_>>()), || {
+                l.iter()
+                    .map(|i| {
+                        format!(
+                            "{}\t{}\ttx {}",
+                            i.name,
+                            i.uuid,
+                            i.state.as_ref().map_or(0, |s| s.tx_id)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        DatabaseCmd::Update {
+            name,
+            buffered,
+            segment_bytes_max,
+            checkpoint_txs,
+            replication,
+        } => {
+            let settings = wire::DatabaseSettings {
+                durability: durability(*buffered),
+                segment_bytes_max: *segment_bytes_max,
+                checkpoint_txs: *checkpoint_txs,
+                replication: replication.settings()?,
+            };
+            let i = c.update_database(name, settings).await?;
+            out.print(info_json(&i), || format!("updated database {}", i.name));
+        }
+        DatabaseCmd::Refresh { name } => {
+            let i = c.refresh_database(name).await?;
+            let has_primary = i
+                .settings
+                .as_ref()
+                .and_then(|s| s.replication.as_ref())
+                .and_then(|r| r.primary_host.as_deref())
+                .is_some_and(|h| !h.is_empty());
+            out.print(info_json(&i), || {
+                if has_primary {
+                    format!("refreshed database {}: its data was wiped and is copied again from its primary", i.name)
+                } else {
+                    format!("refreshed database {}: its data was wiped; chainlog-replicator can fill it again", i.name)
+                }
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! chainlog: the command-line client. Parses arguments, calls the SDK, prints the answer:
+//! one file per group of commands, each a thin layer over `chainlog::client`.
+
+mod data;
+mod databases;
+mod out;
+mod replication;
+mod session;
+mod users;
+mod verify;
+
+use chainlog::client::ClientError;
+use clap::{Parser, Subcommand};
+use databases::DatabaseCmd;
+use out::Out;
+use replication::ReplicationCmd;
+use session::Session;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use users::UserCmd;
+
+/// Exit status of a failed verification: the server's answer does not prove itself against
+/// the trusted state (tamper evidence). Other failures exit with 1; usage errors with 2.
+const EXIT_VERIFICATION_FAILED: u8 = 3;
+
+/// chainlog command-line client.
+///
+/// Exit status: 0 success; 1 error; 2 bad usage; 3 verification failed (the server's answer
+/// does not prove itself against the trusted state: possible tampering; also `verify` finding
+/// damage).
+#[derive(Debug, Parser)]
+#[command(name = "chainlog", version)]
+struct Cli {
+    /// Server address
+    #[arg(
+        long,
+        global = true,
+        env = "CHAINLOG_ADDR",
+        default_value = "http://127.0.0.1:3322"
+    )]
+    addr: String,
+    /// User to log in as
+    #[arg(long, global = true, env = "CHAINLOG_USER", default_value = "admin")]
+    user: String,
+    /// Password (prefer --password-file or CHAINLOG_PASSWORD)
+    #[arg(long, global = true, env = "CHAINLOG_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// File holding the password (first line)
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Database to act on
+    #[arg(long, global = true, env = "CHAINLOG_DB", default_value = "defaultdb")]
+    db: String,
+    /// Print JSON instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    /// PEM CA to verify the server's TLS certificate (use an https:// address)
+    #[arg(long, global = true, env = "CHAINLOG_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Where verified commands keep trusted states [default: ~/.chainlog/state.json]
+    #[arg(long, global = true, env = "CHAINLOG_STATE_FILE", value_name = "FILE")]
+    state_file: Option<PathBuf>,
+    /// Hex Ed25519 public key of the server: verified commands then require signed states
+    #[arg(long, global = true, env = "CHAINLOG_SERVER_KEY", value_name = "HEX")]
+    server_key: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list and update databases
+    #[command(subcommand)]
+    Database(DatabaseCmd),
+    /// Create and list users, grant and revoke permissions, change passwords
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Set KEY to VALUE (one transaction)
+    Set { key: String, value: String },
+    /// Read the latest value of KEY
+    Get {
+        key: String,
+        /// Value as of this tx
+        #[arg(long, default_value_t = 0)]
+        at_tx: u64,
+    },
+    /// Logically delete KEY
+    Delete { key: String },
+    /// Versions of KEY
+    History {
+        key: String,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        desc: bool,
+    },
+    /// Live keys starting with PREFIX
+    Scan {
+        prefix: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        desc: bool,
+        /// Continue after this key
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Transaction ID with its entries
+    Tx { id: u64 },
+    /// Set, verified: the tx must hold exactly this entry, in a state extending the trusted one
+    Vset { key: String, value: String },
+    /// Get, verified against the trusted state
+    Vget {
+        key: String,
+        #[arg(long, default_value_t = 0)]
+        at_tx: u64,
+    },
+    /// Transaction ID, verified against the trusted state
+    Vtx { id: u64 },
+    /// The database's current state, verified to extend the trusted one
+    State,
+    /// Replication status
+    #[command(subcommand)]
+    Replication(ReplicationCmd),
+    /// Check a database directory offline (no server; the server must be stopped)
+    Verify {
+        /// The server's data directory
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// How a command failed: an error (exit 1) or a failed verification (exit 3).
+pub enum Failure {
+    Error(String),
+    Verification(String),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        match e {
+            ClientError::Tamper(_) => Failure::Verification(e.to_string()),
+            e => Failure::Error(e.to_string()),
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let out = Out { json: cli.json };
+    let session = Session {
+        addr: cli.addr,
+        user: cli.user,
+        password: cli.password,
+        password_file: cli.password_file,
+        db: cli.db,
+        tls_ca: cli.tls_ca,
+        state_file: cli.state_file,
+        server_key: cli.server_key,
+    };
+    let s = &session;
+    match &cli.command {
+        Command::Verify { data_dir } => verify::run(data_dir, &s.db, &out),
+        Command::Database(cmd) => databases::run(cmd, s, &out).await,
+        Command::User(cmd) => users::run(cmd, s, &out).await,
+        Command::Replication(cmd) => replication::run(cmd, s, &out).await,
+        Command::Set { key, value } => data::set(s, &out, key, value).await,
+        Command::Get { key, at_tx } => data::get(s, &out, key, *at_tx).await,
+        Command::Delete { key } => data::delete(s, &out, key).await,
+        Command::History {
+            key,
+            offset,
+            limit,
+            desc,
+        } => data::history(s, &out, key, *offset, *limit, *desc).await,
+        Command::Scan {
+            prefix,
+            limit,
+            desc,
+            after,
+        } => data::scan(s, &out, prefix, *limit, *desc, after.as_deref()).await,
+        Command::Tx { id } => data::tx(s, &out, *id).await,
+        Command::Vset { key, value } => data::vset(s, &out, key, value).await,
+        Command::Vget { key, at_tx } => data::vget(s, &out, key, *at_tx).await,
+        Command::Vtx { id } => data::vtx(s, &out, *id).await,
+        Command::State => data::state(s, &out).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chainlog: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Error(e)) => {
+            eprintln!("chainlog: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Verification(e)) => {
+            eprintln!("chainlog: VERIFICATION FAILED: {e}");
+            ExitCode::from(EXIT_VERIFICATION_FAILED)
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! `chainlog replication status`.
+
+use crate::out::{header_json, Out};
+use crate::session::Session;
+use crate::Failure;
+use chainlog::wire;
+use clap::Subcommand;
+use serde_json::json;
+
+#[derive(Debug, Subcommand)]
+pub enum ReplicationCmd {
+    /// Replication state of --db: on a replica its replicator, on a primary its replicas
+    Status,
+}
+
+fn role_name(r: wire::Role) -> &'static str {
+    match r {
+        wire::Role::Primary | wire::Role::Unspecified => "primary",
+        wire::Role::Replica => "replica",
+        wire::Role::ExternalReplica => "external-replica",
+    }
+}
+
+fn state_name(s: wire::ReplicaState) -> &'static str {
+    match s {
+        wire::ReplicaState::Unspecified => "",
+        wire::ReplicaState::Connecting => "connecting",
+        wire::ReplicaState::CatchingUp => "catching-up",
+        wire::ReplicaState::Streaming => "streaming",
+        wire::ReplicaState::Diverged => "diverged",
+        wire::ReplicaState::Stopped => "stopped",
+    }
+}
+
+pub async fn run(cmd: &ReplicationCmd, session: &Session, out: &Out) -> Result<(), Failure> {
+    let ReplicationCmd::Status = cmd;
+    let r = session
+        .connect()
+        .await?
+        .replication_status(&session.db)
+        .await?;
+    let replicas: Vec<serde_json::Value> = r
+        .replicas
+        .iter()
+        .map(|l| json!({"replica": l.replica, "peer": l.peer, "acked_tx_id": l.acked_tx_id, "lag_txs": l.lag_txs}))
+        .collect();
+    out.print(
+        json!({"database": r.database, "role": role_name(r.role()), "primary": r.primary, "state": state_name(r.state()),
+               "last_applied_tx_id": r.last_applied_tx_id, "primary_head_tx_id": r.primary_head_tx_id,
+               "lag_txs": r.lag_txs, "lag_ms": r.lag_ms, "last_error": r.last_error,
+               "diverged_local": r.diverged_local.as_ref().map(header_json),
+               "diverged_remote": r.diverged_remote.as_ref().map(header_json),
+               "replicas": replicas}),
+        || {
+            let mut s = match r.role() {
+                wire::Role::ExternalReplica => format!(
+                    "{} replica with no primary host (fed by chainlog-replicator through ReplicateTx): applied tx {}",
+                    r.database, r.last_applied_tx_id
+                ),
+                wire::Role::Replica => format!(
+                    "{} replica of {}: {}, applied tx {}, primary at tx {}, lag {} txs / {} ms",
+                    r.database, r.primary, state_name(r.state()), r.last_applied_tx_id, r.primary_head_tx_id, r.lag_txs, r.lag_ms
+                ),
+                _ => format!("{} primary at tx {}", r.database, r.last_applied_tx_id),
+            };
+            if !r.last_error.is_empty() {
+                s.push_str(&format!("\nlast error: {}", r.last_error));
+            }
+            for l in &r.replicas {
+                s.push_str(&format!(
+                    "\nreplica {} ({}): acked tx {}, lag {} txs",
+                    l.replica, l.peer, l.acked_tx_id, l.lag_txs
+                ));
+            }
+            s
+        },
+    );
+    Ok(())
+}
