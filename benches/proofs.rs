@@ -5,10 +5,13 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../tests/common/rng.rs"]
+mod rng;
 
 use chainlog::integrity::merkle::{leaf_hash, verify_consistency, verify_inclusion};
 use chainlog::ledger::{Ledger, Options};
 use criterion::{criterion_group, criterion_main, Criterion};
+use rng::Rng;
 use std::hint::black_box;
 
 const TXS: u64 = 1_000_000;
@@ -18,13 +21,8 @@ fn proofs(c: &mut Criterion) {
     assert_eq!(db.state().tx_id, TXS);
     let size = TXS - 1;
     let root = db.history_root(size).unwrap();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rand = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+    let mut rand = move || rng.next_u64();
     let mut g = c.benchmark_group("proofs_at_1m_txs");
     g.bench_function("inclusion_build", |b| {
         b.iter(|| db.inclusion_path(black_box(rand() % size), size).unwrap())

@@ -4,7 +4,11 @@
 //! random moment, 25 rounds on one directory, reopening and checking after each.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/rng.rs"]
+mod rng;
+
 use chainlog::ledger::{check, Ledger, NewEntry, Options};
+use rng::Rng;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,26 +60,10 @@ fn crash_child() {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn crash_rounds() {
     let dir = tempfile::tempdir().unwrap();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_env("crash_rounds");
     let mut acked: Vec<(u64, String, String)> = Vec::new();
     let mut truncations = 0;
     for round in 0..25 {
@@ -105,7 +93,7 @@ fn crash_rounds() {
         // Wait until it is writing, then let it run a random while.
         let started = Instant::now();
         let mut round_acks = 0;
-        let kill_after = Duration::from_millis(20 + rng.next() % 250);
+        let kill_after = Duration::from_millis(20 + rng.next_u64() % 250);
         let mut writing_since = None;
         loop {
             match rx.recv_timeout(Duration::from_millis(5)) {

@@ -701,12 +701,9 @@ async fn cutting_proxy(target: String, cutting: Arc<AtomicBool>) -> u16 {
     let (kill, _) = tokio::sync::broadcast::channel::<()>(16);
     let killer = kill.clone();
     tokio::spawn(async move {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = common::rng::Rng::from_env("cutting_proxy");
         loop {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            tokio::time::sleep(Duration::from_millis(50 + x % 350)).await;
+            tokio::time::sleep(Duration::from_millis(50 + rng.below(350))).await;
             if cutting.load(Ordering::Relaxed) {
                 let _ = killer.send(());
             }

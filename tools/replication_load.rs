@@ -18,53 +18,20 @@ use chainlog::client::Client;
 use chainlog::ledger::{Durability, Ledger, NewEntry, Options};
 use chainlog::wire;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const PASSWORD: &str = "load-password";
+#[path = "../tests/common/launcher.rs"]
+mod launcher;
 
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
+use launcher::{free_port as port, Server, ADMIN_PASSWORD as PASSWORD};
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start(dir: &Path, port: u16) -> (Proc, Client) {
-    let child = Proc(
-        Command::new("target/release/chainlogd")
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--log",
-                "warn",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .env("CHAINLOG_ADMIN_PASSWORD", PASSWORD)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start target/release/chainlogd (cargo build --release --bin chainlogd)"),
-    );
-    let addr = format!("http://127.0.0.1:{port}");
-    for _ in 0..400 {
-        if let Ok(c) = Client::connect(&addr, None).await {
-            if c.login("admin", PASSWORD).await.is_ok() {
-                return (child, c);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("chainlogd did not start");
+/// Starts a release `chainlogd` on `port` and logs in to it.
+async fn start(dir: &Path, port: u16) -> (Server, Client) {
+    let server = Server::start_at(dir, &format!("127.0.0.1:{port}"), &["--log", "warn"]);
+    let c = Client::connect(&server.addr, None).await.expect("connect");
+    c.login("admin", PASSWORD).await.expect("login");
+    (server, c)
 }
 
 /// Sets from `clients` clients for `secs` seconds; returns txs per second.

@@ -7,8 +7,12 @@
 //! cargo run --release --example server_load -- [--addr URL] [--password P] [--secs S] get
 //! ```
 //! Without --addr it starts `chainlogd` itself (target/release/chainlogd, so build it first
-//! with `cargo build --release --bin chainlogd`) on a temporary data directory.
+//! with `cargo build --release --bin chainlogd`) on a temporary data directory, through the
+//! tests' launcher (tests/common/launcher.rs).
 #![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/launcher.rs"]
+mod launcher;
 
 use chainlog::client::Client;
 use chainlog::wire;
@@ -121,39 +125,17 @@ async fn main() {
         (i < args.len()).then(|| args.remove(i))
     };
     let addr = take("--addr");
-    let password = take("--password").unwrap_or_else(|| "load-password".into());
+    let password = take("--password").unwrap_or_else(|| launcher::ADMIN_PASSWORD.into());
     let secs: u64 = take("--secs").and_then(|s| s.parse().ok()).unwrap_or(10);
-    let mut server = None;
+    let _server;
     let _dir;
     let addr = match addr {
         Some(a) => a,
         None => {
             let dir = tempfile::tempdir().expect("temp dir");
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("port")
-                .port();
-            let child = std::process::Command::new("target/release/chainlogd")
-                .args([
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                    "--log",
-                    "warn",
-                    "--data-dir",
-                ])
-                .arg(dir.path())
-                .env("CHAINLOG_ADMIN_PASSWORD", &password)
-                .spawn()
-                .expect("start target/release/chainlogd (cargo build --release --bin chainlogd)");
-            server = Some(child);
-            _dir = dir;
-            let addr = format!("http://127.0.0.1:{port}");
-            for _ in 0..100 {
-                if Client::connect(&addr, None).await.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let server = launcher::Server::start(dir.path(), &["--log", "warn"]);
+            let addr = server.addr.clone();
+            (_server, _dir) = (server, dir);
             addr
         }
     };
@@ -167,9 +149,5 @@ async fn main() {
         _ => eprintln!(
             "usage: server_load [--addr URL] [--password P] [--secs S] set CLIENTS... | get"
         ),
-    }
-    if let Some(mut s) = server {
-        let _ = s.kill();
-        let _ = s.wait();
     }
 }
