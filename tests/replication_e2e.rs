@@ -746,8 +746,17 @@ async fn connections_cut_at_random_still_converge() {
     cutting.store(false, Ordering::Relaxed);
     converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(60)).await;
     assert_eq!(state(&r, "rdb").await.0, 3000);
-    // Every tx arrived once and in order: the replica's chain checks out end to end.
-    let s = status(&r, "rdb").await;
+    // Every tx arrived once and in order: the replica's chain checks out end to end. The
+    // last cut may have come just before the cutting stopped: the replicator reconnects (its
+    // backoff) and then streams.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = status(&r, "rdb").await;
+        if s.state() == wire::ReplicaState::Streaming || std::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         (s.state(), s.lag_txs),
         (wire::ReplicaState::Streaming, 0),

@@ -16,23 +16,22 @@ fn code(e: ClientError) -> Code {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_failures_and_the_permission_matrix() {
+/// The users and grants of the permission tests: database `app` (holding `k`), with
+/// `reader`, `writer` and `owner` (read, readwrite, admin on it), `stranger` (nothing), each
+/// logged in, and the admin.
+struct Matrix {
+    _dir: tempfile::TempDir,
+    server: Server,
+    admin: Client,
+    reader: Client,
+    writer: Client,
+    owner: Client,
+    stranger: Client,
+}
+
+async fn matrix() -> Matrix {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let anon = Client::connect(&server.addr, None).await.unwrap();
-    // No token, wrong password, wrong user: UNAUTHENTICATED, without saying which.
-    assert_eq!(
-        code(anon.get("defaultdb", b"k").await.unwrap_err()),
-        Code::Unauthenticated
-    );
-    let e = anon.login("admin", "nope").await.unwrap_err();
-    let ClientError::Status(s1) = e else { panic!() };
-    let e = anon.login("nobody", "nope").await.unwrap_err();
-    let ClientError::Status(s2) = e else { panic!() };
-    assert_eq!((s1.code(), s1.message()), (s2.code(), s2.message()));
-    assert_eq!(s1.code(), Code::Unauthenticated);
-
     let admin = admin(&server).await;
     admin
         .databases()
@@ -94,6 +93,45 @@ async fn auth_failures_and_the_permission_matrix() {
         login("owner").await,
         login("stranger").await,
     );
+    Matrix {
+        _dir: dir,
+        server,
+        admin,
+        reader,
+        writer,
+        owner,
+        stranger,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_user_wrong_password_and_no_token_are_unauthenticated_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let anon = Client::connect(&server.addr, None).await.unwrap();
+    // No token, wrong password, wrong user: UNAUTHENTICATED, without saying which.
+    assert_eq!(
+        code(anon.get("defaultdb", b"k").await.unwrap_err()),
+        Code::Unauthenticated
+    );
+    let e = anon.login("admin", "nope").await.unwrap_err();
+    let ClientError::Status(s1) = e else { panic!() };
+    let e = anon.login("nobody", "nope").await.unwrap_err();
+    let ClientError::Status(s2) = e else { panic!() };
+    assert_eq!((s1.code(), s1.message()), (s2.code(), s2.message()));
+    assert_eq!(s1.code(), Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_needs_read_and_write_needs_readwrite() {
+    let m = matrix().await;
+    let Matrix {
+        reader,
+        writer,
+        owner,
+        stranger,
+        ..
+    } = &m;
     // Read: reader, writer, owner; not stranger.
     for c in [&reader, &writer, &owner] {
         assert_eq!(c.get("app", b"k").await.unwrap().unwrap().value, b"v");
@@ -120,6 +158,17 @@ async fn auth_failures_and_the_permission_matrix() {
         .set("app", vec![(b"k".to_vec(), b"o".to_vec())])
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_grants_need_admin_databases_and_users_a_superuser() {
+    let m = matrix().await;
+    let Matrix {
+        writer,
+        owner,
+        stranger,
+        ..
+    } = &m;
     // Settings and grants: owner; creating databases and users: superuser only.
     let upd = |c: &Client| {
         let mut d = c.databases();
@@ -132,10 +181,10 @@ async fn auth_failures_and_the_permission_matrix() {
         }
     };
     assert_eq!(
-        upd(&writer).await.unwrap_err().code(),
+        upd(writer).await.unwrap_err().code(),
         Code::PermissionDenied
     );
-    upd(&owner).await.unwrap();
+    upd(owner).await.unwrap();
     assert_eq!(
         owner
             .databases()
@@ -195,6 +244,12 @@ async fn auth_failures_and_the_permission_matrix() {
         code(stranger.get("app", b"k").await.unwrap_err()),
         Code::PermissionDenied
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_show_what_the_caller_may_see_and_logout_ends_the_session() {
+    let m = matrix().await;
+    let Matrix { reader, .. } = &m;
     // Lists show only what the caller may see.
     let seen = reader
         .databases()
@@ -224,6 +279,17 @@ async fn auth_failures_and_the_permission_matrix() {
         code(reader.get("app", b"k").await.unwrap_err()),
         Code::Unauthenticated
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_map_to_codes_and_no_password_is_stored_or_logged() {
+    let m = matrix().await;
+    let Matrix {
+        _dir: dir,
+        server,
+        admin,
+        ..
+    } = &m;
     // Errors map to codes.
     assert_eq!(
         code(admin.get("nodb", b"k").await.unwrap_err()),

@@ -204,6 +204,7 @@ impl StateProof {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     //! Every [`VerifyError`] variant produced by the proof it guards, from proofs built over a
     //! real chain of headers; and, by proptest, every mutation of a valid proof refused.
