@@ -55,6 +55,11 @@ pub mod replication;
 #[cfg(feature = "server")]
 pub mod server;
 
+/// The README's library snippet, compiled as a doctest so it cannot drift from the API.
+#[cfg(all(doctest, feature = "engine"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Sends `tracing` logs at `filter` (env-filter syntax) to stderr, coloured only on a
 /// terminal: the one logging set-up of `chainlogd` and `chainlog-replicator`.
 #[cfg(feature = "cli")]
