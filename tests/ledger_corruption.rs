@@ -43,6 +43,24 @@ fn build(dir: &Path) -> tempfile::TempDir {
 }
 
 /// Puts back the checkpoint and runs saved by [`build`].
+/// Cuts tx.idx and history.nodes back to before tx `tx`, as a crash during tx `tx`'s write
+/// leaves them (its derived records come only after its frame is synced).
+fn unwritten_from(dir: &Path, tx: u64) {
+    let keep = tx - 1;
+    let locations = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("tx.idx"))
+        .unwrap();
+    locations.set_len(keep * 20).unwrap();
+    // The history tree of `keep` leaves has 2·keep − popcount(keep) perfect subtrees.
+    let nodes = 2 * keep - u64::from(keep.count_ones());
+    let history = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("history.nodes"))
+        .unwrap();
+    history.set_len(nodes * 36).unwrap();
+}
+
 fn crash_image(dir: &Path, saved: &tempfile::TempDir) {
     std::fs::copy(saved.path().join("checkpoint"), dir.join("checkpoint")).unwrap();
     std::fs::remove_dir_all(dir.join("index")).unwrap();
@@ -172,6 +190,9 @@ fn a_torn_tail_after_the_checkpoint_is_cut_and_reported() {
     let saved = build(dir.path());
     crash_image(dir.path(), &saved);
     let (seg, offset, len) = frame_of(dir.path(), 450);
+    // A write of tx 450 that never completed: the writer puts a tx's records in tx.idx and
+    // history.nodes only after its frame is synced, so they hold nothing of it.
+    unwritten_from(dir.path(), 450);
     let path = segments(dir.path())[seg as usize - 1].clone();
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),

@@ -8,7 +8,9 @@
 
 mod verified;
 
-pub use verified::{TamperError, TamperReason, TrustedState, VerifiedClient, VerifiedEntry};
+pub use verified::{
+    read_trusted_states, TamperError, TamperReason, TrustedState, VerifiedClient, VerifiedEntry,
+};
 
 use crate::wire::{
     self, auth_client, data_client, databases_client, replication_client, users_client,

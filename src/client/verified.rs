@@ -1,11 +1,20 @@
 //! Verified reads and writes: every answer is checked against the last trusted state of its
-//! database, which is then advanced and saved (temp file, fsync, rename).
+//! database, which is then advanced and saved (through `fs::replace`: temp file, fsync,
+//! rename).
+//!
+//! The client never moves backwards and never trusts an unverified field. Every state it
+//! receives, `CurrentState`'s included, is checked in the same order ([`VerifiedClient`]'s
+//! `check_state`): the database it names, the signature (when the server's key is known), the
+//! identity against the trusted one, then its position: older than the trusted state is a
+//! rollback; the same tx must carry the same Alh; a newer one must come with a proof that it
+//! extends the trusted one. A proof part missing or malformed is tamper evidence, as is a
+//! DATA_LOSS answer.
 
 use super::{Client, ClientError, Result};
 use crate::integrity::{
     self, entry_digest, value_hash, Digest, EntryMeta, EntryProof, TxId, TxProof, VerifyError,
 };
-use crate::wire::{self, digest, digests, required};
+use crate::wire::{self, WireError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,9 +31,19 @@ pub struct TrustedState {
     pub alh: String,
 }
 
+impl std::fmt::Display for TrustedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tx {} with Alh {} of database {}",
+            self.tx_id, self.alh, self.uuid
+        )
+    }
+}
+
 /// An answer that does not prove what it claims against the trusted state: evidence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("database {database}: {reason} (trusted state {trusted:?}, server claims tx {claimed_tx} with Alh {claimed_alh})")]
+#[error("database {database}: {reason} (trusted: {}; the server claims tx {claimed_tx} with Alh {claimed_alh})", trusted.as_ref().map_or_else(|| "nothing yet".to_string(), ToString::to_string))]
 pub struct TamperError {
     /// The database the answer was for.
     pub database: String,
@@ -44,6 +63,9 @@ pub enum TamperReason {
     /// A proof does not verify.
     #[error("proof does not verify: {0}")]
     Proof(#[from] VerifyError),
+    /// A proof part the answer must carry is missing or malformed.
+    #[error("the answer's proof is incomplete: {0}")]
+    Incomplete(WireError),
     /// The answer is another database's.
     #[error("the database identity changed from {trusted} to {claimed}")]
     OtherDatabase {
@@ -52,8 +74,14 @@ pub enum TamperReason {
         /// The identity the answer carries.
         claimed: String,
     },
+    /// The answer's state names another database than the one asked about.
+    #[error("the state is of database {claimed:?}, not of the one asked about")]
+    WrongDatabase {
+        /// The database the state names.
+        claimed: String,
+    },
     /// The answer's state is older than the trusted one.
-    #[error("the server's state is older than the trusted one")]
+    #[error("the server's state is older than the trusted one (a rollback)")]
     Rollback,
     /// The state's signature does not verify with the server's key.
     #[error("the state signature does not verify with the server's key")]
@@ -70,37 +98,6 @@ pub enum TamperReason {
     ServerCorruption(String),
 }
 
-/// A DATA_LOSS answer to a verified call is tamper evidence too: the server's own checks of
-/// what it stored failed.
-fn check_status(db: &str, trusted: Option<TrustedState>, e: tonic::Status) -> ClientError {
-    if e.code() == tonic::Code::DataLoss {
-        return ClientError::Tamper(Box::new(TamperError {
-            database: db.to_string(),
-            trusted,
-            claimed_tx: 0,
-            claimed_alh: Digest::ZERO,
-            reason: TamperReason::ServerCorruption(e.message().to_string()),
-        }));
-    }
-    e.into()
-}
-
-/// Tamper evidence against the state an answer claims.
-fn tamper(
-    db: &str,
-    trusted: Option<TrustedState>,
-    claimed: &wire::State,
-    reason: TamperReason,
-) -> ClientError {
-    ClientError::Tamper(Box::new(TamperError {
-        database: db.to_string(),
-        trusted,
-        claimed_tx: claimed.tx_id,
-        claimed_alh: Digest::from_slice_lossy(&claimed.alh),
-        reason,
-    }))
-}
-
 /// A value read and verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedEntry {
@@ -114,10 +111,25 @@ pub struct VerifiedEntry {
     pub state_tx: TxId,
 }
 
+/// The trusted-state file's content: `{"databases": {"<server address>/<database>": state}}`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StateFile {
     /// Keyed by `<server address>/<database>`.
     databases: BTreeMap<String, TrustedState>,
+}
+
+/// The states a state file trusts, keyed by `<server address>/<database>`: for an auditor
+/// checking a data directory against them (`chainlog verify --state-file`).
+pub fn read_trusted_states(path: &Path) -> Result<BTreeMap<String, TrustedState>> {
+    Ok(load(path)?.databases)
+}
+
+fn load(path: &Path) -> Result<StateFile> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| state_file_error(path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::default()),
+        Err(e) => Err(state_file_error(path, e)),
+    }
 }
 
 /// A [`Client`] whose verified calls check every proof and keep the trusted states in a file.
@@ -137,6 +149,47 @@ fn state_file_error(path: &Path, e: impl std::fmt::Display) -> ClientError {
     }
 }
 
+/// Gathers what a check needs to report tamper evidence for one database.
+struct Evidence<'a> {
+    database: &'a str,
+    trusted: Option<TrustedState>,
+    claimed_tx: TxId,
+    claimed_alh: Digest,
+}
+
+impl Evidence<'_> {
+    fn of(&self, reason: TamperReason) -> ClientError {
+        ClientError::Tamper(Box::new(TamperError {
+            database: self.database.to_string(),
+            trusted: self.trusted.clone(),
+            claimed_tx: self.claimed_tx,
+            claimed_alh: self.claimed_alh,
+            reason,
+        }))
+    }
+
+    /// A proof part the answer must carry: missing or malformed is evidence.
+    fn need<T>(&self, part: std::result::Result<T, WireError>) -> Result<T> {
+        part.map_err(|e| self.of(TamperReason::Incomplete(e)))
+    }
+
+    /// A DATA_LOSS answer to a verified call is evidence too: the server's own checks of what
+    /// it stored failed.
+    fn status(&self, e: tonic::Status) -> ClientError {
+        if e.code() == tonic::Code::DataLoss {
+            return self.of(TamperReason::ServerCorruption(e.message().to_string()));
+        }
+        e.into()
+    }
+}
+
+fn header(
+    h: &Option<wire::TxHeader>,
+    field: &'static str,
+) -> std::result::Result<integrity::TxHeader, WireError> {
+    wire::required(field, h)?.try_into()
+}
+
 impl VerifiedClient {
     /// Wraps `client`, loading trusted states from `state_file` (created when first saved).
     pub fn new(
@@ -145,11 +198,7 @@ impl VerifiedClient {
         server_key: Option<ed25519_dalek::VerifyingKey>,
     ) -> Result<VerifiedClient> {
         let path = state_file.into();
-        let states = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| state_file_error(&path, e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
-            Err(e) => return Err(state_file_error(&path, e)),
-        };
+        let states = load(&path)?;
         Ok(VerifiedClient {
             client,
             path,
@@ -177,65 +226,91 @@ impl VerifiedClient {
             .cloned()
     }
 
-    /// Checks `vt` (tx `vt.tx` in state `vt.state`, which extends the trusted state), then
-    /// trusts `vt.state`. Returns the tx header.
-    async fn accept(&self, db: &str, vt: &wire::VerifiableTx) -> Result<integrity::TxHeader> {
-        let mut states = self.states.lock().await;
-        let slot = self.slot(db);
-        let trusted = states.databases.get(&slot).cloned();
-        let state = required("state", &vt.state)?;
-        let claimed_alh = digest("state.alh", &state.alh)?;
-        let tamper = |reason| tamper(db, trusted.clone(), state, reason);
+    fn evidence<'a>(&self, db: &'a str, trusted: Option<TrustedState>) -> Evidence<'a> {
+        Evidence {
+            database: db,
+            trusted,
+            claimed_tx: 0,
+            claimed_alh: Digest::ZERO,
+        }
+    }
+
+    /// Checks a state the server gave for `db` against the trusted one, in order: the
+    /// database it names, its signature (with a server key), its identity, its position.
+    /// Returns its Alh, and whether it is newer than the trusted state (then a proof that it
+    /// extends the trusted state is needed).
+    fn check_state(&self, ev: &mut Evidence<'_>, state: &wire::State) -> Result<(Digest, bool)> {
+        ev.claimed_tx = state.tx_id;
+        let alh = ev.need(wire::digest("state.alh", &state.alh))?;
+        ev.claimed_alh = alh;
+        if state.database != ev.database {
+            return Err(ev.of(TamperReason::WrongDatabase {
+                claimed: state.database.clone(),
+            }));
+        }
         if let Some(key) = &self.server_key {
             if !integrity::signing::verify_state(
                 key,
                 &state.uuid,
                 state.tx_id,
-                &claimed_alh,
+                &alh,
                 state.timestamp_ms,
                 &state.signature,
             ) {
-                return Err(tamper(TamperReason::Signature));
+                return Err(ev.of(TamperReason::Signature));
             }
         }
-        let tx: integrity::TxHeader =
-            required("tx.header", &required("tx", &vt.tx)?.header)?.try_into()?;
+        let Some(t) = ev.trusted.clone() else {
+            return Ok((alh, false));
+        };
+        if t.uuid != state.uuid {
+            return Err(ev.of(TamperReason::OtherDatabase {
+                trusted: t.uuid.clone(),
+                claimed: state.uuid.clone(),
+            }));
+        }
+        let trusted_alh =
+            Digest::from_hex(&t.alh).ok_or_else(|| state_file_error(&self.path, "bad Alh"))?;
+        if state.tx_id < t.tx_id {
+            return Err(ev.of(TamperReason::Rollback));
+        }
+        if state.tx_id == t.tx_id && alh != trusted_alh {
+            return Err(ev.of(VerifyError::AlhMismatch {
+                id: t.tx_id,
+                expected: trusted_alh,
+                computed: alh,
+            }
+            .into()));
+        }
+        Ok((alh, state.tx_id > t.tx_id))
+    }
+
+    /// Checks `vt` (tx `vt.tx` in state `vt.state`, which extends the trusted state), then
+    /// trusts `vt.state`. Returns the tx header.
+    async fn accept(&self, db: &str, vt: &wire::VerifiableTx) -> Result<integrity::TxHeader> {
+        let mut states = self.states.lock().await;
+        let slot = self.slot(db);
+        let mut ev = self.evidence(db, states.databases.get(&slot).cloned());
+        let state = ev.need(wire::required("state", &vt.state))?;
+        let (alh, newer) = self.check_state(&mut ev, state)?;
+        let tx =
+            ev.need(wire::required("tx", &vt.tx).and_then(|t| header(&t.header, "tx.header")))?;
         let proof = TxProof {
             tx,
-            state: required("state_header", &vt.state_header)?.try_into()?,
-            path: digests("tx_inclusion", &vt.tx_inclusion)?,
+            state: ev.need(header(&vt.state_header, "state_header"))?,
+            path: ev.need(wire::digests("tx_inclusion", &vt.tx_inclusion))?,
         };
         proof
-            .verify(state.tx_id, &claimed_alh)
-            .map_err(|e| tamper(e.into()))?;
-        if let Some(t) = &trusted {
-            if t.uuid != state.uuid {
-                return Err(tamper(TamperReason::OtherDatabase {
-                    trusted: t.uuid.clone(),
-                    claimed: state.uuid.clone(),
-                }));
-            }
-            let trusted_alh =
-                Digest::from_hex(&t.alh).ok_or_else(|| state_file_error(&self.path, "bad Alh"))?;
-            if state.tx_id < t.tx_id {
-                return Err(tamper(TamperReason::Rollback));
-            }
-            if state.tx_id == t.tx_id {
-                if claimed_alh != trusted_alh {
-                    return Err(tamper(
-                        VerifyError::AlhMismatch {
-                            id: t.tx_id,
-                            expected: trusted_alh,
-                            computed: claimed_alh,
-                        }
-                        .into(),
-                    ));
-                }
-            } else {
-                let ext: integrity::StateProof =
-                    required("extension", &vt.extension)?.try_into()?;
-                ext.verify(t.tx_id, &trusted_alh, state.tx_id, &claimed_alh)
-                    .map_err(|e| tamper(e.into()))?;
+            .verify(state.tx_id, &alh)
+            .map_err(|e| ev.of(e.into()))?;
+        if newer {
+            if let Some(t) = &ev.trusted {
+                let ext: integrity::StateProof = ev
+                    .need(wire::required("extension", &vt.extension).and_then(TryInto::try_into))?;
+                let trusted_alh = Digest::from_hex(&t.alh)
+                    .ok_or_else(|| state_file_error(&self.path, "bad Alh"))?;
+                ext.verify(t.tx_id, &trusted_alh, state.tx_id, &alh)
+                    .map_err(|e| ev.of(e.into()))?;
             }
         }
         states.databases.insert(
@@ -243,7 +318,7 @@ impl VerifiedClient {
             TrustedState {
                 uuid: state.uuid.clone(),
                 tx_id: state.tx_id,
-                alh: claimed_alh.to_hex(),
+                alh: alh.to_hex(),
             },
         );
         let bytes =
@@ -256,13 +331,11 @@ impl VerifiedClient {
         Ok(proof.tx)
     }
 
-    async fn trusted_tx(&self, db: &str) -> TxId {
-        self.trusted(db).await.map_or(0, |t| t.tx_id)
-    }
-
     /// Reads `key` (as of tx `at_tx`, 0 for the latest) and verifies it.
     pub async fn get(&self, db: &str, key: &[u8], at_tx: TxId) -> Result<VerifiedEntry> {
-        let trusted_tx_id = self.trusted_tx(db).await;
+        let trusted = self.trusted(db).await;
+        let trusted_tx_id = trusted.as_ref().map_or(0, |t| t.tx_id);
+        let ev = self.evidence(db, trusted);
         let ve = self
             .client
             .data()
@@ -273,32 +346,30 @@ impl VerifiedClient {
                 trusted_tx_id,
             })
             .await
-            .map_err(|e| check_status(db, None, e))?
+            .map_err(|e| ev.status(e))?
             .into_inner();
-        let vt = required("tx", &ve.tx)?;
-        let entry = required("entry", &ve.entry)?.clone();
-        let header: integrity::TxHeader =
-            required("tx.header", &required("tx", &vt.tx)?.header)?.try_into()?;
-        let state = required("state", &vt.state)?;
-        // A malformed Alh is a wire error, not tamper evidence.
-        digest("state.alh", &state.alh)?;
-        let tamper = |reason| tamper(db, None, state, reason);
+        let vt = ev.need(wire::required("tx", &ve.tx))?;
+        let entry = ev.need(wire::required("entry", &ve.entry))?.clone();
+        let header = ev.need(
+            wire::required("tx.tx", &vt.tx).and_then(|t| header(&t.header, "tx.tx.header")),
+        )?;
         if entry.key != key || entry.tx != header.id || entry.deleted {
-            return Err(tamper(TamperReason::WrongAnswer));
+            return Err(ev.of(TamperReason::WrongAnswer));
         }
         let proof = EntryProof {
             index: ve.entry_index,
             entry_count: header.entry_count,
-            path: digests("entry_path", &ve.entry_path)?,
+            path: ev.need(wire::digests("entry_path", &ve.entry_path))?,
         };
         let d = entry_digest(&entry.key, EntryMeta::default(), &value_hash(&entry.value));
-        proof.verify(&d, &header).map_err(|e| tamper(e.into()))?;
+        proof.verify(&d, &header).map_err(|e| ev.of(e.into()))?;
         let h = self.accept(db, vt).await?;
+        let state_tx = vt.state.as_ref().map_or(h.id, |s| s.tx_id);
         Ok(VerifiedEntry {
             key: entry.key,
             value: entry.value,
             tx: h.id,
-            state_tx: state.tx_id,
+            state_tx,
         })
     }
 
@@ -309,7 +380,9 @@ impl VerifiedClient {
         db: &str,
         entries: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<integrity::TxHeader> {
-        let trusted_tx_id = self.trusted_tx(db).await;
+        let trusted = self.trusted(db).await;
+        let trusted_tx_id = trusted.as_ref().map_or(0, |t| t.tx_id);
+        let ev = self.evidence(db, trusted);
         let digests_sent: Vec<Digest> = entries
             .iter()
             .map(|(k, v)| entry_digest(k, EntryMeta::default(), &value_hash(v)))
@@ -326,25 +399,24 @@ impl VerifiedClient {
                 trusted_tx_id,
             })
             .await
-            .map_err(|e| check_status(db, None, e))?
+            .map_err(|e| ev.status(e))?
             .into_inner();
-        let header: integrity::TxHeader =
-            required("tx.header", &required("tx", &vt.tx)?.header)?.try_into()?;
-        if integrity::tx::entries_root(&digests_sent) != header.entries_root {
-            let state = required("state", &vt.state)?;
-            return Err(tamper(
-                db,
-                self.trusted(db).await,
-                state,
-                TamperReason::Entries,
-            ));
+        let header =
+            ev.need(wire::required("tx", &vt.tx).and_then(|t| header(&t.header, "tx.header")))?;
+        if integrity::tx::entries_root(&digests_sent) != header.entries_root
+            || header.entry_count as usize != digests_sent.len()
+        {
+            return Err(ev.of(TamperReason::Entries));
         }
         self.accept(db, &vt).await
     }
 
-    /// Reads tx `id` with its entries and verifies all of it.
+    /// Reads tx `id` with its entries and verifies all of it: the returned entries carry the
+    /// tx id verified, whatever the answer said.
     pub async fn tx(&self, db: &str, id: TxId) -> Result<(integrity::TxHeader, Vec<wire::Entry>)> {
-        let trusted_tx_id = self.trusted_tx(db).await;
+        let trusted = self.trusted(db).await;
+        let trusted_tx_id = trusted.as_ref().map_or(0, |t| t.tx_id);
+        let ev = self.evidence(db, trusted);
         let vt = self
             .client
             .data()
@@ -354,10 +426,13 @@ impl VerifiedClient {
                 trusted_tx_id,
             })
             .await
-            .map_err(|e| check_status(db, None, e))?
+            .map_err(|e| ev.status(e))?
             .into_inner();
-        let tx = required("tx", &vt.tx)?;
-        let header: integrity::TxHeader = required("tx.header", &tx.header)?.try_into()?;
+        let tx = ev.need(wire::required("tx", &vt.tx))?;
+        let header = ev.need(header(&tx.header, "tx.header"))?;
+        if header.id != id || tx.entries.iter().any(|e| e.tx != id) {
+            return Err(ev.of(TamperReason::WrongAnswer));
+        }
         let digests: Vec<Digest> = tx
             .entries
             .iter()
@@ -369,43 +444,56 @@ impl VerifiedClient {
                 )
             })
             .collect();
-        let state = required("state", &vt.state)?;
-        if header.id != id {
-            return Err(tamper(db, None, state, TamperReason::WrongAnswer));
-        }
         if integrity::tx::entries_root(&digests) != header.entries_root
             || digests.len() != header.entry_count as usize
         {
-            return Err(tamper(db, None, state, TamperReason::Entries));
+            return Err(ev.of(TamperReason::Entries));
         }
         let h = self.accept(db, &vt).await?;
         Ok((h, tx.entries.clone()))
     }
 
-    /// Fetches the current state and verifies it extends the trusted one (then trusts it).
+    /// Fetches the current state and verifies it, then trusts it: it must be this database's,
+    /// signed when a server key is known, no older than the trusted state (tx 0 after a
+    /// non-zero state is a rollback), and proven to extend it.
     pub async fn state(&self, db: &str) -> Result<TrustedState> {
-        // A verified read of the newest tx carries the current state and its proofs.
-        let current = self.client.current_state(db).await?;
+        let trusted = self.trusted(db).await;
+        let mut ev = self.evidence(db, trusted.clone());
+        let current = self
+            .client
+            .data()
+            .current_state(wire::CurrentStateRequest {
+                database: db.to_string(),
+            })
+            .await
+            .map_err(|e| ev.status(e))?
+            .into_inner();
+        let (alh, _) = self.check_state(&mut ev, &current)?;
         if current.tx_id == 0 {
-            return Ok(TrustedState {
+            // The empty state: nothing to prove, nothing newer to trust.
+            return Ok(trusted.unwrap_or(TrustedState {
                 uuid: current.uuid,
                 tx_id: 0,
                 alh: Digest::ZERO.to_hex(),
-            });
+            }));
         }
-        let trusted_tx_id = self.trusted_tx(db).await;
+        // A verified read of the state's own tx proves its header hashes to its Alh, and
+        // carries the proof that it extends the trusted state.
         let vt = self
             .client
             .data()
             .verifiable_tx_by_id(wire::VerifiableTxByIdRequest {
                 database: db.to_string(),
                 id: current.tx_id,
-                trusted_tx_id,
+                trusted_tx_id: trusted.as_ref().map_or(0, |t| t.tx_id),
             })
             .await
-            .map_err(|e| check_status(db, None, e))?
+            .map_err(|e| ev.status(e))?
             .into_inner();
-        self.accept(db, &vt).await?;
+        let h = self.accept(db, &vt).await?;
+        if h.id != current.tx_id || h.alh() != alh {
+            return Err(ev.of(TamperReason::WrongAnswer));
+        }
         self.trusted(db).await.ok_or(ClientError::NotLoggedIn)
     }
 }

@@ -193,6 +193,16 @@ impl Run {
         self.count
     }
 
+    /// The file offset of record `i` (`i < len()`), from the offsets table.
+    pub fn record_offset(&self, i: u64) -> Result<u64> {
+        let b = self.map.bytes();
+        let slot = (self.offsets_pos + 8 * i) as usize;
+        b.get(slot..slot + 8)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| StorageError::corrupt(&self.path, slot as u64, Corruption::ShortFile))
+    }
+
     /// Record `i` (`i < len()`), checksum verified.
     pub fn record(&self, i: u64) -> Result<RunRecord<'_>> {
         let b = self.map.bytes();

@@ -1,42 +1,67 @@
 //! The offline check: walks a database directory and verifies every frame checksum, chain
-//! link, entries root and value hash, recomputes the history tree and compares it with the
-//! stored one, and checks the tx locations, the index runs and the checkpoint. Stops at the
-//! first problem, naming the tx (when there is one), the file and the offset.
+//! link, entries root and value hash; recomputes the history tree and compares it with the
+//! stored one; compares every tx location, every index run record and the checkpoint with
+//! the log; and, given states a client trusted, proves the log consistent with each.
+//!
+//! Blame goes to the real culprit: a broken chain in the log is reported before any derived
+//! file that disagrees with it (a rewritten tx makes its successor's link break, and that is
+//! what is named, not the history node that no longer matches); a log that ends before what
+//! its derived files or the checkpoint show was committed is [`LedgerError::Lost`] or a short
+//! segment, not a bad checkpoint.
 
 use super::chain::{check_record, Link};
 use super::checkpoint::Checkpoint;
-use super::recovery::list_segments;
-use super::{codec, decode_location, encode_location, Damage, LedgerError, Result, TxFault};
+use super::recovery::{evidenced_through, list_segments};
+use super::{codec, encode_location, Damage, LedgerError, Result, TxFault};
 use crate::fs;
 use crate::index::run::{self, Run};
 use crate::integrity::merkle::{leaf_hash, Frontier};
-use crate::integrity::{value_hash, Digest, TxId, ALH_GENESIS};
+use crate::integrity::{Digest, TxId, ALH_GENESIS};
+use crate::storage::frame::FRAME_HEADER_BYTES;
 use crate::storage::records::RecordReader;
 use crate::storage::segment::{self, ScanEnd, SegmentHeader, SegmentReader, SEGMENT_HEADER_BYTES};
 use crate::storage::{len_u32, usize_of, Corruption, StorageError};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// What a successful check saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckReport {
+    /// Segment files read.
     pub segments: usize,
+    /// Txs in the log.
     pub txs: u64,
     /// The last tx and its Alh (the database's state).
     pub last_tx: TxId,
     pub last_alh: Digest,
-    /// An unfinished write at the end of the last segment, which the next open will cut.
+    /// An unfinished write at the end of the last segment (file, offset), which the next open
+    /// cuts: no committed tx's records point to it.
     pub torn_tail: Option<(PathBuf, u64)>,
+    /// Index runs checked, and the records in them, each equal to its entry in the log.
     pub index_runs: usize,
+    pub index_records: u64,
+    /// Trusted states proven consistent with the log.
+    pub states_checked: usize,
 }
 
-/// [`check_with_progress`] without progress.
+/// [`check_with_progress`] without progress or trusted states.
 pub fn check(dir: &Path) -> Result<CheckReport> {
-    check_with_progress(dir, |_, _| {})
+    check_with_progress(dir, &[], |_, _| {})
 }
 
-/// Checks the database in `dir`; calls `progress(bytes_done, bytes_total)` as it reads the
-/// segments. Takes the database's lock: fails with `Locked` while a server has it open.
-pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Result<CheckReport> {
+/// One entry as the index must hold it: key, tx, deleted, segment, offset of its value
+/// hash, value length.
+type IndexedEntry = (Vec<u8>, TxId, bool, u32, u32, u32);
+
+/// Checks the database in `dir`, and that each `(tx id, Alh)` in `trusted` is a state of its
+/// log (a client trusted it: a log that lacks it was rolled back, one with another Alh there
+/// forked). Calls `progress(bytes_done, bytes_total)` as it reads the segments. Takes the
+/// database's lock: fails with `Locked` while a server has it open.
+pub fn check_with_progress(
+    dir: &Path,
+    trusted: &[(TxId, Digest)],
+    mut progress: impl FnMut(u64, u64),
+) -> Result<CheckReport> {
     if !dir.join("segments").is_dir() {
         return Err(
             StorageError::io(dir.join("segments"), std::io::ErrorKind::NotFound.into()).into(),
@@ -53,15 +78,22 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
         history.as_ref().map_or(Ok(0), RecordReader::len)?,
         locations.as_ref().map_or(Ok(0), RecordReader::len)?,
     );
+    let cp = Checkpoint::read(dir)?;
+    let cp_tx = cp.as_ref().map_or(0, |c| c.tx_id);
+    let wanted: BTreeMap<TxId, Digest> = trusted.iter().copied().collect();
+    let mut found: BTreeMap<TxId, Digest> = BTreeMap::new();
 
     let mut frontier = Frontier::new();
     let mut nodes = Vec::new();
     let mut node_pos = 0u64;
     let (mut last_id, mut last_alh, mut last_ts) = (0u64, ALH_GENESIS, 0u64);
     let mut torn_tail = None;
+    let mut log_end = (PathBuf::new(), 0u64);
     let mut done = 0u64;
-    let mut alhs_at_checkpoint = None;
-    let cp = Checkpoint::read(dir)?;
+    // The first derived record that disagrees with the log: reported only once the whole
+    // log has checked out, so that a broken chain is blamed first.
+    let mut derived_mismatch: Option<LedgerError> = None;
+    let mut indexed: Vec<IndexedEntry> = Vec::new();
     for (i, (id, path)) in paths.iter().enumerate() {
         let (reader, header) = SegmentReader::open_sealed(path, &lock)?;
         if header
@@ -94,49 +126,62 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
                     history_root: frontier.root(),
                 };
                 check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
-                if tx <= stored_locations {
-                    if let Some(l) = &locations {
-                        if l.read(tx - 1)? != encode_location(*id, offset, len_u32(n)) {
-                            return Err(LedgerError::Damaged {
-                                path: locations_path.clone(),
-                                offset: (tx - 1) * 20,
-                                reason: Damage::TxLocation,
-                            });
-                        }
+                if let (Some(l), true, None) =
+                    (&locations, tx <= stored_locations, &derived_mismatch)
+                {
+                    if l.read(tx - 1)? != encode_location(*id, offset, len_u32(n)) {
+                        derived_mismatch = Some(LedgerError::Damaged {
+                            path: locations_path.clone(),
+                            offset: (tx - 1) * 20,
+                            reason: Damage::TxLocation,
+                        });
                     }
                 }
                 nodes.clear();
                 frontier.append(leaf_hash(&rec.alh.0), &mut nodes);
                 for n in &nodes {
-                    if node_pos < stored_nodes {
-                        if let Some(h) = &history {
-                            if h.read(node_pos)? != n.0 {
-                                return Err(LedgerError::Damaged {
-                                    path: history_path.clone(),
-                                    offset: node_pos * 36,
-                                    reason: Damage::HistoryNode,
-                                });
-                            }
+                    if let (Some(h), true, None) =
+                        (&history, node_pos < stored_nodes, &derived_mismatch)
+                    {
+                        if h.read(node_pos)? != n.0 {
+                            derived_mismatch = Some(LedgerError::Damaged {
+                                path: history_path.clone(),
+                                offset: node_pos * 36,
+                                reason: Damage::HistoryNode,
+                            });
                         }
                     }
                     node_pos += 1;
                 }
-                if cp.as_ref().is_some_and(|c| c.tx_id == tx) {
-                    alhs_at_checkpoint = Some(rec.alh);
+                if tx <= cp_tx {
+                    let body_at = offset + FRAME_HEADER_BYTES as u64;
+                    for e in &rec.entries {
+                        indexed.push((
+                            e.key.to_vec(),
+                            tx,
+                            e.meta.deleted,
+                            *id,
+                            len_u32(usize_of(body_at) + e.value_hash_at),
+                            len_u32(e.value.len()),
+                        ));
+                    }
+                }
+                if wanted.contains_key(&tx) {
+                    found.insert(tx, rec.alh);
                 }
                 last_id = tx;
                 last_alh = rec.alh;
                 last_ts = rec.header.timestamp_us;
+                log_end = (path.clone(), offset + n as u64);
                 progress(done + offset + n as u64, total);
                 Ok(())
             },
         )?;
+        let last_segment = i + 1 == paths.len();
         match end {
             ScanEnd::Clean => {}
-            ScanEnd::Free { .. } if i + 1 == paths.len() => {}
-            ScanEnd::Torn { offset } if i + 1 == paths.len() => {
-                torn_tail = Some((path.clone(), offset))
-            }
+            ScanEnd::Free { .. } if last_segment => {}
+            ScanEnd::Torn { offset } if last_segment => torn_tail = Some((path.clone(), offset)),
             ScanEnd::Torn { offset } | ScanEnd::Free { offset } => {
                 return Err(LedgerError::BadTx {
                     tx: last_id + 1,
@@ -154,76 +199,161 @@ pub fn check_with_progress(dir: &Path, mut progress: impl FnMut(u64, u64)) -> Re
                 });
             }
         }
+        if last_segment && log_end.0.as_os_str().is_empty() {
+            log_end = (path.clone(), SEGMENT_HEADER_BYTES);
+        }
         done += bytes.len() as u64;
         progress(done, total);
     }
 
-    let mut index_runs = 0;
-    if let Some(cp) = &cp {
-        let cp_path = dir.join(super::checkpoint::FILE_NAME);
-        if cp.tx_id > last_id || (cp.tx_id > 0 && alhs_at_checkpoint != Some(cp.alh)) {
-            return Err(LedgerError::Damaged {
-                path: cp_path,
-                offset: 0,
-                reason: Damage::Checkpoint,
-            });
+    // The log ends before txs the derived files or the checkpoint show were committed.
+    let evidenced = evidenced_through(dir, last_id).max(cp_tx);
+    if evidenced > last_id {
+        if let Some(c) = &cp {
+            let seg = dir.join("segments").join(segment::file_name(c.segment));
+            let len = fs::len(&seg).unwrap_or(0);
+            if len < c.segment_len {
+                return Err(StorageError::corrupt(seg, len, Corruption::ShortFile).into());
+            }
         }
-        for &id in &cp.runs {
-            let r = Run::open(&dir.join("index").join(run::file_name(id)), id, &lock)?;
-            r.check()?;
-            check_run_values(&r, &paths, &lock)?;
-            index_runs += 1;
-        }
+        return Err(LedgerError::Lost {
+            first: last_id + 1,
+            last: evidenced,
+            path: log_end.0,
+            offset: log_end.1,
+        });
     }
-    if let (Some(l), true) = (&locations, last_id > 0 && stored_locations >= last_id) {
-        // Spot-check the last location decodes to a real frame (the loop compared them all).
-        let (seg, _, _) = decode_location(&l.read(last_id - 1)?);
-        if seg as usize > paths.len() {
-            return Err(StorageError::corrupt(
-                &locations_path,
-                (last_id - 1) * 20,
-                Corruption::Decode("segment"),
-            )
-            .into());
-        }
+    if let Some(e) = derived_mismatch {
+        return Err(e);
     }
-    Ok(CheckReport {
+    let mut report = CheckReport {
         segments: paths.len(),
         txs: last_id,
         last_tx: last_id,
         last_alh,
         torn_tail,
-        index_runs,
-    })
-}
-
-/// Every value a run points at must be there and match its stored hash.
-fn check_run_values(r: &Run, paths: &[(u32, PathBuf)], lock: &fs::DirLock) -> Result<()> {
-    let mut readers: Vec<Option<SegmentReader>> = vec![None; paths.len()];
-    for i in 0..r.len() {
-        let v = r.record(i)?.version;
-        let slot = (v.value.segment as usize)
-            .checked_sub(1)
-            .filter(|&s| s < paths.len())
-            .ok_or_else(|| {
-                StorageError::corrupt(
-                    r.path(),
-                    0,
-                    Corruption::Decode("run points at a missing segment"),
-                )
-            })?;
-        if readers[slot].is_none() {
-            readers[slot] = Some(SegmentReader::open_sealed(&paths[slot].1, lock)?.0);
-        }
-        let Some(seg) = &readers[slot] else { continue };
-        let bytes = seg.read(u64::from(v.value.offset), 32 + v.value.len as usize)?;
-        if value_hash(&bytes[32..]).0 != bytes[..32] {
+        index_runs: 0,
+        index_records: 0,
+        states_checked: 0,
+    };
+    if let Some(cp) = &cp {
+        if cp.tx_id > 0 && found_alh(dir, &paths, &lock, cp.tx_id)? != cp.alh {
             return Err(LedgerError::Damaged {
-                path: seg.path().to_path_buf(),
-                offset: u64::from(v.value.offset),
-                reason: Damage::ValueHash,
+                path: dir.join(super::checkpoint::FILE_NAME),
+                offset: 0,
+                reason: Damage::Checkpoint,
             });
         }
+        let runs = cp
+            .runs
+            .iter()
+            .map(|&id| Run::open(&dir.join("index").join(run::file_name(id)), id, &lock))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        for r in &runs {
+            r.check()?;
+        }
+        report.index_runs = runs.len();
+        report.index_records = check_runs(dir, &runs, indexed)?;
     }
-    Ok(())
+    for (&tx, &alh) in &wanted {
+        match found.get(&tx) {
+            Some(a) if *a == alh => {}
+            other => {
+                return Err(LedgerError::StateMismatch {
+                    tx,
+                    trusted: alh,
+                    found: other.copied(),
+                    last: last_id,
+                })
+            }
+        }
+        report.states_checked += 1;
+    }
+    Ok(report)
+}
+
+/// The Alh of tx `tx` as its frame stores it (the walk has checked every frame already).
+fn found_alh(dir: &Path, paths: &[(u32, PathBuf)], lock: &fs::DirLock, tx: TxId) -> Result<Digest> {
+    let locations = RecordReader::<16>::open(&dir.join("tx.idx"))?;
+    let (segment, offset, len) = super::decode_location(&locations.read(tx - 1)?);
+    let path = paths
+        .get((segment as usize).wrapping_sub(1))
+        .map(|(_, p)| p.clone())
+        .ok_or_else(|| {
+            StorageError::corrupt(dir.join("tx.idx"), (tx - 1) * 20, Corruption::ShortFile)
+        })?;
+    let (reader, _) = SegmentReader::open_sealed(&path, lock)?;
+    let payload = reader.read_frame(offset, len as usize)?;
+    let (_, alh) = codec::decode_header(&payload).map_err(|r| LedgerError::BadTx {
+        tx,
+        path: path.clone(),
+        offset,
+        reason: TxFault::Decode(r),
+    })?;
+    Ok(alh)
+}
+
+/// The runs must hold exactly the log's entries up to the checkpoint: each record equal to
+/// its entry (key, tx, flags, location, length), none missing, none extra. Returns the
+/// records checked.
+fn check_runs(dir: &Path, runs: &[Run], mut log: Vec<IndexedEntry>) -> Result<u64> {
+    let mut held: Vec<(IndexedEntry, PathBuf, u64)> = Vec::new();
+    for r in runs {
+        for i in 0..r.len() {
+            let rec = r.record(i)?;
+            let v = rec.version;
+            held.push((
+                (
+                    rec.key.to_vec(),
+                    v.tx,
+                    v.deleted,
+                    v.value.segment,
+                    v.value.offset,
+                    v.value.len,
+                ),
+                r.path().to_path_buf(),
+                r.record_offset(i)?,
+            ));
+        }
+    }
+    let key_of = |e: &IndexedEntry| (e.0.clone(), e.1);
+    log.sort_by_key(key_of);
+    held.sort_by(|a, b| key_of(&a.0).cmp(&key_of(&b.0)));
+    let (mut li, mut hi) = (0, 0);
+    while li < log.len() || hi < held.len() {
+        match (log.get(li), held.get(hi)) {
+            (Some(l), Some((h, path, offset))) if key_of(l) == key_of(h) => {
+                if l != h {
+                    return Err(LedgerError::Damaged {
+                        path: path.clone(),
+                        offset: *offset,
+                        reason: Damage::IndexRun,
+                    });
+                }
+                li += 1;
+                hi += 1;
+            }
+            (Some(l), Some((h, ..))) if key_of(l) < key_of(h) => {
+                return Err(missing(dir, l));
+            }
+            (Some(l), None) => return Err(missing(dir, l)),
+            (_, Some((_, path, offset))) => {
+                return Err(LedgerError::Damaged {
+                    path: path.clone(),
+                    offset: *offset,
+                    reason: Damage::IndexExtra,
+                });
+            }
+            (None, None) => break,
+        }
+    }
+    Ok(held.len() as u64)
+}
+
+fn missing(dir: &Path, e: &IndexedEntry) -> LedgerError {
+    LedgerError::IndexMissing {
+        path: dir.join("index"),
+        tx: e.1,
+        key: e.0.clone(),
+    }
 }

@@ -52,6 +52,16 @@ pub enum Damage {
     /// A value at an indexed location does not match its stored hash.
     #[error("a value does not match its stored hash")]
     ValueHash,
+    /// An index entry points at something other than its key's entry in the log (another
+    /// key's, another tx's, or no entry at all).
+    #[error("the index points at something other than this key's entry")]
+    IndexEntry,
+    /// An index run's record differs from the log's entry for its key and tx.
+    #[error("an index run's record differs from the log")]
+    IndexRun,
+    /// An index run holds a record for an entry the log does not have.
+    #[error("an index run holds a record the log does not have")]
+    IndexExtra,
     /// A stored history node differs from the tree recomputed from the log.
     #[error("a history node differs from the tree recomputed from the log")]
     HistoryNode,
@@ -114,6 +124,40 @@ pub enum LedgerError {
     NotNext { tx: TxId, reason: ChainBreak },
     #[error("tx {id} does not exist; the last is {last}")]
     TxNotFound { id: TxId, last: TxId },
+    /// A proof between states asked for in the wrong order (or from the empty state, which
+    /// every state extends: no proof is needed).
+    #[error("no proof from state {old} to state {new}: the old state must be a tx from 1 up to the new one")]
+    StateOrder { old: TxId, new: TxId },
+    /// The log ends before txs that `tx.idx` or `history.nodes` show were committed: their
+    /// records were lost or damaged. Nothing was cut; restore the segment (from a replica or a
+    /// backup), or open with `Recovery::AcceptLoss` to cut them, knowingly.
+    #[error("txs {first}..={last} were committed (tx.idx or history.nodes hold their records) but the log ends at {path} offset {offset}: refusing to drop them; restore the segment from a replica or backup, or reopen accepting the loss")]
+    Lost {
+        first: TxId,
+        last: TxId,
+        path: PathBuf,
+        offset: u64,
+    },
+    /// The index runs lack an entry of the log before the checkpoint: that key would read
+    /// as absent (or older) than it is.
+    #[error(
+        "the index runs in {path} lack key {} of tx {tx}",
+        crate::integrity::hex::encode(key)
+    )]
+    IndexMissing {
+        path: PathBuf,
+        tx: TxId,
+        key: Vec<u8>,
+    },
+    /// A state a client trusted is not a state of this log: rolled back (the log lacks the
+    /// tx) or forked (another Alh there).
+    #[error("a trusted state, tx {tx} with Alh {trusted}, is not in this log: {}", match found { Some(a) => format!("it has Alh {a} there (forked)"), None => format!("it ends at tx {last} (rolled back)") })]
+    StateMismatch {
+        tx: TxId,
+        trusted: crate::integrity::Digest,
+        found: Option<crate::integrity::Digest>,
+        last: TxId,
+    },
     #[error("invalid option {name}: {reason}")]
     InvalidOption {
         name: &'static str,

@@ -42,7 +42,7 @@ pub use crate::index::Order;
 pub use crate::storage::{Corruption, StorageError};
 pub use check::{check, check_with_progress, CheckReport};
 pub use error::{ChainBreak, Damage, LedgerError, Result, TxFault};
-pub use options::{Durability, Options};
+pub use options::{Durability, Options, Recovery};
 pub use recovery::RecoveryReport;
 
 use crate::index::Index;

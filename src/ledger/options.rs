@@ -2,6 +2,18 @@
 
 use super::LedgerError;
 
+/// What opening does when the log ends before txs its derived files show were committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Recovery {
+    /// Refuse to open ([`LedgerError::Lost`]). The default: a committed tx is never dropped
+    /// silently.
+    #[default]
+    Strict,
+    /// Cut them, log it at error level and report it in `RecoveryReport::lost`: for an
+    /// operator who has decided to accept the loss.
+    AcceptLoss,
+}
+
 /// When a commit returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -29,6 +41,8 @@ pub struct Options {
     /// Runs are merged by size tiers (four of a size become one); more than this many are
     /// merged whole. Bounds the files a lookup may search. Default 16; at least 1.
     pub runs_max: usize,
+    /// Default [`Recovery::Strict`].
+    pub recovery: Recovery,
 }
 
 impl Default for Options {
@@ -39,6 +53,7 @@ impl Default for Options {
             checkpoint_txs: 100_000,
             memtable_versions_max: 250_000,
             runs_max: 16,
+            recovery: Recovery::Strict,
         }
     }
 }

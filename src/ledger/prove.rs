@@ -1,6 +1,6 @@
 //! Proofs: an entry in a tx, a tx in a state, a state extending an older one.
 
-use super::{Ledger, LedgerError, Result, TxEntry};
+use super::{Damage, Ledger, LedgerError, Result, TxEntry};
 use crate::integrity::merkle;
 use crate::integrity::{Digest, EntryProof, StateProof, TxId, TxProof};
 
@@ -39,19 +39,36 @@ impl Ledger {
         } else {
             self.inclusion_path(id - 1, state - 1)?
         };
-        Ok(TxProof {
+        let proof = TxProof {
             tx,
             state: state_header,
             path,
-        })
+        };
+        // Assert twice: a proof built from damaged history nodes is never served.
+        proof
+            .verify(state, &proof.state.alh())
+            .map_err(|_| self.history_damaged())?;
+        Ok(proof)
+    }
+
+    /// The error for a proof that does not verify although the headers it joins do: the
+    /// history nodes it was built from are damaged.
+    fn history_damaged(&self) -> LedgerError {
+        LedgerError::Damaged {
+            path: self.shared.history.file.path().to_path_buf(),
+            offset: 0,
+            reason: Damage::HistoryNode,
+        }
     }
 
     /// Proof that the state at tx `new` extends the state at tx `old` (`1 <= old <= new`).
+    /// `old` 0 (the empty state, which every state extends) or above `new` is
+    /// [`LedgerError::StateOrder`].
     pub fn state_proof(&self, old: TxId, new: TxId) -> Result<StateProof> {
-        self.check_committed(new)?;
         if old == 0 || old > new {
-            return Err(LedgerError::TxNotFound { id: old, last: new });
+            return Err(LedgerError::StateOrder { old, new });
         }
+        self.check_committed(new)?;
         let (old_h, new_h) = (self.header(old)?, self.header(new)?);
         if old == new {
             return Ok(StateProof {
@@ -61,12 +78,16 @@ impl Ledger {
                 consistency: Vec::new(),
             });
         }
-        Ok(StateProof {
+        let proof = StateProof {
             old: old_h,
             new: new_h,
             inclusion: self.inclusion_path(old - 1, new - 1)?,
             consistency: self.consistency_path(old - 1, new - 1)?,
-        })
+        };
+        proof
+            .verify(old, &old_h.alh(), new, &new_h.alh())
+            .map_err(|_| self.history_damaged())?;
+        Ok(proof)
     }
 
     /// Audit path of leaf `leaf` (Alh of tx `leaf + 1`) in the history tree of `size` leaves.

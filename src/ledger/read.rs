@@ -22,7 +22,7 @@ impl Ledger {
         match v {
             Some(v) if !v.deleted => Ok(Some(KeyValue {
                 key: key.to_vec(),
-                value: self.value(&v)?,
+                value: self.value(key, &v)?,
                 tx: v.tx,
             })),
             _ => Ok(None),
@@ -45,7 +45,7 @@ impl Ledger {
                 Ok(KeyVersion {
                     tx: v.tx,
                     deleted: v.deleted,
-                    value: self.value(v)?,
+                    value: self.value(key, v)?,
                 })
             })
             .collect()
@@ -67,7 +67,7 @@ impl Ledger {
             .into_iter()
             .map(|(key, v)| {
                 Ok(KeyValue {
-                    value: self.value(&v)?,
+                    value: self.value(&key, &v)?,
                     key,
                     tx: v.tx,
                 })
@@ -89,19 +89,59 @@ impl Ledger {
         })
     }
 
-    /// Reads a value and checks it against its stored hash.
-    fn value(&self, v: &Version) -> Result<Vec<u8>> {
+    /// Reads the value an index version points at, checking everything on the way: the
+    /// version's tx is committed and located where `tx.idx` says, its frame's checksums hold,
+    /// its record decodes with that tx id, the location falls on an entry of that record, the
+    /// entry is `key`'s with the version's flags and length, and the value matches its stored
+    /// hash. Anything else is damage named by file and offset, never another key's value.
+    fn value(&self, key: &[u8], v: &Version) -> Result<Vec<u8>> {
         let seg = self.segment(v.value.segment)?;
-        let bytes = seg.read(u64::from(v.value.offset), 32 + v.value.len as usize)?;
-        let (stored, value) = bytes.split_at(32);
-        if value_hash(value).0 != stored {
+        let misplaced = || LedgerError::Damaged {
+            path: seg.path().to_path_buf(),
+            offset: u64::from(v.value.offset),
+            reason: Damage::IndexEntry,
+        };
+        let last = self.state().tx_id;
+        if v.tx == 0 || v.tx > last {
+            return Err(misplaced());
+        }
+        let (segment, offset, frame_len) = decode_location(&self.shared.locations.read(v.tx - 1)?);
+        let payload_at = offset + crate::storage::frame::FRAME_HEADER_BYTES as u64;
+        let value_at = u64::from(v.value.offset);
+        if segment != v.value.segment
+            || value_at < payload_at
+            || value_at >= offset + u64::from(frame_len)
+        {
+            return Err(misplaced());
+        }
+        let payload = seg.read_frame(offset, frame_len as usize)?;
+        let bad = |reason| LedgerError::BadTx {
+            tx: v.tx,
+            path: seg.path().to_path_buf(),
+            offset,
+            reason,
+        };
+        let rec = codec::decode(&payload).map_err(|r| bad(TxFault::Decode(r)))?;
+        if rec.header.id != v.tx {
+            return Err(bad(TxFault::Chain(ChainBreak::Id)));
+        }
+        let at = usize_of(value_at - payload_at);
+        let e = rec
+            .entries
+            .iter()
+            .find(|e| e.value_hash_at == at)
+            .ok_or_else(misplaced)?;
+        if e.key != key || e.meta.deleted != v.deleted || e.value.len() != v.value.len as usize {
+            return Err(misplaced());
+        }
+        if value_hash(e.value) != e.value_hash {
             return Err(LedgerError::Damaged {
                 path: seg.path().to_path_buf(),
-                offset: u64::from(v.value.offset),
+                offset: value_at,
                 reason: Damage::ValueHash,
             });
         }
-        Ok(value.to_vec())
+        Ok(e.value.to_vec())
     }
 
     pub(super) fn check_committed(&self, id: TxId) -> Result<()> {

@@ -12,15 +12,15 @@ use super::checkpoint::Checkpoint;
 use super::checkpoint::Runs;
 use super::writer::{Queue, Writer};
 use super::{
-    codec, encode_location, Damage, HistoryNodes, Ledger, LedgerError, Options, Result, Shared,
-    State, TxFault, View,
+    codec, encode_location, Damage, HistoryNodes, Ledger, LedgerError, Options, Recovery, Result,
+    Shared, State, TxFault, View,
 };
 use crate::fs;
 use crate::index::{run, run::Run, Index, ValueRef, Version};
 use crate::integrity::merkle::{self, leaf_hash, Frontier};
 use crate::integrity::{Digest, TxHeader, TxId};
 use crate::storage::frame::FRAME_HEADER_BYTES;
-use crate::storage::records::RecordWriter;
+use crate::storage::records::{RecordReader, RecordWriter};
 use crate::storage::segment::{
     self, ActiveSegment, ScanEnd, SegmentHeader, SegmentReader, SEGMENT_HEADER_BYTES,
 };
@@ -38,6 +38,9 @@ pub struct RecoveryReport {
     pub replayed_txs: u64,
     /// A torn tail that was cut: the file, the offset it was cut at, and the bytes removed.
     pub truncated: Option<(PathBuf, u64, u64)>,
+    /// Txs that `tx.idx` or `history.nodes` showed were committed but the log no longer
+    /// holds, cut because the options said [`Recovery::AcceptLoss`]: first and last.
+    pub lost: Option<(TxId, TxId)>,
     /// The last tx after recovery.
     pub last_tx: TxId,
 }
@@ -125,6 +128,43 @@ impl Replay {
     }
 }
 
+/// The last tx that `tx.idx` or `history.nodes` hold a checksum-valid record for, from tx
+/// `from + 1` on. The writer writes those records only after the tx's segment write is
+/// synced (`Durability::Synced`), so each is evidence that the tx was committed, and a log
+/// that ends before it lost a committed tx rather than an unfinished write.
+pub(crate) fn evidenced_through(dir: &Path, from: TxId) -> TxId {
+    let mut through = from;
+    if let Ok(locations) = RecordReader::<16>::open(&dir.join("tx.idx")) {
+        let n = locations.len().unwrap_or(0);
+        while through < n && locations.read(through).is_ok() {
+            through += 1;
+        }
+    }
+    if let Ok(history) = RecordReader::<32>::open(&dir.join("history.nodes")) {
+        let n = history.len().unwrap_or(0);
+        let mut tx = from;
+        loop {
+            let pos = merkle::postorder_position(0, tx);
+            if pos >= n || history.read(pos).is_err() {
+                break;
+            }
+            tx += 1;
+        }
+        through = through.max(tx);
+    }
+    through
+}
+
+/// The error for a log that ends before txs its derived files show were committed.
+fn lost_txs(path: &Path, offset: u64, last: TxId, evidenced: TxId) -> LedgerError {
+    LedgerError::Lost {
+        first: last + 1,
+        last: evidenced,
+        path: path.to_path_buf(),
+        offset,
+    }
+}
+
 pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
     let seg_dir = dir.join("segments");
     let index_dir = dir.join("index");
@@ -151,6 +191,10 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         let missing = seg_dir.join(segment::file_name(cp.segment));
         return Err(StorageError::corrupt(missing, 0, Corruption::ShortFile).into());
     }
+
+    // Read before the derived files are cut back: how far they show the log went.
+    let evidenced = evidenced_through(dir, cp.tx_id);
+    let accept_loss = options.recovery == Recovery::AcceptLoss;
 
     // Derived files, cut back to what the checkpoint made durable.
     let history = RecordWriter::<32>::open(
@@ -229,12 +273,32 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         let end = segment::scan(&bytes, start, |offset, n, payload| {
             replay.apply(path, *id, offset, n, payload)
         })?;
+        let frames_end = match end {
+            ScanEnd::Clean => seg.len(),
+            ScanEnd::Free { offset } | ScanEnd::Torn { offset } => offset,
+            ScanEnd::Corrupt { offset, .. } => offset,
+        };
+        let ends_short = *id == last_seg
+            && evidenced > replay.last_id
+            && !matches!(end, ScanEnd::Corrupt { .. });
+        if ends_short {
+            if !accept_loss {
+                return Err(lost_txs(path, frames_end, replay.last_id, evidenced));
+            }
+            tracing::error!(
+                file = %path.display(), offset = frames_end, first = replay.last_id + 1, last = evidenced,
+                "cut txs that tx.idx or history.nodes show were committed: the log no longer holds them (accepted: recovery = accept-loss)"
+            );
+            report.lost = Some((replay.last_id + 1, evidenced));
+        }
         match end {
             ScanEnd::Clean => {}
             ScanEnd::Free { offset } if *id == last_seg => seg.resume_at(offset),
             ScanEnd::Torn { offset } if *id == last_seg => {
                 let cut = seg.len() - offset;
-                tracing::warn!(file = %path.display(), offset, bytes = cut, "cut a torn tail (a write that was never acknowledged)");
+                if report.lost.is_none() {
+                    tracing::warn!(file = %path.display(), offset, bytes = cut, "cut a torn tail: an unfinished write that no committed tx's records point to");
+                }
                 seg.truncate(offset)?;
                 report.truncated = Some((path.clone(), offset, cut));
             }

@@ -399,11 +399,14 @@ impl Writer {
             results.push(Ok(header));
         }
         self.segment.append(&buf)?;
-        self.history.flush()?;
-        self.locations.flush()?;
         if self.shared.options.durability == super::Durability::Synced {
             self.segment.sync()?;
         }
+        // Only now the derived records: a record in history.nodes or tx.idx is then evidence
+        // that its tx's frame was synced, which recovery relies on to tell a committed tx
+        // that was damaged from an unfinished write (`recovery::evidenced_through`).
+        self.history.flush()?;
+        self.locations.flush()?;
         self.since_checkpoint += written;
         {
             let mut idx = lock_poisoned(self.shared.index.write());

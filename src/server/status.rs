@@ -21,13 +21,17 @@ pub fn ledger(e: LedgerError) -> Status {
         | E::TxTooLarge { .. }
         | E::DeleteWithValue { .. }
         | E::BadRecord { .. }
+        | E::StateOrder { .. }
         | E::InvalidOption { .. } => Code::InvalidArgument,
         E::KeyNotFound => return Reason::KeyNotFound.status(e.to_string()),
         E::TxNotFound { .. } => Code::NotFound,
         E::NotNext { .. } => Code::FailedPrecondition,
-        E::BadTx { .. } | E::Damaged { .. } | E::Storage(StorageError::Corrupt { .. }) => {
-            Code::DataLoss
-        }
+        E::BadTx { .. }
+        | E::Damaged { .. }
+        | E::Lost { .. }
+        | E::IndexMissing { .. }
+        | E::StateMismatch { .. }
+        | E::Storage(StorageError::Corrupt { .. }) => Code::DataLoss,
         E::Storage(StorageError::Locked { .. }) | E::Poisoned { .. } | E::Closed => {
             Code::Unavailable
         }

@@ -49,8 +49,9 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     password_file: Option<PathBuf>,
     /// Database to act on
-    #[arg(long, global = true, env = "CHAINLOG_DB", default_value = "defaultdb")]
-    db: String,
+    /// Database to act on [default: defaultdb; for `verify`, every database]
+    #[arg(long, global = true, env = "CHAINLOG_DB")]
+    db: Option<String>,
     /// Print JSON instead of text
     #[arg(long, global = true)]
     json: bool,
@@ -125,8 +126,15 @@ enum Command {
     #[command(subcommand)]
     Replication(ReplicationCmd),
     /// Check a database directory offline (no server; the server must be stopped)
+    ///
+    /// Checks every database of the data directory (--db: one), each from its files alone:
+    /// every frame, chain link, entries root and value hash; the history tree, tx locations
+    /// and every index run record against the log; and that nothing the derived files show
+    /// was committed is missing. With --state-file, also that every state a client trusted
+    /// (the verified commands' state file) is a state of its database's log: a copy rolled
+    /// back or forked since then fails. Exit 3 on any damage.
     Verify {
-        /// The server's data directory
+        /// The server's data directory (or one database's directory)
         #[arg(long)]
         data_dir: PathBuf,
     },
@@ -154,14 +162,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         user: cli.user,
         password: cli.password,
         password_file: cli.password_file,
-        db: cli.db,
+        db: cli.db.clone().unwrap_or_else(|| "defaultdb".into()),
         tls_ca: cli.tls_ca,
-        state_file: cli.state_file,
+        state_file: cli.state_file.clone(),
         server_key: cli.server_key,
     };
     let s = &session;
     match &cli.command {
-        Command::Verify { data_dir } => verify::run(data_dir, &s.db, &out),
+        Command::Verify { data_dir } => verify::run(
+            data_dir,
+            cli.db.as_deref(),
+            cli.state_file.as_deref(),
+            &out,
+        ),
         Command::Database(cmd) => databases::run(cmd, s, &out).await,
         Command::User(cmd) => users::run(cmd, s, &out).await,
         Command::Replication(cmd) => replication::run(cmd, s, &out).await,

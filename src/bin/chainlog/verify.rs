@@ -1,50 +1,164 @@
-//! `chainlog verify`: the offline check of a data directory.
+//! `chainlog verify`: the offline check of a data directory, every database in it (or one),
+//! optionally against the states a client trusted.
 
 use crate::out::Out;
 use crate::Failure;
-use chainlog::ledger::{check_with_progress, LedgerError, StorageError};
+use chainlog::integrity::Digest;
+use chainlog::ledger::{check_with_progress, CheckReport, LedgerError, StorageError};
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-pub fn run(data_dir: &Path, db: &str, out: &Out) -> Result<(), Failure> {
-    let dir = data_dir.join("db").join(db);
-    let dir = if dir.is_dir() {
-        dir
-    } else {
-        data_dir.to_path_buf()
+/// Whether an offline check's error is damage (verification failed) rather than, say, a
+/// missing directory or a held lock.
+fn is_damage(e: &LedgerError) -> bool {
+    matches!(
+        e,
+        LedgerError::BadTx { .. }
+            | LedgerError::Damaged { .. }
+            | LedgerError::Lost { .. }
+            | LedgerError::IndexMissing { .. }
+            | LedgerError::StateMismatch { .. }
+            | LedgerError::Storage(StorageError::Corrupt { .. })
+    )
+}
+
+/// The databases to check: (name, directory, identity) from the data directory's catalog, or
+/// the directory itself when it is one database's.
+fn targets(data_dir: &Path, only: Option<&str>) -> Result<Vec<(String, PathBuf, String)>, Failure> {
+    let catalog = data_dir.join("catalog.json");
+    let Ok(bytes) = std::fs::read(&catalog) else {
+        if data_dir.join("segments").is_dir() {
+            let name = only.unwrap_or("(this directory)").to_string();
+            return Ok(vec![(name, data_dir.to_path_buf(), String::new())]);
+        }
+        return Err(Failure::Error(format!(
+            "{}: neither a data directory (no catalog.json) nor a database directory (no segments/)",
+            data_dir.display()
+        )));
+    };
+    let listed: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::Error(format!("{}: {e}", catalog.display())))?;
+    let Some(map) = listed.as_object() else {
+        return Err(Failure::Error(format!("{}: not an object", catalog.display())));
+    };
+    let mut out: Vec<(String, PathBuf, String)> = map
+        .iter()
+        .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
+        .map(|(name, r)| {
+            let uuid = r["uuid"].as_str().unwrap_or_default().to_string();
+            (name.clone(), data_dir.join("db").join(name), uuid)
+        })
+        .collect();
+    if let (Some(o), true) = (only, out.is_empty()) {
+        return Err(Failure::Error(format!(
+            "database {o:?} is not in {}",
+            catalog.display()
+        )));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn report_json(name: &str, r: &CheckReport) -> serde_json::Value {
+    json!({"database": name, "ok": true, "txs": r.txs, "segments": r.segments,
+           "tx_id": r.last_tx, "alh": r.last_alh.to_hex(),
+           "index_runs": r.index_runs, "index_records": r.index_records,
+           "states_checked": r.states_checked,
+           "torn_tail": r.torn_tail.as_ref().map(|(p, o)| json!({"file": p, "offset": o}))})
+}
+
+fn report_text(name: &str, r: &CheckReport) -> String {
+    let mut s = format!(
+        "{name}: ok: {} txs in {} segments, state {} {}; {} index records in {} runs match the log",
+        r.txs, r.segments, r.last_tx, r.last_alh, r.index_records, r.index_runs
+    );
+    if r.states_checked > 0 {
+        s.push_str(&format!(
+            "; {} trusted states are states of this log",
+            r.states_checked
+        ));
+    }
+    if let Some((p, o)) = &r.torn_tail {
+        s.push_str(&format!(
+            "\n{name}: torn tail at {} offset {o}: an unfinished write that no committed tx's records point to; the next open cuts it",
+            p.display()
+        ));
+    }
+    s
+}
+
+pub fn run(
+    data_dir: &Path,
+    only: Option<&str>,
+    state_file: Option<&Path>,
+    out: &Out,
+) -> Result<(), Failure> {
+    let trusted = match state_file {
+        Some(f) => chainlog::client::read_trusted_states(f)?,
+        None => Default::default(),
     };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !out.json;
-    let mut last = 0u64;
-    let report = check_with_progress(&dir, |done, total| {
-        let pct = (done * 100).checked_div(total).unwrap_or(100);
-        if tty && pct != last {
-            last = pct;
-            let bar = "#".repeat((pct / 4) as usize);
-            eprint!("\r[{bar:<25}] {pct:>3}%");
+    let mut damaged = Vec::new();
+    let mut failed = Vec::new();
+    let mut results = Vec::new();
+    let mut matched = 0usize;
+    for (name, dir, uuid) in targets(data_dir, only)? {
+        let states: Vec<(u64, Digest)> = trusted
+            .values()
+            .filter(|t| !uuid.is_empty() && t.uuid == uuid && t.tx_id > 0)
+            .filter_map(|t| Digest::from_hex(&t.alh).map(|a| (t.tx_id, a)))
+            .collect();
+        matched += states.len();
+        let mut last = 0u64;
+        let report = check_with_progress(&dir, &states, |done, total| {
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
+            if tty && pct != last {
+                last = pct;
+                let bar = "#".repeat((pct / 4) as usize);
+                eprint!("\r{name}: [{bar:<25}] {pct:>3}%");
+            }
+        });
+        if tty {
+            eprintln!();
         }
-    });
-    if tty {
-        eprintln!();
+        match report {
+            Ok(r) => {
+                results.push(report_json(&name, &r));
+                if !out.json {
+                    println!("{}", report_text(&name, &r));
+                }
+            }
+            Err(e) => {
+                let damage = is_damage(&e);
+                results.push(json!({"database": name, "ok": false, "damaged": damage, "error": e.to_string()}));
+                if !out.json {
+                    eprintln!(
+                        "{name}: {}: {e}",
+                        if damage { "DAMAGED" } else { "not checked" }
+                    );
+                }
+                if damage {
+                    damaged.push(name);
+                } else {
+                    failed.push(name);
+                }
+            }
+        }
     }
-    match report {
-        Ok(r) => out.print(
-            json!({"ok": true, "txs": r.txs, "segments": r.segments, "alh": r.last_alh.to_hex(),
-                   "torn_tail": r.torn_tail.map(|(p, o)| json!({"file": p, "offset": o}))}),
-            || {
-                format!(
-                    "ok: {} txs in {} segments, state {} {}",
-                    r.txs, r.segments, r.last_tx, r.last_alh
-                )
-            },
-        ),
-        Err(
-            e @ (LedgerError::BadTx { .. }
-            | LedgerError::Damaged { .. }
-            | LedgerError::Storage(StorageError::Corrupt { .. })),
-        ) => {
-            return Err(Failure::Verification(e.to_string()));
-        }
-        Err(e) => return Err(Failure::Error(e.to_string())),
+    if state_file.is_some() && matched == 0 && !trusted.is_empty() {
+        eprintln!("chainlog: no state in the state file is of a database in this data directory");
+    }
+    if out.json {
+        println!("{}", serde_json::Value::Array(results));
+    }
+    if !damaged.is_empty() {
+        return Err(Failure::Verification(format!(
+            "damage found in {}",
+            damaged.join(", ")
+        )));
+    }
+    if !failed.is_empty() {
+        return Err(Failure::Error(format!("could not check {}", failed.join(", "))));
     }
     Ok(())
 }
