@@ -318,7 +318,7 @@ fn check_runs(dir: &Path, runs: &[Run], mut log: Vec<IndexedEntry>) -> Result<u6
     }
     let key_of = |e: &IndexedEntry| (e.0.clone(), e.1);
     log.sort_by_key(key_of);
-    held.sort_by(|a, b| key_of(&a.0).cmp(&key_of(&b.0)));
+    held.sort_by_key(|h| key_of(&h.0));
     let (mut li, mut hi) = (0, 0);
     while li < log.len() || hi < held.len() {
         match (log.get(li), held.get(hi)) {
