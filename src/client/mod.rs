@@ -323,6 +323,24 @@ impl Client {
             .into_inner())
     }
 
+    /// Closes and opens database `name` again (admin of it), running recovery: for one whose
+    /// writes failed, or one the server lists as unavailable. `accept_tx_loss` (superuser)
+    /// lets recovery cut txs the log lost although the derived files show them committed.
+    pub async fn reopen_database(
+        &self,
+        name: &str,
+        accept_tx_loss: bool,
+    ) -> Result<wire::DatabaseInfo> {
+        Ok(self
+            .databases()
+            .reopen_database(wire::ReopenDatabaseRequest {
+                name: name.to_string(),
+                accept_tx_loss,
+            })
+            .await?
+            .into_inner())
+    }
+
     /// Creates user `name` (superuser).
     pub async fn create_user(
         &self,

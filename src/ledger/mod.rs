@@ -251,6 +251,16 @@ impl Ledger {
         recovery::open(dir.as_ref(), options)
     }
 
+    /// Opens a database that must already exist: a missing directory or `segments/` is an
+    /// error, never a new empty database (for a server's catalog, which lists what it holds).
+    pub fn open_existing(dir: impl AsRef<Path>, options: Options) -> Result<Ledger> {
+        let segments = dir.as_ref().join("segments");
+        if !segments.is_dir() {
+            return Err(StorageError::io(segments, std::io::ErrorKind::NotFound.into()).into());
+        }
+        Ledger::open(dir, options)
+    }
+
     /// What opening found and repaired.
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery

@@ -1,5 +1,11 @@
 //! The databases a server holds: their names, identities and settings (persisted in
-//! `<data-dir>/catalog.json`), and their open ledgers (in `<data-dir>/db/<name>/`).
+//! `<data-dir>/catalog.json`), and their open ledgers (in `<data-dir>/db/<name>/`, each with
+//! an `IDENTITY` file holding its uuid).
+//!
+//! A database the catalog lists but that cannot be served (its directory missing, holding
+//! another identity, or failing to open: damage) is *unavailable*: it is kept in the catalog
+//! with the reason, calls on it fail with `database_unavailable`, the other databases keep
+//! serving, and nothing is ever recreated empty under its identity. `reopen` tries again.
 
 use crate::fs;
 use crate::integrity::TxId;
@@ -36,6 +42,8 @@ pub enum CatalogError {
     },
     #[error("database {name} is a replica (of {primary}); write to its primary")]
     ReadOnlyReplica { name: String, primary: String },
+    #[error("database {name} is unavailable: {error}")]
+    Unavailable { name: String, error: String },
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -242,9 +250,67 @@ impl Database {
     }
 }
 
+/// A database the catalog lists but cannot serve, and why.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    pub name: String,
+    pub uuid: String,
+    pub settings: Settings,
+    pub error: String,
+}
+
+/// Name of the file in a database's directory that holds its identity.
+pub const IDENTITY_FILE: &str = "IDENTITY";
+
+/// Opens database `name` (identity `uuid`) of the data directory `dir` as the catalog lists
+/// it: its directory must exist (it is never recreated), hold that identity (a directory
+/// without an identity file, from an older release, gets one), and open.
+fn open_listed(dir: &Path, name: &str, uuid: &str, options: Options) -> Result<Ledger, String> {
+    let path = dir.join("db").join(name);
+    if !path.is_dir() {
+        return Err(format!(
+            "its directory {} is missing; nothing was recreated (restore it from a backup or a replica)",
+            path.display()
+        ));
+    }
+    let ledger = Ledger::open_existing(&path, options).map_err(|e| e.to_string())?;
+    let identity_path = path.join(IDENTITY_FILE);
+    let held = fs::read(&identity_path)
+        .map_err(|e| e.to_string())?
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    match held {
+        Some(h) if h == uuid => {}
+        // An empty database holds nothing to protect: a crash while a replica adopted its
+        // primary's identity leaves the two files apart.
+        Some(h) if ledger.state().tx_id > 0 => {
+            let _ = ledger.close();
+            return Err(format!(
+                "{} holds database {h}, but the catalog lists {name} as {uuid}",
+                path.display()
+            ));
+        }
+        _ => write_identity(&path, uuid).map_err(|e| e.to_string())?,
+    }
+    let report = ledger.recovery();
+    if report.replayed_txs > 0 || report.truncated.is_some() || report.lost.is_some() {
+        tracing::info!(database = %name, replayed = report.replayed_txs, truncated = ?report.truncated, lost = ?report.lost, "recovered");
+    }
+    Ok(ledger)
+}
+
+fn write_identity(db_dir: &Path, uuid: &str) -> Result<(), CatalogError> {
+    fs::replace(
+        &db_dir.join(IDENTITY_FILE),
+        format!("{uuid}\n").as_bytes(),
+        fs::FILE_MODE,
+    )?;
+    Ok(())
+}
+
 pub struct Catalog {
     dir: PathBuf,
     dbs: RwLock<BTreeMap<String, Arc<Database>>>,
+    unavailable: RwLock<BTreeMap<String, Unavailable>>,
     /// Serializes changes to the catalog file.
     change: std::sync::Mutex<()>,
 }
@@ -281,12 +347,24 @@ impl Catalog {
             None => BTreeMap::new(),
         };
         let mut dbs = BTreeMap::new();
+        let mut unavailable = BTreeMap::new();
         for (name, r) in records {
-            let ledger = Ledger::open(dir.join("db").join(&name), r.settings.options())?;
-            let report = ledger.recovery();
-            if report.replayed_txs > 0 || report.truncated.is_some() {
-                tracing::info!(database = %name, replayed = report.replayed_txs, truncated = ?report.truncated, "recovered");
-            }
+            let ledger = match open_listed(dir, &name, &r.uuid, r.settings.options()) {
+                Ok(l) => l,
+                Err(error) => {
+                    tracing::error!(database = %name, %error, "database unavailable: it is not served (the others are); fix it, then `chainlog database reopen`");
+                    unavailable.insert(
+                        name.clone(),
+                        Unavailable {
+                            name,
+                            uuid: r.uuid,
+                            settings: r.settings,
+                            error,
+                        },
+                    );
+                    continue;
+                }
+            };
             dbs.insert(
                 name.clone(),
                 Arc::new(Database {
@@ -301,8 +379,102 @@ impl Catalog {
         Ok(Catalog {
             dir: dir.to_path_buf(),
             dbs: RwLock::new(dbs),
+            unavailable: RwLock::new(unavailable),
             change: std::sync::Mutex::new(()),
         })
+    }
+
+    /// The databases listed but not served, with why.
+    pub fn unavailable(&self) -> Vec<Unavailable> {
+        self.unavailable
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Closes and opens database `name` again, running recovery (which may cut a torn tail);
+    /// for an unavailable one, tries to open it again. With `accept_loss`, a log that ends
+    /// before txs its derived files show were committed is cut (they are lost) instead of
+    /// refused. Requests in flight on the old ledger finish or fail with UNAVAILABLE.
+    pub fn reopen(
+        self: &Arc<Self>,
+        name: &str,
+        accept_loss: bool,
+    ) -> Result<Arc<Database>, CatalogError> {
+        let change = self
+            .change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (uuid, settings, hub) = match self.get(name) {
+            Ok(db) => {
+                db.hub.stop_replicator();
+                // A poisoned ledger says so on close; it is reopened all the same.
+                if let Err(e) = db.ledger.close() {
+                    tracing::warn!(database = %name, error = %e, "closing before the reopen failed");
+                }
+                (db.uuid.clone(), db.settings.clone(), db.hub.clone())
+            }
+            Err(CatalogError::Unavailable { .. }) => {
+                let u = self
+                    .unavailable
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| CatalogError::NotFound(name.to_string()))?;
+                (u.uuid, u.settings, Arc::default())
+            }
+            Err(e) => return Err(e),
+        };
+        let mut options = settings.options();
+        if accept_loss {
+            options.recovery = crate::ledger::Recovery::AcceptLoss;
+        }
+        let opened = open_listed(&self.dir, name, &uuid, options);
+        let ledger = match opened {
+            Ok(l) => l,
+            Err(error) => {
+                self.dbs
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(name);
+                self.unavailable
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(
+                        name.to_string(),
+                        Unavailable {
+                            name: name.to_string(),
+                            uuid,
+                            settings,
+                            error: error.clone(),
+                        },
+                    );
+                tracing::error!(database = %name, %error, "reopen failed: the database stays unavailable");
+                return Err(CatalogError::Unavailable {
+                    name: name.to_string(),
+                    error,
+                });
+            }
+        };
+        let db = Arc::new(Database {
+            name: name.to_string(),
+            uuid,
+            settings,
+            ledger: Arc::new(ledger),
+            hub,
+        });
+        self.unavailable
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+        self.install(name, db.clone())?;
+        tracing::info!(database = %name, accept_loss, tx_id = db.ledger.state().tx_id, "database reopened");
+        drop(change);
+        self.apply_replication(&db);
+        Ok(db)
     }
 
     /// The database `name`, if it takes writes from clients.
@@ -428,9 +600,11 @@ impl Catalog {
             fs::rename(&dir, &trash)?;
         }
         let ledger = Ledger::open(&dir, old.settings.options())?;
+        let uuid = new_uuid();
+        write_identity(&dir, &uuid)?;
         let db = Arc::new(Database {
             name: old.name.clone(),
-            uuid: new_uuid(),
+            uuid,
             settings: old.settings.clone(),
             ledger: Arc::new(ledger),
             hub: old.hub.clone(),
@@ -459,6 +633,7 @@ impl Catalog {
             ledger: old.ledger.clone(),
             hub: old.hub.clone(),
         });
+        write_identity(old.ledger.dir(), uuid)?;
         self.install(name, db)?;
         tracing::info!(database = %name, uuid, "replica took its primary's identity");
         Ok(())
@@ -482,18 +657,30 @@ impl Catalog {
     }
 
     fn persist(&self, dbs: &BTreeMap<String, Arc<Database>>) -> Result<(), CatalogError> {
-        let records: BTreeMap<&String, Record> = dbs
-            .iter()
-            .map(|(n, d)| {
+        let mut records: BTreeMap<String, Record> = self
+            .unavailable
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|u| {
                 (
-                    n,
+                    u.name.clone(),
                     Record {
-                        uuid: d.uuid.clone(),
-                        settings: d.settings.clone(),
+                        uuid: u.uuid.clone(),
+                        settings: u.settings.clone(),
                     },
                 )
             })
             .collect();
+        records.extend(dbs.iter().map(|(n, d)| {
+            (
+                n.clone(),
+                Record {
+                    uuid: d.uuid.clone(),
+                    settings: d.settings.clone(),
+                },
+            )
+        }));
         let bytes = serde_json::to_vec_pretty(&records).map_err(|e| CatalogError::File {
             path: self.dir.join("catalog.json"),
             reason: e.to_string(),
@@ -507,9 +694,21 @@ impl Catalog {
             .dbs
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        dbs.get(name)
-            .cloned()
-            .ok_or_else(|| CatalogError::NotFound(name.to_string()))
+        if let Some(db) = dbs.get(name) {
+            return Ok(db.clone());
+        }
+        match self
+            .unavailable
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+        {
+            Some(u) => Err(CatalogError::Unavailable {
+                name: name.to_string(),
+                error: u.error.clone(),
+            }),
+            None => Err(CatalogError::NotFound(name.to_string())),
+        }
     }
 
     pub fn list(&self) -> Vec<Arc<Database>> {
@@ -531,7 +730,7 @@ impl Catalog {
             .change
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.get(name).is_ok() {
+        if !matches!(self.get(name), Err(CatalogError::NotFound(_))) {
             return Err(CatalogError::Exists(name.to_string()));
         }
         let dir = self.dir.join("db").join(name);
@@ -540,9 +739,11 @@ impl Catalog {
             fs::remove_dir_all(&dir)?;
         }
         let ledger = Ledger::open(&dir, settings.options())?;
+        let uuid = new_uuid();
+        write_identity(&dir, &uuid)?;
         let db = Arc::new(Database {
             name: name.to_string(),
-            uuid: new_uuid(),
+            uuid,
             settings,
             ledger: Arc::new(ledger),
             hub: Arc::default(),

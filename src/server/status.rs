@@ -70,6 +70,7 @@ pub fn catalog(e: CatalogError) -> Status {
         CatalogError::HasPrimary { .. } => Reason::HasPrimary.status(e.to_string()),
         CatalogError::OtherDatabase { .. } => Reason::OtherDatabase.status(e.to_string()),
         CatalogError::ReadOnlyReplica { .. } => Reason::ReadOnlyReplica.status(e.to_string()),
+        CatalogError::Unavailable { .. } => Reason::DatabaseUnavailable.status(e.to_string()),
         CatalogError::Ledger(e) => ledger(e),
         CatalogError::File { .. } | CatalogError::Storage(_) => {
             tracing::error!(error = %e, "catalog failure");

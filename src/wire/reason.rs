@@ -14,6 +14,9 @@ pub enum Reason {
     KeyNotFound,
     /// NOT_FOUND: the server holds no database of that name.
     DatabaseNotFound,
+    /// UNAVAILABLE: the server lists the database but cannot serve it (its directory is
+    /// missing or damaged); the message says why. Its other databases are served.
+    DatabaseUnavailable,
     /// FAILED_PRECONDITION: the histories differ at a tx both hold.
     Diverged,
     /// FAILED_PRECONDITION: the two sides are different databases (identities differ).
@@ -33,9 +36,10 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation checks.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::KeyNotFound,
         Reason::DatabaseNotFound,
+        Reason::DatabaseUnavailable,
         Reason::Diverged,
         Reason::OtherDatabase,
         Reason::ReplicaAhead,
@@ -50,6 +54,7 @@ impl Reason {
         match self {
             Reason::KeyNotFound => "key_not_found",
             Reason::DatabaseNotFound => "database_not_found",
+            Reason::DatabaseUnavailable => "database_unavailable",
             Reason::Diverged => "diverged",
             Reason::OtherDatabase => "other_database",
             Reason::ReplicaAhead => "replica_ahead",
@@ -64,7 +69,7 @@ impl Reason {
     pub fn code(self) -> Code {
         match self {
             Reason::KeyNotFound | Reason::DatabaseNotFound => Code::NotFound,
-            Reason::NotReplicated => Code::Unavailable,
+            Reason::NotReplicated | Reason::DatabaseUnavailable => Code::Unavailable,
             Reason::Diverged
             | Reason::OtherDatabase
             | Reason::ReplicaAhead

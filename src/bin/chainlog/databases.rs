@@ -125,12 +125,23 @@ pub enum DatabaseCmd {
     /// started from another database). Its replicator restarts from the first tx; a replica
     /// with no primary host is left empty for an external replicator to fill.
     Refresh { name: String },
+    /// Close and open database NAME again, without a server restart: after a failed write
+    /// (say, a full disk that has space again) or for a database listed as unavailable (after
+    /// its files were restored). Recovery runs; nothing acknowledged is lost.
+    Reopen {
+        name: String,
+        /// Let recovery cut txs the log no longer holds although tx.idx or history.nodes show
+        /// they were committed: they are lost (superuser only; logged)
+        #[arg(long)]
+        accept_tx_loss: bool,
+    },
 }
 
 fn info_json(i: &wire::DatabaseInfo) -> serde_json::Value {
     let s = i.settings.clone().unwrap_or_default();
     let st = i.state.clone().unwrap_or_default();
     json!({"name": i.name, "uuid": i.uuid, "tx_id": st.tx_id, "alh": hex(&st.alh),
+           "unavailable": (!i.unavailable.is_empty()).then_some(&i.unavailable),
            "settings": {"durability": if s.durability == Some(wire::Durability::Buffered as i32) {"buffered"} else {"synced"},
                         "segment_bytes_max": s.segment_bytes_max, "checkpoint_txs": s.checkpoint_txs,
                         "replication": s.replication.as_ref().map(|r| json!({
@@ -175,12 +186,16 @@ pub async fn run(cmd: &DatabaseCmd, session: &Session, out: &Out) -> Result<(), 
             out.print(json!(l.iter().map(info_json).collect::<Vec<_>>()), || {
                 l.iter()
                     .map(|i| {
-                        format!(
-                            "{}\t{}\ttx {}",
-                            i.name,
-                            i.uuid,
-                            i.state.as_ref().map_or(0, |s| s.tx_id)
-                        )
+                        if i.unavailable.is_empty() {
+                            format!(
+                                "{}\t{}\ttx {}",
+                                i.name,
+                                i.uuid,
+                                i.state.as_ref().map_or(0, |s| s.tx_id)
+                            )
+                        } else {
+                            format!("{}\t{}\tUNAVAILABLE: {}", i.name, i.uuid, i.unavailable)
+                        }
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
@@ -201,6 +216,19 @@ pub async fn run(cmd: &DatabaseCmd, session: &Session, out: &Out) -> Result<(), 
             };
             let i = c.update_database(name, settings).await?;
             out.print(info_json(&i), || format!("updated database {}", i.name));
+        }
+        DatabaseCmd::Reopen {
+            name,
+            accept_tx_loss,
+        } => {
+            let i = c.reopen_database(name, *accept_tx_loss).await?;
+            out.print(info_json(&i), || {
+                format!(
+                    "reopened database {} at tx {}",
+                    i.name,
+                    i.state.as_ref().map_or(0, |s| s.tx_id)
+                )
+            });
         }
         DatabaseCmd::Refresh { name } => {
             let i = c.refresh_database(name).await?;

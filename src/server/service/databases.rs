@@ -30,14 +30,24 @@ impl databases_server::Databases for Service {
         req: Request<wire::ListDatabasesRequest>,
     ) -> Result<Response<wire::ListDatabasesResponse>, Status> {
         let caller = self.caller(&req)?;
-        let databases = self
+        let may_see = |name: &str| self.state.auth.permission(&caller, name).is_some();
+        let mut databases: Vec<wire::DatabaseInfo> = self
             .state
             .catalog
             .list()
             .iter()
-            .filter(|db| self.state.auth.permission(&caller, &db.name).is_some())
+            .filter(|db| may_see(&db.name))
             .map(|db| self.info(db))
             .collect();
+        databases.extend(
+            self.state
+                .catalog
+                .unavailable()
+                .iter()
+                .filter(|u| may_see(&u.name))
+                .map(Service::unavailable_info),
+        );
+        databases.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(wire::ListDatabasesResponse { databases }))
     }
 
@@ -55,6 +65,35 @@ impl databases_server::Databases for Service {
             status::catalog,
         )
         .await?;
+        Ok(Response::new(self.info(&db)))
+    }
+
+    async fn reopen_database(
+        &self,
+        req: Request<wire::ReopenDatabaseRequest>,
+    ) -> Result<Response<wire::DatabaseInfo>, Status> {
+        let caller = self.caller(&req)?;
+        let r = req.into_inner();
+        // The permission check cannot go through `database_for`: an unavailable database
+        // is what reopening is for.
+        self.state
+            .auth
+            .require(&caller, &r.name, Permission::Admin)
+            .map_err(status::auth)?;
+        if r.accept_tx_loss {
+            self.state
+                .auth
+                .require_superuser(&caller)
+                .map_err(status::auth)?;
+        }
+        let state = self.state.clone();
+        let name = r.name.clone();
+        let db = offload(
+            move || state.catalog.reopen(&name, r.accept_tx_loss),
+            status::catalog,
+        )
+        .await?;
+        tracing::info!(database = %db.name, by = %caller, accept_tx_loss = r.accept_tx_loss, "database reopened");
         Ok(Response::new(self.info(&db)))
     }
 

@@ -104,6 +104,17 @@ impl Service {
             uuid: db.uuid.clone(),
             settings: Some(super::convert::settings_wire(&db.settings)),
             state: Some(self.state_wire(db, st.tx_id, &st.alh)),
+            unavailable: String::new(),
+        }
+    }
+
+    fn unavailable_info(u: &super::catalog::Unavailable) -> wire::DatabaseInfo {
+        wire::DatabaseInfo {
+            name: u.name.clone(),
+            uuid: u.uuid.clone(),
+            settings: Some(super::convert::settings_wire(&u.settings)),
+            state: None,
+            unavailable: u.error.clone(),
         }
     }
 
