@@ -23,7 +23,7 @@ fn walkthrough_and_exit_statuses() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
-        (v["value"].as_str(), v["tx"].as_u64()),
+        (v["value"].as_str(), v["tx_id"].as_u64()),
         (Some("hello"), Some(1))
     );
 

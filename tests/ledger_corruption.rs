@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chainlog::ledger::Order;
-use chainlog::ledger::{check, Ledger, LedgerError, NewEntry, Options};
+use chainlog::ledger::{check, Ledger, LedgerError, NewEntry, Options, Recovery};
 use chainlog::ledger::{ChainBreak, Corruption, Damage, StorageError, TxFault};
 use std::path::{Path, PathBuf};
 
@@ -410,4 +410,44 @@ fn a_missing_or_cut_segment_is_named() {
         matches!(&err, LedgerError::Storage(StorageError::Corrupt { path, .. }) if *path == segs[0]),
         "{err}"
     );
+}
+
+#[test]
+fn a_damaged_last_frame_of_a_committed_tx_is_refused_unless_the_loss_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = build(dir.path());
+    crash_image(dir.path(), &saved);
+    // tx 450 was committed: its records are in tx.idx and history.nodes. Its frame damaged,
+    // with zeros after it as free space leaves them, looks like a write cut short.
+    let (seg, offset, len) = frame_of(dir.path(), 450);
+    let path = segments(dir.path())[seg as usize - 1].clone();
+    let mut b = std::fs::read(&path).unwrap();
+    b[(offset + u64::from(len)) as usize - 30] ^= 0x04;
+    b.resize(b.len() + 4096, 0);
+    std::fs::write(&path, &b).unwrap();
+    let before = std::fs::read(dir.path().join("tx.idx")).unwrap();
+    let err = Ledger::open(dir.path(), options()).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::Lost { first: 450, last: 450, path: p, offset: o } if *p == path && *o == offset),
+        "{err}"
+    );
+    // Nothing was cut: neither the log nor the evidence.
+    assert_eq!(std::fs::read(&path).unwrap(), b);
+    assert_eq!(std::fs::read(dir.path().join("tx.idx")).unwrap(), before);
+    let err = check(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::Lost { first: 450, .. }),
+        "{err}"
+    );
+    // Accepted: cut, and reported as a loss.
+    let accept = Options {
+        recovery: Recovery::AcceptLoss,
+        ..options()
+    };
+    let db = Ledger::open(dir.path(), accept).unwrap();
+    assert_eq!(db.recovery().lost, Some((450, 450)));
+    assert_eq!(db.state().tx_id, 449);
+    db.close().unwrap();
+    drop(db);
+    check(dir.path()).unwrap();
 }

@@ -324,8 +324,9 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
     let Some(segment) = active else {
         return Err(StorageError::corrupt(&seg_dir, 0, Corruption::ShortFile).into());
     };
-    replay.history.flush()?;
-    replay.locations.flush()?;
+    // Only now that the log checked out: the derived files hold exactly what it does.
+    replay.history.cut()?;
+    replay.locations.cut()?;
     report.replayed_txs = replay.replayed;
     report.last_tx = replay.last_id;
     if report.replayed_txs > 0 || report.truncated.is_some() {

@@ -35,8 +35,9 @@ pub struct RecordWriter<const N: usize> {
 impl<const N: usize> RecordWriter<N> {
     pub const RECORD_BYTES: u64 = N as u64 + 4;
 
-    /// Opens (creating if absent) the file and cuts it to `keep` records. Fails if it holds
-    /// fewer than `keep` whole records.
+    /// Opens (creating if absent) the file to append after its first `keep` records, which
+    /// must be there. Records after them are left until [`RecordWriter::cut`]: what they hold
+    /// is evidence recovery may need before it overwrites them.
     pub fn open(path: &Path, keep: u64) -> Result<RecordWriter<N>> {
         let file = fs::open_rw(path, true)?;
         let len = file
@@ -46,9 +47,6 @@ impl<const N: usize> RecordWriter<N> {
         let want = keep * Self::RECORD_BYTES;
         if len < want {
             return Err(StorageError::corrupt(path, len, Corruption::ShortFile));
-        }
-        if len != want {
-            fs::truncate(&file, path, want)?;
         }
         Ok(RecordWriter {
             path: path.to_path_buf(),
@@ -64,6 +62,21 @@ impl<const N: usize> RecordWriter<N> {
         self.pending
             .extend_from_slice(&crc(self.count, payload).to_le_bytes());
         self.count += 1;
+    }
+
+    /// Writes the buffered records, then cuts off whatever the file holds after them.
+    pub fn cut(&mut self) -> Result<()> {
+        self.flush()?;
+        let want = self.count * Self::RECORD_BYTES;
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| StorageError::io(&self.path, e))?
+            .len();
+        if len != want {
+            fs::truncate(&self.file, &self.path, want)?;
+        }
+        Ok(())
     }
 
     /// Writes buffered records to the file (not synced).
@@ -193,8 +206,12 @@ mod tests {
             })
         ));
         drop(w);
-        let w = RecordWriter::<8>::open(&path, 5).unwrap();
+        // Opening to keep 5 leaves the rest until the cut.
+        let mut w = RecordWriter::<8>::open(&path, 5).unwrap();
+        assert_eq!(w.reader().len().unwrap(), 10);
+        w.cut().unwrap();
         assert_eq!(w.reader().len().unwrap(), 5);
+        drop(w);
         assert!(RecordWriter::<8>::open(&path, 6).is_err());
     }
 }

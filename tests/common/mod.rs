@@ -2,7 +2,9 @@
 //! SDK client, and the seeded RNG.
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
+pub mod files;
 pub mod launcher;
+pub mod mitm;
 pub mod rng;
 
 pub use launcher::{free_port, Server, ADMIN_PASSWORD};

@@ -1,6 +1,6 @@
 //! Reads, writes and verified calls on --db.
 
-use crate::out::{entry_json, header_json, text, Out};
+use crate::out::{entry_json, header_json, put_bytes, text, Out};
 use crate::session::Session;
 use crate::Failure;
 use chainlog::wire;
@@ -146,7 +146,7 @@ pub async fn vset(session: &Session, out: &Out, key: &str, value: &str) -> Resul
             vec![(key.as_bytes().to_vec(), value.as_bytes().to_vec())],
         )
         .await?;
-    out.print(json!({"tx": h.id, "verified": true}), || {
+    out.print(json!({"tx_id": h.id, "verified": true}), || {
         format!("tx {} (verified)", h.id)
     });
     Ok(())
@@ -158,24 +158,27 @@ pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result
         .await?
         .get(&session.db, key.as_bytes(), at_tx)
         .await?;
-    out.print(
-        json!({"key": text(&e.key), "value": text(&e.value), "tx": e.tx, "verified": true}),
-        || {
-            format!(
-                "{}\t(tx {}, verified in state {})",
-                text(&e.value),
-                e.tx,
-                e.state_tx
-            )
-        },
-    );
+    let mut o = serde_json::Map::new();
+    put_bytes(&mut o, "key", &e.key);
+    put_bytes(&mut o, "value", &e.value);
+    o.insert("tx_id".into(), json!(e.tx));
+    o.insert("state_tx_id".into(), json!(e.state_tx));
+    o.insert("verified".into(), json!(true));
+    out.print(serde_json::Value::Object(o), || {
+        format!(
+            "{}\t(tx {}, verified in state {})",
+            text(&e.value),
+            e.tx,
+            e.state_tx
+        )
+    });
     Ok(())
 }
 
 pub async fn vtx(session: &Session, out: &Out, id: u64) -> Result<(), Failure> {
     let (h, entries) = session.verified().await?.tx(&session.db, id).await?;
     out.print(
-        json!({"tx": h.id, "entries": entries.iter().map(entry_json).collect::<Vec<_>>(), "verified": true}),
+        json!({"tx_id": h.id, "entries": entries.iter().map(entry_json).collect::<Vec<_>>(), "verified": true}),
         || format!("tx {} with {} entries (verified)", h.id, entries.len()),
     );
     Ok(())

@@ -149,7 +149,7 @@ pub enum Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
         match e {
-            ClientError::Tamper(_) => Failure::Verification(e.to_string()),
+            ClientError::Tamper(t) => Failure::Verification(t.to_string()),
             e => Failure::Error(e.to_string()),
         }
     }
@@ -169,12 +169,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     };
     let s = &session;
     match &cli.command {
-        Command::Verify { data_dir } => verify::run(
-            data_dir,
-            cli.db.as_deref(),
-            cli.state_file.as_deref(),
-            &out,
-        ),
+        Command::Verify { data_dir } => {
+            verify::run(data_dir, cli.db.as_deref(), cli.state_file.as_deref(), &out)
+        }
         Command::Database(cmd) => databases::run(cmd, s, &out).await,
         Command::User(cmd) => users::run(cmd, s, &out).await,
         Command::Replication(cmd) => replication::run(cmd, s, &out).await,

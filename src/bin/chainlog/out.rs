@@ -18,8 +18,22 @@ impl Out {
     }
 }
 
+/// Bytes for people: as text when they are UTF-8, else as `hex:` and their hex, never
+/// mangled.
 pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_string(),
+        Err(_) => format!("hex:{}", hex(b)),
+    }
+}
+
+/// Adds bytes to a JSON object under `name` when they are UTF-8, else under `<name>_hex` as
+/// hex: JSON output never mangles a key or a value.
+pub fn put_bytes(obj: &mut serde_json::Map<String, serde_json::Value>, name: &str, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(s) => obj.insert(name.to_string(), json!(s)),
+        Err(_) => obj.insert(format!("{name}_hex"), json!(hex(b))),
+    };
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -32,6 +46,12 @@ pub fn header_json(h: &wire::TxHeader) -> serde_json::Value {
            "history_size": h.history_size, "history_root": hex(&h.history_root)})
 }
 
+/// An entry as JSON: `key`/`value` (or `key_hex`/`value_hex`), `tx_id`, `deleted`.
 pub fn entry_json(e: &wire::Entry) -> serde_json::Value {
-    json!({"key": text(&e.key), "value": text(&e.value), "tx": e.tx, "deleted": e.deleted})
+    let mut o = serde_json::Map::new();
+    put_bytes(&mut o, "key", &e.key);
+    put_bytes(&mut o, "value", &e.value);
+    o.insert("tx_id".into(), json!(e.tx));
+    o.insert("deleted".into(), json!(e.deleted));
+    serde_json::Value::Object(o)
 }

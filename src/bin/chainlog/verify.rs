@@ -39,7 +39,10 @@ fn targets(data_dir: &Path, only: Option<&str>) -> Result<Vec<(String, PathBuf, 
     let listed: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Failure::Error(format!("{}: {e}", catalog.display())))?;
     let Some(map) = listed.as_object() else {
-        return Err(Failure::Error(format!("{}: not an object", catalog.display())));
+        return Err(Failure::Error(format!(
+            "{}: not an object",
+            catalog.display()
+        )));
     };
     let mut out: Vec<(String, PathBuf, String)> = map
         .iter()
@@ -158,7 +161,10 @@ pub fn run(
         )));
     }
     if !failed.is_empty() {
-        return Err(Failure::Error(format!("could not check {}", failed.join(", "))));
+        return Err(Failure::Error(format!(
+            "could not check {}",
+            failed.join(", ")
+        )));
     }
     Ok(())
 }

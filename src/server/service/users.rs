@@ -2,6 +2,7 @@
 
 use super::Service;
 use crate::server::auth::Permission;
+use crate::server::catalog::CatalogError;
 use crate::server::convert::{permission_of, user_wire};
 use crate::server::status::{self, offload};
 use crate::wire::{self, users_server};
@@ -71,10 +72,11 @@ impl users_server::Users for Service {
             .auth
             .require(&caller, &r.database, Permission::Admin)
             .map_err(status::auth)?;
-        self.state
-            .catalog
-            .get(&r.database)
-            .map_err(status::catalog)?;
+        // A grant on an unavailable database is kept for when it is back.
+        match self.state.catalog.get(&r.database) {
+            Ok(_) | Err(CatalogError::Unavailable { .. }) => {}
+            Err(e) => return Err(status::catalog(e)),
+        }
         let Some(p) = permission_of(r.permission)? else {
             return Err(Status::invalid_argument(
                 "a grant needs a permission: read, readwrite or admin",

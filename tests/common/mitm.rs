@@ -1,0 +1,236 @@
+//! A man in the middle for the Data and Auth services: a real gRPC server that forwards
+//! every call to an upstream chainlogd and can rewrite the answers of the verified calls
+//! (and of Get and CurrentState) before the client sees them, as a compromised server or
+//! anything on the path could.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use chainlog::wire::{self, auth_client, auth_server, data_client, data_server};
+use std::sync::{Arc, Mutex};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// A rewrite of one kind of answer, set and cleared by the test as it goes.
+pub type Hook<T> = Arc<Mutex<Option<Box<dyn FnMut(&mut T) + Send>>>>;
+
+/// What the man in the middle rewrites.
+#[derive(Default, Clone)]
+pub struct Hooks {
+    pub current_state: Hook<wire::State>,
+    /// VerifiableSet's and VerifiableTxById's answers.
+    pub verifiable_tx: Hook<wire::VerifiableTx>,
+    pub verifiable_entry: Hook<wire::VerifiableEntry>,
+    pub consistency_proof: Hook<wire::StateProof>,
+    /// Get's answer; `Err` to answer with a status instead.
+    pub get: Hook<Result<wire::Entry, Status>>,
+}
+
+/// Sets `hook` to `f`.
+pub fn set<T>(hook: &Hook<T>, f: impl FnMut(&mut T) + Send + 'static) {
+    *hook.lock().unwrap() = Some(Box::new(f));
+}
+
+/// Clears `hook`: answers pass unchanged.
+pub fn clear<T>(hook: &Hook<T>) {
+    *hook.lock().unwrap() = None;
+}
+
+fn apply<T>(hook: &Hook<T>, v: &mut T) {
+    if let Some(f) = hook.lock().unwrap().as_mut() {
+        f(v);
+    }
+}
+
+#[derive(Clone)]
+struct Proxy {
+    auth: auth_client::AuthClient<Channel>,
+    data: data_client::DataClient<Channel>,
+    hooks: Hooks,
+}
+
+fn upstream<T>(req: Request<T>) -> Request<T> {
+    let (md, _, msg) = req.into_parts();
+    let mut up = Request::new(msg);
+    if let Some(a) = md.get("authorization") {
+        up.metadata_mut().insert("authorization", a.clone());
+    }
+    up
+}
+
+#[tonic::async_trait]
+impl auth_server::Auth for Proxy {
+    async fn login(
+        &self,
+        req: Request<wire::LoginRequest>,
+    ) -> Result<Response<wire::LoginResponse>, Status> {
+        self.auth.clone().login(upstream(req)).await
+    }
+
+    async fn logout(
+        &self,
+        req: Request<wire::LogoutRequest>,
+    ) -> Result<Response<wire::LogoutResponse>, Status> {
+        self.auth.clone().logout(upstream(req)).await
+    }
+}
+
+#[tonic::async_trait]
+impl data_server::Data for Proxy {
+    async fn set(
+        &self,
+        req: Request<wire::SetRequest>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        self.data.clone().set(upstream(req)).await
+    }
+
+    async fn delete(
+        &self,
+        req: Request<wire::DeleteRequest>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        self.data.clone().delete(upstream(req)).await
+    }
+
+    async fn history(
+        &self,
+        req: Request<wire::HistoryRequest>,
+    ) -> Result<Response<wire::HistoryResponse>, Status> {
+        self.data.clone().history(upstream(req)).await
+    }
+
+    async fn scan(
+        &self,
+        req: Request<wire::ScanRequest>,
+    ) -> Result<Response<wire::ScanResponse>, Status> {
+        self.data.clone().scan(upstream(req)).await
+    }
+
+    async fn tx_by_id(
+        &self,
+        req: Request<wire::TxByIdRequest>,
+    ) -> Result<Response<wire::Tx>, Status> {
+        self.data.clone().tx_by_id(upstream(req)).await
+    }
+
+    async fn verifiable_set(
+        &self,
+        req: Request<wire::VerifiableSetRequest>,
+    ) -> Result<Response<wire::VerifiableTx>, Status> {
+        let mut answer = self
+            .data
+            .clone()
+            .verifiable_set(upstream(req))
+            .await?
+            .into_inner();
+        apply(&self.hooks.verifiable_tx, &mut answer);
+        Ok(Response::new(answer))
+    }
+
+    async fn verifiable_get(
+        &self,
+        req: Request<wire::VerifiableGetRequest>,
+    ) -> Result<Response<wire::VerifiableEntry>, Status> {
+        let mut answer = self
+            .data
+            .clone()
+            .verifiable_get(upstream(req))
+            .await?
+            .into_inner();
+        apply(&self.hooks.verifiable_entry, &mut answer);
+        Ok(Response::new(answer))
+    }
+
+    async fn verifiable_tx_by_id(
+        &self,
+        req: Request<wire::VerifiableTxByIdRequest>,
+    ) -> Result<Response<wire::VerifiableTx>, Status> {
+        let mut answer = self
+            .data
+            .clone()
+            .verifiable_tx_by_id(upstream(req))
+            .await?
+            .into_inner();
+        apply(&self.hooks.verifiable_tx, &mut answer);
+        Ok(Response::new(answer))
+    }
+
+    async fn consistency_proof(
+        &self,
+        req: Request<wire::ConsistencyProofRequest>,
+    ) -> Result<Response<wire::StateProof>, Status> {
+        let mut answer = self
+            .data
+            .clone()
+            .consistency_proof(upstream(req))
+            .await?
+            .into_inner();
+        apply(&self.hooks.consistency_proof, &mut answer);
+        Ok(Response::new(answer))
+    }
+
+    async fn current_state(
+        &self,
+        req: Request<wire::CurrentStateRequest>,
+    ) -> Result<Response<wire::State>, Status> {
+        let mut answer = self
+            .data
+            .clone()
+            .current_state(upstream(req))
+            .await?
+            .into_inner();
+        apply(&self.hooks.current_state, &mut answer);
+        Ok(Response::new(answer))
+    }
+
+    async fn get(&self, req: Request<wire::GetRequest>) -> Result<Response<wire::Entry>, Status> {
+        let mut answer = self
+            .data
+            .clone()
+            .get(upstream(req))
+            .await
+            .map(Response::into_inner);
+        apply(&self.hooks.get, &mut answer);
+        answer.map(Response::new)
+    }
+}
+
+/// A running man in the middle in front of `upstream_addr`.
+pub struct Mitm {
+    pub addr: String,
+    pub hooks: Hooks,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Mitm {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}
+
+/// Starts a man in the middle on a loopback port, forwarding to `upstream_addr`.
+pub async fn start(upstream_addr: &str) -> Mitm {
+    let channel = tonic::transport::Endpoint::from_shared(upstream_addr.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let hooks = Hooks::default();
+    let proxy = Proxy {
+        auth: auth_client::AuthClient::new(channel.clone()),
+        data: data_client::DataClient::new(channel)
+            .max_decoding_message_size(wire::MESSAGE_BYTES_MAX),
+        hooks: hooks.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(auth_server::AuthServer::new(proxy.clone()))
+            .add_service(data_server::DataServer::new(proxy))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await;
+    });
+    Mitm {
+        addr,
+        hooks,
+        _task: task,
+    }
+}
