@@ -451,3 +451,137 @@ fn a_damaged_last_frame_of_a_committed_tx_is_refused_unless_the_loss_is_accepted
     drop(db);
     check(dir.path()).unwrap();
 }
+
+/// Rewrites tx `id`'s frame in place with the value of its first entry changed (same length)
+/// and every hash and checksum recomputed: a record that checks out on its own.
+fn rewrite_consistently(dir: &Path, id: u64) {
+    use chainlog::integrity::{entry_digest, tx::entries_root, value_hash};
+    use chainlog::ledger::codec;
+    let (seg, offset, len) = frame_of(dir, id);
+    let path = segments(dir)[seg as usize - 1].clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let frame = &mut bytes[offset as usize..(offset + u64::from(len)) as usize];
+    let rec = codec::decode(&frame[12..]).unwrap();
+    let mut entries: Vec<NewEntry> = rec
+        .entries
+        .iter()
+        .map(|e| NewEntry {
+            key: e.key.to_vec(),
+            value: e.value.to_vec(),
+            meta: e.meta,
+        })
+        .collect();
+    entries[0].value[0] ^= 0xff;
+    let digests: Vec<_> = entries
+        .iter()
+        .map(|e| entry_digest(&e.key, e.meta, &value_hash(&e.value)))
+        .collect();
+    let header = chainlog::integrity::TxHeader {
+        entries_root: entries_root(&digests),
+        ..rec.header
+    };
+    let payload = codec::encode_record(&header, &header.alh(), &entries);
+    assert_eq!(payload.len(), frame.len() - 12);
+    frame[12..].copy_from_slice(&payload);
+    let pcrc = crc32fast::hash(&frame[12..]);
+    frame[4..8].copy_from_slice(&pcrc.to_le_bytes());
+    let hcrc = crc32fast::hash(&frame[..8]);
+    frame[8..12].copy_from_slice(&hcrc.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+}
+
+#[test]
+fn a_tx_rewritten_with_a_valid_alh_is_blamed_where_the_chain_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    rewrite_consistently(dir.path(), 23);
+    let (seg, offset_24, _) = frame_of(dir.path(), 24);
+    let err = check(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::BadTx { tx: 24, reason: TxFault::Chain(ChainBreak::PrevAlh), path, offset }
+            if *path == segments(dir.path())[seg as usize - 1] && *offset == offset_24),
+        "the log is blamed, not history.nodes: {err}"
+    );
+}
+
+#[test]
+fn a_segment_cut_short_of_the_checkpoint_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let segs = segments(dir.path());
+    let last = segs.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+    f.set_len(len - 1000).unwrap();
+    drop(f);
+    let err = check(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::Storage(StorageError::Corrupt { path, reason: Corruption::ShortFile, .. }) if path == last),
+        "{err}"
+    );
+    let err = Ledger::open(dir.path(), options()).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::Storage(StorageError::Corrupt { path, reason: Corruption::ShortFile, .. }) if path == last),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_history_node_edited_with_its_checksum_is_never_served_as_a_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    // Node 0 (tx 1's leaf) rewritten, its record checksum recomputed: crc32(u64 0 || node).
+    let path = dir.path().join("history.nodes");
+    let mut b = std::fs::read(&path).unwrap();
+    b[5] ^= 1;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&0u64.to_le_bytes());
+    h.update(&b[..32]);
+    b[32..36].copy_from_slice(&h.finalize().to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    {
+        let db = Ledger::open(dir.path(), options()).unwrap();
+        let err = db.tx_proof(2, 450).unwrap_err();
+        assert!(
+            matches!(&err, LedgerError::Damaged { reason: Damage::HistoryNode, path: p, .. } if *p == path),
+            "{err}"
+        );
+        let err = db.state_proof(2, 450).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                LedgerError::Damaged {
+                    reason: Damage::HistoryNode,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Proofs that do not pass through it are still served.
+        db.tx_proof(449, 450).unwrap();
+    }
+    let err = check(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::Damaged { reason: Damage::HistoryNode, path: p, offset: 0 } if *p == path),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_proof_between_states_in_the_wrong_order_is_an_invalid_request() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let db = Ledger::open(dir.path(), options()).unwrap();
+    assert!(matches!(
+        db.state_proof(5, 3),
+        Err(LedgerError::StateOrder { old: 5, new: 3 })
+    ));
+    assert!(matches!(
+        db.state_proof(0, 3),
+        Err(LedgerError::StateOrder { old: 0, new: 3 })
+    ));
+    assert!(matches!(
+        db.state_proof(3, 9999),
+        Err(LedgerError::TxNotFound { id: 9999, .. })
+    ));
+}

@@ -227,6 +227,9 @@ impl Run {
         if record_crc(i, &b[start..end]) != stored {
             return Err(bad(Corruption::RecordCrc));
         }
+        if fixed[2] & !1 != 0 {
+            return Err(bad(Corruption::Decode("unknown record flags")));
+        }
         let u32_at = |o: usize| u32::from_le_bytes(fixed[o..o + 4].try_into().unwrap_or([0; 4]));
         Ok(RunRecord {
             key: &b[start + FIXED_BYTES..end],
