@@ -244,6 +244,15 @@ mod tests {
         );
     }
 
+    /// docs/format.md gives a delete's value hash (of the empty value) literally.
+    #[test]
+    fn a_deletes_value_hash_is_as_documented() {
+        assert_eq!(
+            value_hash(b"").to_hex(),
+            "b35d4ab392fb952c8d7625efbfaff8af2c8cebf20d1ff9784a8ffe08dc667e12"
+        );
+    }
+
     #[test]
     fn deleted_flag_changes_the_digest() {
         let vh = value_hash(b"");
