@@ -45,9 +45,21 @@ struct Settings {
     /// PEM CA: require client certificates signed by it (mutual TLS)
     #[arg(long, env = "CHAINLOG_TLS_CLIENT_CA", value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
-    /// Session token lifetime in seconds [default: 86400]
+    /// Session token lifetime in seconds, 60 to 31536000 [default: 86400]
     #[arg(long, env = "CHAINLOG_TOKEN_TTL_SECS", value_name = "SECS")]
     token_ttl_secs: Option<u64>,
+    /// After SIGTERM or SIGINT, how long requests in flight get to finish before their
+    /// connections are closed, 0 to 600000; a second signal exits at once [default: 5000]
+    #[arg(long, env = "CHAINLOG_SHUTDOWN_DRAIN_MS", value_name = "MS")]
+    shutdown_drain_ms: Option<u64>,
+    /// How long a new connection may take to make its first request (TCP, TLS and HTTP/2
+    /// handshakes included), 100 to 300000 [default: 10000]
+    #[arg(long, env = "CHAINLOG_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    handshake_timeout_ms: Option<u64>,
+    /// How long a connection may stay open with no request in flight, 1 to 86400
+    /// [default: 300]
+    #[arg(long, env = "CHAINLOG_IDLE_TIMEOUT_SECS", value_name = "SECS")]
+    idle_timeout_secs: Option<u64>,
     /// Log filter (tracing env-filter syntax) [default: info]
     #[arg(long, env = "CHAINLOG_LOG", value_name = "FILTER")]
     log: Option<String>,
@@ -70,9 +82,25 @@ impl Settings {
             tls_key: self.tls_key.or(file.tls_key),
             tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
             token_ttl_secs: self.token_ttl_secs.or(file.token_ttl_secs),
+            shutdown_drain_ms: self.shutdown_drain_ms.or(file.shutdown_drain_ms),
+            handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
+            idle_timeout_secs: self.idle_timeout_secs.or(file.idle_timeout_secs),
             log: self.log.or(file.log),
             ready_file: self.ready_file.or(file.ready_file),
         }
+    }
+}
+
+/// `value` of setting `name` if within `range`, else an error naming both.
+fn bounded(name: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, String> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "--{name} {value}: must be from {} to {}",
+            range.start(),
+            range.end()
+        ))
     }
 }
 
@@ -100,7 +128,17 @@ async fn run(args: Settings) -> Result<(), String> {
         .filter(|p| !p.is_empty())
         .map(Into::into);
     if let Some(secs) = args.token_ttl_secs {
-        config.token_ttl = Duration::from_secs(secs);
+        config.token_ttl = Duration::from_secs(bounded("token-ttl-secs", secs, 60..=31_536_000)?);
+    }
+    if let Some(ms) = args.shutdown_drain_ms {
+        config.drain = Duration::from_millis(bounded("shutdown-drain-ms", ms, 0..=600_000)?);
+    }
+    if let Some(ms) = args.handshake_timeout_ms {
+        config.limits.handshake =
+            Duration::from_millis(bounded("handshake-timeout-ms", ms, 100..=300_000)?);
+    }
+    if let Some(secs) = args.idle_timeout_secs {
+        config.limits.idle = Duration::from_secs(bounded("idle-timeout-secs", secs, 1..=86_400)?);
     }
     if let Some(p) = &args.signing_key {
         config.signing_key = Some(server::read_signing_key(p).map_err(|e| e.to_string())?);
@@ -160,6 +198,7 @@ async fn run(args: Settings) -> Result<(), String> {
             }
         });
     }
+    let drain = config.drain;
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -173,15 +212,28 @@ async fn run(args: Settings) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("shutting down: finishing requests in flight");
+        tracing::info!(
+            drain_ms = drain.as_millis() as u64,
+            "shutting down: finishing requests in flight (a second signal exits at once)"
+        );
         let _ = stop_tx.send(true);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        // Every acknowledged commit is already durable: it was fsynced before its answer.
+        tracing::warn!("second signal: exiting at once; the next start recovers from the log");
+        std::process::exit(EXIT_INTERRUPTED);
     });
-    server::serve(listener, state, config.tls.as_ref(), stopped(stop_rx))
+    server::serve(listener, state, &config, stopped(stop_rx))
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Exit status after a second SIGTERM or SIGINT cut the shutdown short.
+const EXIT_INTERRUPTED: i32 = 130;
 
 fn main() -> std::process::ExitCode {
     let args = Settings::parse();
@@ -192,7 +244,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    let outcome = rt.block_on(run(args));
+    // Handlers still parked on a blocking thread (a long Get wait, say) do not hold the exit.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chainlogd: {e}");

@@ -133,13 +133,15 @@ impl Hub {
         self.acks.subscribe()
     }
 
-    /// Waits until `needed` followers hold tx `tx` durably, at most `timeout`: a
-    /// synchronous commit's acknowledgement.
+    /// Waits until `needed` followers hold tx `tx` durably, at most `timeout`, and no longer
+    /// once `stopping` turns true (the server shuts down): a synchronous commit's
+    /// acknowledgement.
     pub async fn await_acks(
         &self,
         tx: TxId,
         needed: usize,
         timeout: Duration,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ReplicationError> {
         let mut acks = self.subscribe_acks();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -148,8 +150,11 @@ impl Hub {
             if have >= needed {
                 return Ok(());
             }
-            let changed = tokio::time::timeout_at(deadline, acks.changed()).await;
-            if !matches!(changed, Ok(Ok(()))) {
+            let woke = tokio::select! {
+                c = tokio::time::timeout_at(deadline, acks.changed()) => matches!(c, Ok(Ok(()))),
+                _ = stopping.wait_for(|s| *s) => false,
+            };
+            if !woke {
                 return Err(ReplicationError::NotReplicated {
                     tx,
                     have,

@@ -233,8 +233,13 @@ pub struct Database {
 
 impl Database {
     /// Waits, for a synchronous database (`sync_acks > 0`), until enough replicas hold tx `id`
-    /// durably, at most `sync_timeout_ms`; at once otherwise.
-    pub async fn replicated(&self, id: TxId) -> Result<(), ReplicationError> {
+    /// durably, at most `sync_timeout_ms` and not past the server's shutdown (`stopping`); at
+    /// once otherwise.
+    pub async fn replicated(
+        &self,
+        id: TxId,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ReplicationError> {
         let r = &self.settings.replication;
         let Some(needed) = r.sync_acks.filter(|k| *k > 0) else {
             return Ok(());
@@ -245,6 +250,7 @@ impl Database {
                 id,
                 needed as usize,
                 std::time::Duration::from_millis(timeout),
+                stopping,
             )
             .await
     }
@@ -800,13 +806,19 @@ impl Catalog {
     }
 
     /// Stops the replicators and closes every ledger: checkpoint and fsync.
-    pub fn close(&self) {
+    /// Stops the replicators and closes every ledger: checkpoint and fsync. Returns the
+    /// databases whose close failed (their writes had failed earlier, or the final
+    /// checkpoint did), each logged.
+    pub fn close(&self) -> Vec<String> {
+        let mut failed = Vec::new();
         for db in self.list() {
             db.hub.stop_replicator();
             if let Err(e) = db.ledger.close() {
                 tracing::error!(database = %db.name, error = %e, "close failed");
+                failed.push(db.name.clone());
             }
         }
+        failed
     }
 }
 

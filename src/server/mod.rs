@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod conn;
 mod convert;
 mod metrics;
 mod service;
@@ -49,6 +50,8 @@ pub enum ServerError {
     Config { path: PathBuf, reason: String },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("closing failed for {}: their last writes failed (see the log); recovery at the next start replays them", .0.join(", "))]
+    Close(Vec<String>),
 }
 
 /// TLS for the gRPC endpoint (rustls): PEM certificate chain and key, and, for mutual TLS, the
@@ -72,7 +75,15 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Default 24 hours.
     pub token_ttl: Duration,
+    /// After a shutdown signal, how long requests in flight get to finish before their
+    /// connections are dropped. Default [`DRAIN_DEFAULT`].
+    pub drain: Duration,
+    /// Handshake and idle limits of connections.
+    pub limits: conn::Limits,
 }
+
+/// Default [`ServerConfig::drain`].
+pub const DRAIN_DEFAULT: Duration = Duration::from_secs(5);
 
 impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
@@ -82,6 +93,8 @@ impl ServerConfig {
             signing_key: None,
             tls: None,
             token_ttl: DEFAULT_TOKEN_TTL,
+            drain: DRAIN_DEFAULT,
+            limits: conn::Limits::default(),
         }
     }
 }
@@ -131,12 +144,15 @@ pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
     }))
 }
 
-/// Serves the gRPC API on `listener` until `shutdown` resolves, then finishes the requests in
-/// flight and closes every database (checkpoint and fsync).
+/// Serves the gRPC API on `listener` until `shutdown` resolves, then stops accepting, ends
+/// the follow streams and the synchronous-commit waits, and gives the requests in flight
+/// `config.drain` to finish; connections still open after it are dropped. Then every
+/// database is closed (checkpoint and fsync): every acknowledged commit is durable whatever
+/// the peers do. Fails if a database could not be closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ServerState>,
-    tls: Option<&TlsConfig>,
+    config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let svc = service::Service {
@@ -153,17 +169,25 @@ pub async fn serve(
             path: PathBuf::from("proto"),
             reason: e.to_string(),
         })?;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(t) = tls {
-        let mut cfg = tonic::transport::ServerTlsConfig::new().identity(
-            tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem),
-        );
+    let mut builder = tonic::transport::Server::builder()
+        // A peer that stops answering (frozen, or gone without a FIN) is found by pings.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    if let Some(t) = &config.tls {
+        let mut cfg = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &t.cert_pem,
+                &t.key_pem,
+            ))
+            .timeout(config.limits.handshake);
         if let Some(ca) = &t.client_ca_pem {
             cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(ca));
         }
         builder = builder.tls_config(cfg)?;
     }
-    let result = builder
+    let mut stopping = state.stopping.subscribe();
+    let serving = builder
+        .layer(conn::ConnLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(auth_server::AuthServer::new(svc.clone()))
@@ -179,34 +203,41 @@ pub async fn serve(
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(incoming(listener), {
+        .serve_with_incoming_shutdown(conn::accept(listener, config.limits), {
             let state = state.clone();
             async move {
                 shutdown.await;
-                // End the follow streams and stop the replicators, or the connections they
-                // hold would keep the shutdown waiting.
+                // End the follow streams, the synchronous-commit waits and the replicators,
+                // or the connections they hold would keep the shutdown waiting.
                 state.stopping.send_replace(true);
                 state.catalog.stop_replicators();
             }
-        })
-        .await;
+        });
+    let drain = config.drain;
+    let result = tokio::select! {
+        r = serving => r.map_err(ServerError::from),
+        () = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(drain_ms = drain.as_millis() as u64, "connections still open after the drain deadline are closed");
+            Ok(())
+        }
+    };
     let closing = state.clone();
-    let _ = tokio::task::spawn_blocking(move || closing.catalog.close()).await;
-    result.map_err(ServerError::from)
+    let failed = tokio::task::spawn_blocking(move || closing.catalog.close())
+        .await
+        .unwrap_or_else(|_| vec!["(the close task failed)".to_string()]);
+    result?;
+    if !failed.is_empty() {
+        return Err(ServerError::Close(failed));
+    }
+    Ok(())
 }
 
-/// Accepted connections, with Nagle's algorithm off: a proof answer is written in more than
-/// one piece, and waiting for the peer's delayed ACK added 40 ms to it.
-fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
-}
+/// How often the server pings an HTTP/2 connection, and how long it waits for the answer.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads an Ed25519 signing key: a file holding the 32-byte seed, raw or as 64 hex characters.
 pub fn read_signing_key(path: &Path) -> Result<ed25519_dalek::SigningKey, ServerError> {

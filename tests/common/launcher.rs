@@ -43,10 +43,29 @@ impl Server {
     /// Starts `bin` with `--listen listen --data-dir data_dir` and `extra`, its log (stderr)
     /// kept for [`Server::log`]; waits until it listens.
     pub fn launch(bin: &Path, data_dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        Server::launch_wrapped(&[], bin, data_dir, listen, extra)
+    }
+
+    /// [`Server::launch`] through a wrapper command (`prlimit --nofile=64:64 --`, say).
+    pub fn launch_wrapped(
+        wrapper: &[&str],
+        bin: &Path,
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let ready = data_dir.with_extension("ready");
         let _ = std::fs::remove_file(&ready);
-        let mut child = Command::new(bin)
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .arg("--ready-file")

@@ -49,7 +49,9 @@ impl data_server::Data for Service {
             .commit_async(entries)
             .await
             .map_err(status::ledger)?;
-        db.replicated(h.id).await.map_err(status::replication)?;
+        db.replicated(h.id, self.state.stopping.subscribe())
+            .await
+            .map_err(status::replication)?;
         Ok(Response::new((&h).into()))
     }
 
@@ -88,7 +90,9 @@ impl data_server::Data for Service {
                 .delete(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>())
         })
         .await?;
-        db.replicated(h.id).await.map_err(status::replication)?;
+        db.replicated(h.id, self.state.stopping.subscribe())
+            .await
+            .map_err(status::replication)?;
         Ok(Response::new((&h).into()))
     }
 
@@ -160,7 +164,9 @@ impl data_server::Data for Service {
             .commit_async(entries)
             .await
             .map_err(status::ledger)?;
-        db.replicated(h.id).await.map_err(status::replication)?;
+        db.replicated(h.id, self.state.stopping.subscribe())
+            .await
+            .map_err(status::replication)?;
         let this = self.clone();
         let v = blocking(move || this.verifiable_tx(&db, h.id, r.trusted_tx_id, false)).await?;
         Ok(Response::new(v))

@@ -72,7 +72,7 @@ impl replication_server::Replication for Service {
         req: Request<tonic::Streaming<wire::FollowRequest>>,
     ) -> Result<Response<Self::FollowStream>, Status> {
         let user = self.caller(&req)?;
-        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = crate::server::conn::peer_of(&req);
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
             Some(wire::FollowRequest {
@@ -97,7 +97,7 @@ impl replication_server::Replication for Service {
         &self,
         req: Request<wire::ExportTxRequest>,
     ) -> Result<Response<Self::ExportTxStream>, Status> {
-        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = crate::server::conn::peer_of(&req);
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let r = req.into_inner();
         let hello = wire::FollowHello {
