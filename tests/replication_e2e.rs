@@ -104,7 +104,7 @@ fn create_replica(
     assert_eq!(code, 0, "{out}{err}");
 }
 
-/// The user a replicator logs in as: read permission on the source database is enough.
+/// The user a replicator logs in as: the replication permission on the source database.
 async fn replicator_user(primary: &Client, dbs: &[&str]) {
     primary
         .users()
@@ -121,7 +121,7 @@ async fn replicator_user(primary: &Client, dbs: &[&str]) {
             .grant(wire::GrantRequest {
                 user: "replicator".into(),
                 database: (*db).into(),
-                permission: wire::Permission::Read as i32,
+                permission: wire::Permission::Replication as i32,
             })
             .await
             .unwrap();

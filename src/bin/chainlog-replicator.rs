@@ -20,8 +20,8 @@ const EXIT_DIVERGED: u8 = 3;
 /// target's last durable tx, so the copy resumes where it stopped after any restart. The
 /// target checks each tx (entries root, previous Alh, history root, Alh) before applying it.
 ///
-/// The source user needs read permission on the source database; the target user readwrite
-/// on the target database.
+/// The source user needs the replication permission on the source database (or admin); the
+/// target user readwrite on the target database.
 ///
 /// Connection failures are retried with backoff (from 100 ms to 10 s); refusals that a retry
 /// would meet again (a wrong password, a missing permission or database, a target that is not

@@ -13,6 +13,9 @@ pub struct Follower {
     pub replica: String,
     pub peer: String,
     pub acked: TxId,
+    /// False once it acknowledged what it was not sent, or lost its permission: its
+    /// acknowledgements no longer count.
+    pub trusted: bool,
 }
 
 /// A replicator's view, for status and metrics.
@@ -87,9 +90,19 @@ impl Registration {
 
     pub fn ack(&self, tx: TxId) {
         if let Some(f) = lock(&self.hub.followers).get_mut(&self.id) {
-            f.acked = f.acked.max(tx);
+            if f.trusted {
+                f.acked = f.acked.max(tx);
+            }
         }
         self.hub.acks.send_modify(|g| *g += 1);
+    }
+
+    /// Stops counting this follower's acknowledgements, at once.
+    pub fn distrust(&self) {
+        if let Some(f) = lock(&self.hub.followers).get_mut(&self.id) {
+            f.trusted = false;
+            f.acked = 0;
+        }
     }
 }
 
@@ -109,6 +122,7 @@ impl Hub {
                 replica,
                 peer,
                 acked,
+                trusted: true,
             },
         );
         Registration {
@@ -125,7 +139,7 @@ impl Hub {
     pub fn acked(&self, tx: TxId) -> usize {
         lock(&self.followers)
             .values()
-            .filter(|f| f.acked >= tx)
+            .filter(|f| f.trusted && f.acked >= tx)
             .count()
     }
 

@@ -60,6 +60,18 @@ pub enum ReplicationError {
         needed: usize,
         timeout_ms: u64,
     },
+    /// The caller may no longer do this: its session ended (logout, password change, expiry:
+    /// `unauthenticated`) or its permission was revoked.
+    #[error("{message}")]
+    Unauthorized {
+        unauthenticated: bool,
+        message: String,
+    },
+    /// A replica acknowledged a tx it was never sent: its acknowledgements are not trusted.
+    #[error(
+        "the replica acknowledged tx {acked}, but only txs up to {sent} were sent on this stream"
+    )]
+    BadAck { acked: TxId, sent: TxId },
     /// The database replication acts on failed.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),

@@ -8,6 +8,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::wire::{
     self, follow_response::Msg, FollowHello, FollowRequest, FollowResponse, TxBatch,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +81,14 @@ fn read_batch(
         .collect())
 }
 
+/// Whether the caller of a stream may still hold it: checked when the stream starts
+/// sending, and again on every change to users, grants or sessions (`changes`), so that a
+/// revoked permission, a password change or a logout ends the stream at once.
+pub struct Authority {
+    pub check: Box<dyn Fn() -> Result<(), ReplicationError> + Send + Sync>,
+    pub changes: tokio::sync::watch::Receiver<u64>,
+}
+
 /// A checked follow (or export) request, ready to be served.
 pub struct Follow {
     pub ledger: Arc<Ledger>,
@@ -93,6 +102,7 @@ pub struct Follow {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Stop once the head at the start has been sent (an export that does not follow).
     pub until_head: bool,
+    pub authority: Authority,
 }
 
 /// Serves a follow stream whose hello was checked: a task sends batches into the returned
@@ -112,14 +122,29 @@ pub fn serve(
         prefetch_batches,
         mut stopping,
         until_head,
+        authority,
     } = follow;
+    let Authority {
+        check: still_allowed,
+        mut changes,
+    } = authority;
     let (out, rx) = tokio::sync::mpsc::channel(prefetch_batches.max(1));
+    // The last tx sent on this stream: no acknowledgement may go past it.
+    let sent_through = Arc::new(AtomicU64::new(hello.tx_id));
     let registration = inbound.map(|mut inbound| {
         let registration = Arc::new(hub.register(hello.replica.clone(), peer, hello.tx_id));
-        let acks = registration.clone();
+        let (acks, sent_through, out) = (registration.clone(), sent_through.clone(), out.clone());
         tokio::spawn(async move {
             while let Ok(Some(msg)) = inbound.message().await {
                 if let Some(wire::follow_request::Msg::AckTxId(tx)) = msg.msg {
+                    let sent = sent_through.load(Ordering::Acquire);
+                    if tx > sent {
+                        acks.distrust();
+                        let _ = out
+                            .send(Err(ReplicationError::BadAck { acked: tx, sent }))
+                            .await;
+                        return;
+                    }
                     acks.ack(tx);
                 }
             }
@@ -148,6 +173,13 @@ pub fn serve(
             if *stopping.borrow() || (until_head && sent >= start_head) {
                 return;
             }
+            if let Err(e) = still_allowed() {
+                if let Some(r) = &registration {
+                    r.distrust();
+                }
+                let _ = out.send(Err(e)).await;
+                return;
+            }
             let head = if until_head {
                 start_head
             } else {
@@ -163,6 +195,7 @@ pub fn serve(
                     if head - sent < BATCH_TXS_MAX as u64 && r.acked() < sent {
                         tokio::select! {
                             _ = acks.changed() => {}
+                            _ = changes.changed() => {}
                             _ = tokio::time::sleep(ACK_WAIT_MAX) => {}
                             _ = stopping.changed() => return,
                         }
@@ -186,6 +219,7 @@ pub fn serve(
                     Err(_) => return,
                 };
                 sent += txs.len() as u64;
+                sent_through.store(sent, Ordering::Release);
                 let batch = TxBatch {
                     txs,
                     head_tx_id: head,
@@ -206,6 +240,7 @@ pub fn serve(
             // (The watch's guard must not live across the send below: map it away first.)
             let woke = tokio::select! {
                 r = tokio::time::timeout(HEARTBEAT_INTERVAL, published.wait_for(|&id| id > sent)) => r.map(|r| r.is_ok()),
+                _ = changes.changed() => continue,
                 _ = stopping.changed() => return,
             };
             match woke {

@@ -20,12 +20,44 @@ pub const USER_NAME_BYTES_MAX: usize = 64;
 /// The superuser created at first start.
 pub const ADMIN_USER: &str = "admin";
 
+/// What a user may do on one database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Permission {
+    /// Reads and verified reads.
     Read,
+    /// Reads and writes.
     ReadWrite,
+    /// Everything on the database.
     Admin,
+    /// Read, plus following the database as a replica (Follow, ExportTx): the only
+    /// permission, besides admin, whose streams count as replicas for synchronous commits.
+    Replication,
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Permission::Read => "read",
+            Permission::ReadWrite => "readwrite",
+            Permission::Admin => "admin",
+            Permission::Replication => "replication",
+        })
+    }
+}
+
+impl Permission {
+    /// Whether holding `self` gives what `needed` asks for.
+    pub fn allows(self, needed: Permission) -> bool {
+        use Permission as P;
+        matches!(
+            (self, needed),
+            (P::Admin, _)
+                | (P::Read | P::ReadWrite | P::Replication, P::Read)
+                | (P::ReadWrite, P::ReadWrite)
+                | (P::Replication, P::Replication)
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +67,7 @@ pub enum AuthError {
     BadCredentials,
     #[error("missing or invalid session token")]
     NoSession,
-    #[error("user {user:?} lacks {needed:?} permission on {database:?}")]
+    #[error("user {user:?} lacks the {needed} permission on {database:?}")]
     Denied {
         user: String,
         database: String,
@@ -114,6 +146,9 @@ pub struct Auth {
     /// A hash to verify against when the user does not exist, so a login takes as long for a
     /// wrong user as for a wrong password.
     decoy: String,
+    /// Bumped on every change to users, grants or sessions: long-lived streams check their
+    /// caller again on each bump, so a revocation ends them at once.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Auth {
@@ -152,6 +187,7 @@ impl Auth {
             sessions: Mutex::new(HashMap::new()),
             token_ttl,
             decoy: hash_password(&random_password())?,
+            changes: tokio::sync::watch::Sender::new(0),
         };
         if created {
             auth.persist(
@@ -240,6 +276,16 @@ impl Auth {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&key);
+        self.changed();
+    }
+
+    /// Follows changes to users, grants and sessions (a counter bumped on each).
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     pub fn is_superuser(&self, user: &str) -> bool {
@@ -266,7 +312,7 @@ impl Auth {
 
     pub fn require(&self, user: &str, database: &str, needed: Permission) -> Result<(), AuthError> {
         match self.permission(user, database) {
-            Some(p) if p >= needed => Ok(()),
+            Some(p) if p.allows(needed) => Ok(()),
             _ => Err(AuthError::Denied {
                 user: user.to_string(),
                 database: database.to_string(),
@@ -301,6 +347,8 @@ impl Auth {
         f(&mut next)?;
         self.persist(&next)?;
         *users = next;
+        drop(users);
+        self.changed();
         Ok(())
     }
 
@@ -366,6 +414,7 @@ impl Auth {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|_, s| s.user != name);
+        self.changed();
         Ok(())
     }
 

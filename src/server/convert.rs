@@ -15,6 +15,7 @@ pub(crate) fn permission_of(p: i32) -> Result<Option<Permission>, Status> {
         Ok(wire::Permission::Read) => Ok(Some(Permission::Read)),
         Ok(wire::Permission::Readwrite) => Ok(Some(Permission::ReadWrite)),
         Ok(wire::Permission::Admin) => Ok(Some(Permission::Admin)),
+        Ok(wire::Permission::Replication) => Ok(Some(Permission::Replication)),
         Err(_) => Err(Status::invalid_argument(format!("unknown permission {p}"))),
     }
 }
@@ -24,6 +25,7 @@ pub(crate) fn permission_wire(p: Permission) -> wire::Permission {
         Permission::Read => wire::Permission::Read,
         Permission::ReadWrite => wire::Permission::Readwrite,
         Permission::Admin => wire::Permission::Admin,
+        Permission::Replication => wire::Permission::Replication,
     }
 }
 

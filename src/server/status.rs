@@ -89,6 +89,12 @@ pub fn replication(e: ReplicationError) -> Status {
         E::Concurrent { .. } => Status::aborted(e.to_string()),
         E::Gap { .. } => Status::invalid_argument(e.to_string()),
         E::NotReplicated { .. } => Reason::NotReplicated.status(e.to_string()),
+        E::Unauthorized {
+            unauthenticated: true,
+            ..
+        } => Status::unauthenticated(e.to_string()),
+        E::Unauthorized { .. } => Status::permission_denied(e.to_string()),
+        E::BadAck { .. } => Status::invalid_argument(e.to_string()),
         E::Ledger(e) => ledger(e),
     }
 }

@@ -24,7 +24,7 @@ pub struct ReplicationFlags {
     /// Database on the primary [default: defaultdb]
     #[arg(long, value_name = "NAME")]
     replication_primary_database: Option<String>,
-    /// User the replicator logs in to the primary as (read permission is enough)
+    /// User the replicator logs in to the primary as (it needs the replication permission there)
     #[arg(long, value_name = "USER")]
     replication_primary_username: Option<String>,
     /// Its password (prefer --replication-primary-password-file); never shown again

@@ -20,7 +20,8 @@ pub enum UserCmd {
     },
     /// List users and their permissions
     List,
-    /// Grant NAME a permission (read, readwrite, admin) on --db
+    /// Grant NAME a permission on --db: read, readwrite, admin, or replication (read and
+    /// following as a replica)
     Grant { name: String, permission: String },
     /// Revoke NAME's permission on --db
     Revoke { name: String },
@@ -40,6 +41,7 @@ fn perm_name(p: i32) -> &'static str {
         Ok(wire::Permission::Read) => "read",
         Ok(wire::Permission::Readwrite) => "readwrite",
         Ok(wire::Permission::Admin) => "admin",
+        Ok(wire::Permission::Replication) => "replication",
         _ => "none",
     }
 }
@@ -49,8 +51,9 @@ fn permission_of(s: &str) -> Result<wire::Permission, Failure> {
         "read" => Ok(wire::Permission::Read),
         "readwrite" => Ok(wire::Permission::Readwrite),
         "admin" => Ok(wire::Permission::Admin),
+        "replication" => Ok(wire::Permission::Replication),
         _ => Err(Failure::Error(format!(
-            "unknown permission {s:?}: use read, readwrite or admin"
+            "unknown permission {s:?}: use read, readwrite, replication or admin"
         ))),
     }
 }

@@ -24,7 +24,7 @@ pub(crate) struct Service {
     pub state: Arc<ServerState>,
 }
 
-fn bearer<T>(req: &Request<T>) -> Result<&str, Status> {
+pub(super) fn bearer<T>(req: &Request<T>) -> Result<&str, Status> {
     req.metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -22,8 +22,37 @@ fn to_status(r: Sent) -> Result<wire::FollowResponse, Status> {
 }
 
 impl Service {
+    /// The check a long-lived stream runs again on every change to users, grants and
+    /// sessions: the caller's token still opens a session, and its user still has `needed`
+    /// on `database`.
+    fn authority(&self, token: &str, database: &str, needed: Permission) -> primary::Authority {
+        let (state, token, database) =
+            (self.state.clone(), token.to_string(), database.to_string());
+        let changes = state.auth.subscribe_changes();
+        primary::Authority {
+            check: Box::new(move || {
+                let user =
+                    state
+                        .auth
+                        .session(&token)
+                        .map_err(|e| ReplicationError::Unauthorized {
+                            unauthenticated: true,
+                            message: e.to_string(),
+                        })?;
+                state.auth.require(&user, &database, needed).map_err(|e| {
+                    ReplicationError::Unauthorized {
+                        unauthenticated: false,
+                        message: e.to_string(),
+                    }
+                })
+            }),
+            changes,
+        }
+    }
+
     /// Checks `hello`'s position in `db` and starts streaming txs after it: to a replica
-    /// (with `inbound`, its acknowledgements) or to an export.
+    /// (with `inbound`, its acknowledgements) or to an export; the stream ends as soon as
+    /// `authority` fails.
     async fn stream_txs(
         &self,
         db: &Database,
@@ -31,6 +60,7 @@ impl Service {
         peer: String,
         inbound: Option<tonic::Streaming<wire::FollowRequest>>,
         until_head: bool,
+        authority: primary::Authority,
     ) -> Result<TxStream, Status> {
         let (ledger, name, uuid, h) = (
             db.ledger.clone(),
@@ -56,6 +86,7 @@ impl Service {
                 ),
                 stopping: self.state.stopping.subscribe(),
                 until_head,
+                authority,
             },
             inbound,
         );
@@ -72,6 +103,7 @@ impl replication_server::Replication for Service {
         req: Request<tonic::Streaming<wire::FollowRequest>>,
     ) -> Result<Response<Self::FollowStream>, Status> {
         let user = self.caller(&req)?;
+        let token = super::bearer(&req)?.to_string();
         let peer = crate::server::conn::peer_of(&req);
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
@@ -84,9 +116,10 @@ impl replication_server::Replication for Service {
                 ))
             }
         };
-        let db = self.database_for(&user, &hello.database, Permission::Read)?;
+        let db = self.database_for(&user, &hello.database, Permission::Replication)?;
+        let authority = self.authority(&token, &hello.database, Permission::Replication);
         let stream = self
-            .stream_txs(&db, hello, peer, Some(inbound), false)
+            .stream_txs(&db, hello, peer, Some(inbound), false, authority)
             .await?;
         Ok(Response::new(stream))
     }
@@ -98,8 +131,10 @@ impl replication_server::Replication for Service {
         req: Request<wire::ExportTxRequest>,
     ) -> Result<Response<Self::ExportTxStream>, Status> {
         let peer = crate::server::conn::peer_of(&req);
-        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let token = super::bearer(&req)?.to_string();
+        let db = self.database(&req, &req.get_ref().database, Permission::Replication)?;
         let r = req.into_inner();
+        let authority = self.authority(&token, &r.database, Permission::Replication);
         let hello = wire::FollowHello {
             database: r.database,
             expected_uuid: r.expected_uuid,
@@ -107,7 +142,9 @@ impl replication_server::Replication for Service {
             alh: r.alh,
             replica: format!("export to {peer}"),
         };
-        let stream = self.stream_txs(&db, hello, peer, None, !r.follow).await?;
+        let stream = self
+            .stream_txs(&db, hello, peer, None, !r.follow, authority)
+            .await?;
         Ok(Response::new(stream))
     }
 
@@ -116,6 +153,7 @@ impl replication_server::Replication for Service {
         req: Request<tonic::Streaming<wire::ReplicateTxRequest>>,
     ) -> Result<Response<wire::State>, Status> {
         let user = self.caller(&req)?;
+        let token = super::bearer(&req)?.to_string();
         let mut inbound = req.into_inner();
         let first = inbound.message().await?.ok_or_else(|| {
             Status::invalid_argument("a replicate stream starts with a message naming the database")
@@ -128,8 +166,10 @@ impl replication_server::Replication for Service {
             status::catalog,
         )
         .await?;
+        let authority = self.authority(&token, &name, Permission::ReadWrite);
         let mut next = Some(first);
         while let Some(msg) = next {
+            (authority.check)().map_err(status::replication)?;
             replicator::apply_pushed(&db.ledger, &db.name, msg.txs)
                 .await
                 .map_err(status::replication)?;
