@@ -42,16 +42,24 @@ impl FsError {
 
 pub type Result<T, E = FsError> = std::result::Result<T, E>;
 
-/// Permissions of the files chainlog writes.
-pub const FILE_MODE: u32 = 0o644;
-/// Permissions of files that hold secrets.
+/// Permissions of the files chainlog creates: only its owner reads a database.
+pub const FILE_MODE: u32 = 0o600;
+/// Permissions of files that hold secrets (the same: every file is private).
 pub const PRIVATE_MODE: u32 = 0o600;
+/// Permissions of the directories chainlog creates.
+pub const DIR_MODE: u32 = 0o700;
 
 /// Temporary files end with this (and nothing else chainlog writes does).
 pub const TEMP_SUFFIX: &str = ".tmp";
 
+/// Creates `path` and its missing parents (mode [`DIR_MODE`]), durably.
 pub fn create_dir_all(path: &Path) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(|e| FsError::io(path, e))?;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+        .map_err(|e| FsError::io(path, e))?;
     sync_dir(parent_of(path))
 }
 
@@ -66,6 +74,7 @@ pub fn open_rw(path: &Path, create: bool) -> Result<File> {
         .read(true)
         .write(true)
         .create(create)
+        .mode(FILE_MODE)
         .truncate(false)
         .open(path)
         .map_err(|e| FsError::io(path, e))
@@ -77,6 +86,7 @@ pub fn create_new(path: &Path, head: &[u8]) -> Result<File> {
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(FILE_MODE)
         .open(path)
         .map_err(|e| FsError::io(path, e))?;
     (&file)

@@ -7,9 +7,10 @@
 //! with the reason, calls on it fail with `database_unavailable`, the other databases keep
 //! serving, and nothing is ever recreated empty under its identity. `reopen` tries again.
 
+use super::settings::SettingError;
 use crate::fs;
 use crate::integrity::TxId;
-use crate::ledger::{Durability, Ledger, LedgerError, Options};
+use crate::ledger::{Ledger, LedgerError, Options};
 use crate::replication::hub::Hub;
 use crate::replication::ReplicationError;
 use crate::storage::StorageError;
@@ -44,6 +45,8 @@ pub enum CatalogError {
     ReadOnlyReplica { name: String, primary: String },
     #[error("database {name} is unavailable: {error}")]
     Unavailable { name: String, error: String },
+    #[error(transparent)]
+    Setting(#[from] SettingError),
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -52,167 +55,7 @@ pub enum CatalogError {
     Storage(#[from] StorageError),
 }
 
-/// Writes the password into the private catalog file: the one place it is kept.
-fn expose_password<S: serde::Serializer>(
-    p: &Option<SecretString>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match p {
-        Some(p) => s.serialize_some(p.expose_secret()),
-        None => s.serialize_none(),
-    }
-}
-
-/// Settings a database is created or updated with; `None` keeps the current value.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Settings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub buffered: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segment_bytes_max: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint_txs: Option<u64>,
-    #[serde(default)]
-    pub replication: ReplicationSettings,
-}
-
-/// How a database replicates. Kept in `catalog.json` (mode 0600: it holds the password);
-/// the password is never returned by the API nor logged (a `SecretString`, redacted by
-/// `Debug`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ReplicationSettings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub is_replica: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_host: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_port: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_database: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_username: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "expose_password"
-    )]
-    pub primary_password: Option<SecretString>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_acks: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefetch_tx_buffer_size: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_tls_ca_file: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_tls_cert_file: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_tls_key_file: Option<String>,
-}
-
-/// Default wait of a synchronous commit for its acknowledgements.
-pub const SYNC_TIMEOUT_MS_DEFAULT: u64 = 5_000;
-
-/// Where a database takes its txs from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// From clients' writes.
-    Primary,
-    /// From its primary, through its own replicator.
-    Replica,
-    /// From an external replicator, through ReplicateTx (a replica with no primary host).
-    ExternalReplica,
-}
-
-impl ReplicationSettings {
-    /// The role these settings give a database.
-    pub fn role(&self) -> Role {
-        if !self.is_replica() {
-            Role::Primary
-        } else if self.primary_host.as_deref().is_some_and(|h| !h.is_empty()) {
-            Role::Replica
-        } else {
-            Role::ExternalReplica
-        }
-    }
-
-    pub fn merged(&self, u: &ReplicationSettings) -> ReplicationSettings {
-        ReplicationSettings {
-            is_replica: u.is_replica.or(self.is_replica),
-            primary_host: u.primary_host.clone().or_else(|| self.primary_host.clone()),
-            primary_port: u.primary_port.or(self.primary_port),
-            primary_database: u
-                .primary_database
-                .clone()
-                .or_else(|| self.primary_database.clone()),
-            primary_username: u
-                .primary_username
-                .clone()
-                .or_else(|| self.primary_username.clone()),
-            primary_password: u
-                .primary_password
-                .clone()
-                .or_else(|| self.primary_password.clone()),
-            sync_acks: u.sync_acks.or(self.sync_acks),
-            sync_timeout_ms: u.sync_timeout_ms.or(self.sync_timeout_ms),
-            prefetch_tx_buffer_size: u.prefetch_tx_buffer_size.or(self.prefetch_tx_buffer_size),
-            primary_tls_ca_file: u
-                .primary_tls_ca_file
-                .clone()
-                .or_else(|| self.primary_tls_ca_file.clone()),
-            primary_tls_cert_file: u
-                .primary_tls_cert_file
-                .clone()
-                .or_else(|| self.primary_tls_cert_file.clone()),
-            primary_tls_key_file: u
-                .primary_tls_key_file
-                .clone()
-                .or_else(|| self.primary_tls_key_file.clone()),
-        }
-    }
-
-    pub fn is_replica(&self) -> bool {
-        self.is_replica == Some(true)
-    }
-
-    /// `host:port/database`, for status output.
-    pub fn primary(&self) -> String {
-        format!(
-            "{}:{}/{}",
-            self.primary_host.as_deref().unwrap_or(""),
-            self.primary_port.unwrap_or(3322),
-            self.primary_database
-                .as_deref()
-                .unwrap_or(super::DEFAULT_DATABASE)
-        )
-    }
-}
-
-impl Settings {
-    pub fn merged(&self, update: &Settings) -> Settings {
-        Settings {
-            buffered: update.buffered.or(self.buffered),
-            segment_bytes_max: update.segment_bytes_max.or(self.segment_bytes_max),
-            checkpoint_txs: update.checkpoint_txs.or(self.checkpoint_txs),
-            replication: self.replication.merged(&update.replication),
-        }
-    }
-
-    pub fn options(&self) -> Options {
-        let d = Options::default();
-        Options {
-            durability: if self.buffered == Some(true) {
-                Durability::Buffered
-            } else {
-                Durability::Synced
-            },
-            segment_bytes_max: self.segment_bytes_max.unwrap_or(d.segment_bytes_max),
-            checkpoint_txs: self.checkpoint_txs.unwrap_or(d.checkpoint_txs),
-            ..d
-        }
-    }
-}
+pub use super::settings::{ReplicationSettings, Role, Settings, SYNC_TIMEOUT_MS_DEFAULT};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
@@ -354,6 +197,17 @@ impl Catalog {
         };
         let mut dbs = BTreeMap::new();
         let mut unavailable = BTreeMap::new();
+        let mut migrated = false;
+        let mut records = records;
+        for (name, r) in records.iter_mut() {
+            // Older catalogs named TLS files: their contents are kept from now on.
+            match r.settings.replication.migrate_tls_files() {
+                Ok(moved) => migrated |= moved,
+                Err(e) => {
+                    tracing::error!(database = %name, error = %e, "cannot read a TLS file the catalog names; set the TLS settings again")
+                }
+            }
+        }
         for (name, r) in records {
             let ledger = match open_listed(dir, &name, &r.uuid, r.settings.options()) {
                 Ok(l) => l,
@@ -382,12 +236,22 @@ impl Catalog {
                 }),
             );
         }
-        Ok(Catalog {
+        let catalog = Catalog {
             dir: dir.to_path_buf(),
             dbs: RwLock::new(dbs),
             unavailable: RwLock::new(unavailable),
             change: std::sync::Mutex::new(()),
-        })
+        };
+        if migrated {
+            let dbs = catalog
+                .dbs
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            catalog.persist(&dbs)?;
+            tracing::info!("the catalog now keeps TLS contents instead of file names");
+        }
+        Ok(catalog)
     }
 
     /// The databases listed but not served, with why.
@@ -545,13 +409,16 @@ impl Catalog {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let read = |p: &Option<String>| p.as_ref().and_then(|p| std::fs::read(p).ok());
         let tls = r
-            .primary_tls_ca_file
+            .primary_tls_ca_pem
             .as_ref()
-            .map(|_| crate::client::ClientTls {
-                ca_pem: read(&r.primary_tls_ca_file),
-                identity_pem: read(&r.primary_tls_cert_file).zip(read(&r.primary_tls_key_file)),
+            .map(|ca| crate::client::ClientTls {
+                ca_pem: Some(ca.clone().into_bytes()),
+                identity_pem: r
+                    .primary_tls_cert_pem
+                    .clone()
+                    .zip(r.primary_tls_key_pem.as_ref())
+                    .map(|(c, k)| (c.into_bytes(), k.expose_secret().as_bytes().to_vec())),
                 domain: None,
             });
         let config = crate::replication::replicator::ReplicatorConfig {
@@ -731,7 +598,7 @@ impl Catalog {
         settings: Settings,
     ) -> Result<Arc<Database>, CatalogError> {
         check_name(name)?;
-        settings.options().validate()?;
+        settings.validate()?;
         let _change = self
             .change
             .lock()
@@ -772,8 +639,8 @@ impl Catalog {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.get(name)?;
-        let settings = old.settings.merged(update);
-        settings.options().validate()?;
+        let settings = old.settings.merged(update)?;
+        settings.validate()?;
         old.hub.stop_replicator();
         // Storage options need the ledger reopened; replication settings alone do not.
         let ledger = if settings.options() == old.settings.options() {

@@ -44,6 +44,16 @@ pub(crate) fn user_wire(name: String, u: &UserRecord) -> wire::User {
     }
 }
 
+/// PEM bytes as text (PEM is ASCII).
+fn pem(b: &Option<Vec<u8>>, flag: &str) -> Result<Option<String>, Status> {
+    b.as_ref()
+        .map(|b| {
+            String::from_utf8(b.clone())
+                .map_err(|_| Status::invalid_argument(format!("--{flag}: not PEM text")))
+        })
+        .transpose()
+}
+
 pub(crate) fn settings_of(s: Option<&wire::DatabaseSettings>) -> Result<Settings, Status> {
     let Some(s) = s else {
         return Ok(Settings::default());
@@ -72,9 +82,13 @@ pub(crate) fn settings_of(s: Option<&wire::DatabaseSettings>) -> Result<Settings
             sync_acks: r.sync_acks,
             sync_timeout_ms: r.sync_timeout_ms,
             prefetch_tx_buffer_size: r.prefetch_tx_buffer_size,
-            primary_tls_ca_file: r.primary_tls_ca_file.clone(),
-            primary_tls_cert_file: r.primary_tls_cert_file.clone(),
-            primary_tls_key_file: r.primary_tls_key_file.clone(),
+            primary_tls_ca_pem: pem(&r.primary_tls_ca_pem, "replication-primary-tls-ca")?,
+            primary_tls_cert_pem: pem(&r.primary_tls_cert_pem, "replication-primary-tls-cert")?,
+            primary_tls_key_pem: pem(&r.primary_tls_key_pem, "replication-primary-tls-key")?
+                .map(SecretString::from),
+            primary_tls_ca_file: None,
+            primary_tls_cert_file: None,
+            primary_tls_key_file: None,
         },
     };
     Ok(Settings {
@@ -111,10 +125,11 @@ fn replication_wire(r: &ReplicationSettings) -> wire::ReplicationSettings {
         sync_acks: r.sync_acks,
         sync_timeout_ms: r.sync_timeout_ms,
         prefetch_tx_buffer_size: r.prefetch_tx_buffer_size,
-        primary_tls_ca_file: r.primary_tls_ca_file.clone(),
-        primary_tls_cert_file: r.primary_tls_cert_file.clone(),
-        primary_tls_key_file: r.primary_tls_key_file.clone(),
         primary_password_set: r.primary_password.is_some(),
+        primary_tls_ca_pem: r.primary_tls_ca_pem.clone().map(String::into_bytes),
+        primary_tls_cert_pem: r.primary_tls_cert_pem.clone().map(String::into_bytes),
+        primary_tls_key_pem: None,
+        primary_tls_key_set: r.primary_tls_key_pem.is_some(),
     }
 }
 

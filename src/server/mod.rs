@@ -16,6 +16,7 @@ pub mod conn;
 mod convert;
 mod metrics;
 mod service;
+pub mod settings;
 pub mod status;
 
 pub use metrics::{metrics_text, serve_metrics};

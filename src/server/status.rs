@@ -65,7 +65,9 @@ pub fn catalog(e: CatalogError) -> Status {
     match e {
         CatalogError::NotFound(_) => Reason::DatabaseNotFound.status(e.to_string()),
         CatalogError::Exists(_) => Status::already_exists(e.to_string()),
-        CatalogError::InvalidName(_) => Status::invalid_argument(e.to_string()),
+        CatalogError::InvalidName(_) | CatalogError::Setting(_) => {
+            Status::invalid_argument(e.to_string())
+        }
         CatalogError::NotReplica(_) => Reason::NotReplica.status(e.to_string()),
         CatalogError::HasPrimary { .. } => Reason::HasPrimary.status(e.to_string()),
         CatalogError::OtherDatabase { .. } => Reason::OtherDatabase.status(e.to_string()),

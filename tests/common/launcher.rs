@@ -54,7 +54,6 @@ impl Server {
         listen: &str,
         extra: &[&str],
     ) -> Server {
-        std::fs::create_dir_all(data_dir).unwrap();
         let ready = data_dir.with_extension("ready");
         let _ = std::fs::remove_file(&ready);
         let mut cmd = match wrapper.split_first() {

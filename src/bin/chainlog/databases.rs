@@ -45,14 +45,16 @@ pub struct ReplicationFlags {
     /// Txs the primary may send ahead of the replica's acknowledgements
     #[arg(long, value_name = "N")]
     replication_prefetch_tx_buffer_size: Option<u32>,
-    /// PEM CA file to verify the primary's TLS certificate (the replicator then uses TLS)
+    /// PEM CA file to verify the primary's TLS certificate (the replicator then uses TLS);
+    /// read here and sent, so the server keeps its content
     #[arg(long, value_name = "FILE")]
-    replication_primary_tls_ca: Option<String>,
-    /// PEM client certificate and key for a primary requiring mutual TLS
+    replication_primary_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for a primary requiring mutual TLS (with the key and the CA)
     #[arg(long, value_name = "FILE")]
-    replication_primary_tls_cert: Option<String>,
+    replication_primary_tls_cert: Option<PathBuf>,
+    /// PEM key of that client certificate; never shown again
     #[arg(long, value_name = "FILE")]
-    replication_primary_tls_key: Option<String>,
+    replication_primary_tls_key: Option<PathBuf>,
 }
 
 impl ReplicationFlags {
@@ -83,10 +85,11 @@ impl ReplicationFlags {
             sync_acks,
             sync_timeout_ms: self.replication_sync_timeout_ms,
             prefetch_tx_buffer_size: self.replication_prefetch_tx_buffer_size,
-            primary_tls_ca_file: self.replication_primary_tls_ca.clone(),
-            primary_tls_cert_file: self.replication_primary_tls_cert.clone(),
-            primary_tls_key_file: self.replication_primary_tls_key.clone(),
+            primary_tls_ca_pem: read_pem(&self.replication_primary_tls_ca)?,
+            primary_tls_cert_pem: read_pem(&self.replication_primary_tls_cert)?,
+            primary_tls_key_pem: read_pem(&self.replication_primary_tls_key)?,
             primary_password_set: false,
+            primary_tls_key_set: false,
         };
         Ok((r != wire::ReplicationSettings::default()).then_some(r))
     }
@@ -135,6 +138,13 @@ pub enum DatabaseCmd {
         #[arg(long)]
         accept_tx_loss: bool,
     },
+}
+
+/// A PEM file's content, read on this side.
+fn read_pem(path: &Option<PathBuf>) -> Result<Option<Vec<u8>>, Failure> {
+    path.as_ref()
+        .map(|p| std::fs::read(p).map_err(|e| Failure::Error(format!("{}: {e}", p.display()))))
+        .transpose()
 }
 
 fn info_json(i: &wire::DatabaseInfo) -> serde_json::Value {

@@ -56,9 +56,20 @@ impl databases_server::Databases for Service {
         req: Request<wire::UpdateDatabaseRequest>,
     ) -> Result<Response<wire::DatabaseInfo>, Status> {
         let r = req.get_ref();
-        self.database(&req, &r.name, Permission::Admin)?;
+        let caller = self.caller(&req)?;
+        self.state
+            .auth
+            .require(&caller, &r.name, Permission::Admin)
+            .map_err(status::auth)?;
         let r = req.into_inner();
         let settings = settings_of(r.settings.as_ref())?;
+        // The replica's connection holds credentials: only a superuser points it somewhere.
+        if settings.replication.touches_connection() {
+            self.state
+                .auth
+                .require_superuser(&caller)
+                .map_err(status::auth)?;
+        }
         let state = self.state.clone();
         let db = offload(
             move || state.catalog.update(&r.name, &settings),
