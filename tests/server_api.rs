@@ -680,3 +680,67 @@ async fn malformed_and_oversized_requests_get_errors_and_the_server_keeps_servin
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_empty_key_is_an_invalid_request_not_a_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = admin(&server).await;
+    let e = c.delete("defaultdb", vec![Vec::new()]).await.unwrap_err();
+    assert_eq!(code(e), Code::InvalidArgument);
+    let e = c
+        .delete("defaultdb", vec![vec![1; 2000]])
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), Code::InvalidArgument);
+    let e = c
+        .delete("defaultdb", vec![b"absent".to_vec()])
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_racing_a_settings_update_never_meet_a_closed_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let c = admin(&server).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (c, stop) = (c.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    c.set(
+                        "defaultdb",
+                        vec![(format!("w{w}-{n}").into_bytes(), b"v".to_vec())],
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("a write racing an update failed: {e}"));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    // Each update of a storage setting reopens the ledger under the writers.
+    for i in 0..6u64 {
+        c.update_database(
+            "defaultdb",
+            wire::DatabaseSettings {
+                segment_bytes_max: Some((2 + i % 2) << 20),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in writers {
+        total += w.await.unwrap();
+    }
+    assert_eq!(c.current_state("defaultdb").await.unwrap().tx_id, total);
+}

@@ -163,7 +163,7 @@ pub enum LedgerError {
         name: &'static str,
         reason: &'static str,
     },
-    #[error("a write to {path} failed earlier ({kind}); reopen the database")]
+    #[error("a write to {path} failed ({kind}): the database refuses writes until it is reopened (chainlog database reopen; a server also reopens it once writes succeed again); the commit that met the failure may or may not have been written")]
     Poisoned {
         path: PathBuf,
         kind: std::io::ErrorKind,

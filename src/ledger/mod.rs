@@ -301,6 +301,12 @@ impl Ledger {
         }
     }
 
+    /// Whether an earlier write failed, so that commits are refused until the database is
+    /// reopened ([`LedgerError::Poisoned`]).
+    pub fn poisoned(&self) -> bool {
+        lock_poisoned(self.shared.queue.lock()).failure.is_some()
+    }
+
     /// The header of the last committed tx, if any.
     pub fn last_header(&self) -> Option<TxHeader> {
         lock_poisoned(self.shared.view.read()).last
@@ -389,15 +395,31 @@ impl Ledger {
         writer::submit(&self.shared, prepared)
     }
 
-    /// Logically deletes `keys` in one transaction. Fails with [`LedgerError::KeyNotFound`] if
-    /// one of them is not live.
+    /// Logically deletes `keys` in one transaction. Fails with the key's limit error for an
+    /// empty or over-long key, and [`LedgerError::KeyNotFound`] if one of them is not live.
     pub fn delete(&self, keys: &[&[u8]]) -> Result<TxHeader> {
-        for k in keys {
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        self.commit(self.deletes(&keys)?)
+    }
+
+    /// The entries that delete `keys`, after checking each is a valid key that is live.
+    pub fn deletes(&self, keys: &[Vec<u8>]) -> Result<Vec<NewEntry>> {
+        for (index, k) in keys.iter().enumerate() {
+            if k.is_empty() {
+                return Err(LedgerError::EmptyKey { index });
+            }
+            if k.len() > KEY_BYTES_MAX {
+                return Err(LedgerError::KeyTooLong {
+                    index,
+                    len: k.len(),
+                    max: KEY_BYTES_MAX,
+                });
+            }
             if self.get(k)?.is_none() {
                 return Err(LedgerError::KeyNotFound);
             }
         }
-        self.commit(keys.iter().map(|k| NewEntry::delete(k.to_vec())).collect())
+        Ok(keys.iter().map(|k| NewEntry::delete(k.clone())).collect())
     }
 
     /// Stops the writer after the commits already queued, takes a checkpoint and syncs every

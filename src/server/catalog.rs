@@ -108,6 +108,9 @@ pub struct Unavailable {
     pub error: String,
 }
 
+/// Least time between two attempts to reopen a database whose writes failed.
+pub const RECOVER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Name of the file in a database's directory that holds its identity.
 pub const IDENTITY_FILE: &str = "IDENTITY";
 
@@ -160,6 +163,8 @@ pub struct Catalog {
     dir: PathBuf,
     dbs: RwLock<BTreeMap<String, Arc<Database>>>,
     unavailable: RwLock<BTreeMap<String, Unavailable>>,
+    /// When each poisoned database was last tried for [`Catalog::recover_writes`].
+    recover_tried: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Serializes changes to the catalog file.
     change: std::sync::Mutex<()>,
 }
@@ -240,6 +245,7 @@ impl Catalog {
             dir: dir.to_path_buf(),
             dbs: RwLock::new(dbs),
             unavailable: RwLock::new(unavailable),
+            recover_tried: std::sync::Mutex::default(),
             change: std::sync::Mutex::new(()),
         };
         if migrated {
@@ -252,6 +258,54 @@ impl Catalog {
             tracing::info!("the catalog now keeps TLS contents instead of file names");
         }
         Ok(catalog)
+    }
+
+    /// For a database whose writes failed (a full disk, say): when a write in its directory
+    /// succeeds again, reopens it (recovery runs; nothing acknowledged is lost) and returns
+    /// the new one; else `None`, and it stays as it is (its reads still served). Tried at
+    /// most once per [`RECOVER_INTERVAL`] per database.
+    pub fn recover_writes(self: &Arc<Self>, name: &str) -> Option<Arc<Database>> {
+        // A change under way (a settings update reopening the ledger) is waited for: its
+        // result is the database to use.
+        drop(
+            self.change
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let db = self.get(name).ok()?;
+        if !db.ledger.poisoned() {
+            return Some(db);
+        }
+        {
+            let mut tried = self
+                .recover_tried
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if tried
+                .get(name)
+                .is_some_and(|t| now.duration_since(*t) < RECOVER_INTERVAL)
+            {
+                return None;
+            }
+            tried.insert(name.to_string(), now);
+        }
+        // A probe as large as the writer's next free-space step: if it fits, so does a group.
+        let probe = db.ledger.dir().join(".write-probe.tmp");
+        let fits = fs::replace(&probe, &vec![0u8; 1 << 20], fs::FILE_MODE);
+        let _ = fs::remove(&probe);
+        if let Err(e) = fits {
+            tracing::warn!(database = %name, error = %e, "writes still fail; the database keeps refusing them");
+            return None;
+        }
+        tracing::info!(database = %name, "writes succeed again: reopening the database");
+        match self.reopen(name, false) {
+            Ok(db) => Some(db),
+            Err(e) => {
+                tracing::error!(database = %name, error = %e, "reopening after failed writes did not work");
+                None
+            }
+        }
     }
 
     /// The databases listed but not served, with why.

@@ -4,9 +4,11 @@ use super::Service;
 use crate::integrity::TxId;
 use crate::ledger::{LedgerError, NewEntry, Order};
 use crate::server::auth::Permission;
+use crate::server::catalog::Database;
 use crate::server::convert::{entry_wire, tx_wire};
 use crate::server::status::{self, blocking};
 use crate::wire::{self, data_server, Reason, PAGE_LIMIT_MAX};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
@@ -29,6 +31,59 @@ fn order_of(desc: bool) -> Order {
     }
 }
 
+/// Entries up to this size are kept for one retry of a commit that met a closed or failed
+/// ledger (a settings update reopening it, writes failing until space was freed).
+const RETRY_BYTES_MAX: usize = 1 << 20;
+
+impl Service {
+    /// Commits `entries` on database `name` (got as `db`), then waits for its replicas if it is
+    /// synchronous. A ledger found closed (a settings update reopened it meanwhile) or failed
+    /// (writes failing, say for a full disk, that succeed again) is taken again from the
+    /// catalog and the commit tried once more: nothing was written by the attempt that failed.
+    async fn commit(
+        &self,
+        mut db: Arc<Database>,
+        entries: Vec<NewEntry>,
+    ) -> Result<(Arc<Database>, crate::integrity::TxHeader), Status> {
+        let bytes: usize = entries.iter().map(|e| e.key.len() + e.value.len()).sum();
+        if db.ledger.poisoned() {
+            db = self.recovered(&db.name).await.unwrap_or(db);
+        }
+        let again = (bytes <= RETRY_BYTES_MAX).then(|| entries.clone());
+        let h = match db.ledger.commit_async(entries).await {
+            Ok(h) => h,
+            Err(e @ (LedgerError::Closed | LedgerError::Poisoned { .. })) => {
+                let (Some(entries), Some(fresh)) = (again, self.recovered(&db.name).await) else {
+                    return Err(status::ledger(e));
+                };
+                if Arc::ptr_eq(&fresh, &db) {
+                    return Err(status::ledger(e));
+                }
+                db = fresh;
+                db.ledger
+                    .commit_async(entries)
+                    .await
+                    .map_err(status::ledger)?
+            }
+            Err(e) => return Err(status::ledger(e)),
+        };
+        db.replicated(h.id, self.state.stopping.subscribe())
+            .await
+            .map_err(status::replication)?;
+        Ok((db, h))
+    }
+
+    /// The writable database `name` as the catalog has it now, reopened first if its writes
+    /// failed and succeed again.
+    async fn recovered(&self, name: &str) -> Option<Arc<Database>> {
+        let (state, name) = (self.state.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || state.catalog.recover_writes(&name))
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
 fn puts(entries: Vec<wire::KeyValue>) -> Vec<NewEntry> {
     entries
         .into_iter()
@@ -44,14 +99,7 @@ impl data_server::Data for Service {
     ) -> Result<Response<wire::TxHeader>, Status> {
         let db = self.writable(&req, &req.get_ref().database)?;
         let entries = puts(req.into_inner().entries);
-        let h = db
-            .ledger
-            .commit_async(entries)
-            .await
-            .map_err(status::ledger)?;
-        db.replicated(h.id, self.state.stopping.subscribe())
-            .await
-            .map_err(status::replication)?;
+        let (_, h) = self.commit(db, entries).await?;
         Ok(Response::new((&h).into()))
     }
 
@@ -85,14 +133,9 @@ impl data_server::Data for Service {
         let db = self.writable(&req, &req.get_ref().database)?;
         let keys = req.into_inner().keys;
         let d = db.clone();
-        let h = blocking(move || {
-            d.ledger
-                .delete(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>())
-        })
-        .await?;
-        db.replicated(h.id, self.state.stopping.subscribe())
-            .await
-            .map_err(status::replication)?;
+        // Each key must be valid and live (a tx of deletes of absent keys is refused).
+        let entries = blocking(move || d.ledger.deletes(&keys)).await?;
+        let (_, h) = self.commit(db, entries).await?;
         Ok(Response::new((&h).into()))
     }
 
@@ -159,14 +202,7 @@ impl data_server::Data for Service {
         let db = self.writable(&req, &req.get_ref().database)?;
         let r = req.into_inner();
         let entries = puts(r.entries);
-        let h = db
-            .ledger
-            .commit_async(entries)
-            .await
-            .map_err(status::ledger)?;
-        db.replicated(h.id, self.state.stopping.subscribe())
-            .await
-            .map_err(status::replication)?;
+        let (db, h) = self.commit(db, entries).await?;
         let this = self.clone();
         let v = blocking(move || this.verifiable_tx(&db, h.id, r.trusted_tx_id, false)).await?;
         Ok(Response::new(v))
