@@ -326,6 +326,17 @@ async fn a_rewritten_primary_is_refused_as_diverged() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(s.last_error.contains("diverged"), "{s:?}");
+    // Both headers where the histories part (tx 21), and the primary's head as it is now.
+    let (local, remote) = (
+        s.diverged_local.clone().unwrap(),
+        s.diverged_remote.clone().unwrap(),
+    );
+    assert_eq!((local.id, remote.id), (21, 21), "{s:?}");
+    assert_eq!(local.prev_alh, remote.prev_alh);
+    assert_ne!(local.entries_root, remote.entries_root);
+    assert_eq!(s.primary_head_tx_id, 80, "{s:?}");
+    assert_eq!(s.lag_txs, 80 - rtx);
+    check_divergence_evidence(&rdir.join("db/rdb").join("divergence.json"), 20, rtx, 80);
     // It stopped, kept its data as it was, and says so in metrics-visible status.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(state(&r, "rdb").await.0, rtx);
@@ -340,6 +351,12 @@ async fn a_rewritten_primary_is_refused_as_diverged() {
     let cli_state = dir.path().join("s.json");
     let (code, out, err) = cli(&replica.addr, &cli_state, &["database", "refresh", "rdb"]);
     assert_eq!(code, 0, "{out}{err}");
+    let kept: Vec<_> = std::fs::read_dir(rdir.join("db/rdb"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("divergence-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the evidence outlives the refresh");
     converge(&p, "defaultdb", &r, "rdb", Duration::from_secs(60)).await;
     assert_eq!(state(&r, "rdb").await.0, 80);
     assert_eq!(
@@ -691,6 +708,54 @@ async fn promotion_makes_a_replica_writable_without_a_restart() {
     write(&p, "defaultdb", 5, "late").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(r.get("rdb", b"late-0").await.unwrap().is_none());
+}
+
+/// Checks `divergence.json` as a third party would, from the file alone: both sides' headers
+/// of the first tx after the fork chain from the shared Alh, differ, and are proven (by their
+/// StateProofs) to be in the two states the file names.
+fn check_divergence_evidence(path: &Path, fork_after: u64, local_head: u64, remote_head: u64) {
+    use chainlog::integrity::{Digest, StateProof, TxHeader};
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(v["format"], "chainlog-divergence-v1");
+    assert_eq!(v["fork_after_tx"].as_u64(), Some(fork_after));
+    let d = |x: &serde_json::Value| Digest::from_hex(x.as_str().unwrap()).unwrap();
+    let header = |h: &serde_json::Value| TxHeader {
+        version: h["version"].as_u64().unwrap() as u16,
+        id: h["id"].as_u64().unwrap(),
+        timestamp_us: h["timestamp_us"].as_u64().unwrap(),
+        prev_alh: d(&h["prev_alh"]),
+        entry_count: h["entry_count"].as_u64().unwrap() as u32,
+        entries_root: d(&h["entries_root"]),
+        history_size: h["history_size"].as_u64().unwrap(),
+        history_root: d(&h["history_root"]),
+    };
+    let shared = d(&v["shared_alh"]);
+    let mut alhs = Vec::new();
+    for (side, head) in [("local", local_head), ("remote", remote_head)] {
+        let s = &v[side];
+        let h = header(&s["header"]);
+        assert_eq!(h.id, fork_after + 1, "{side}");
+        assert_eq!(h.prev_alh, shared, "{side} chains from the shared Alh");
+        let p = &s["proof"];
+        let proof = StateProof {
+            old: header(&p["old"]),
+            new: header(&p["new"]),
+            inclusion: p["inclusion"].as_array().unwrap().iter().map(d).collect(),
+            consistency: p["consistency"].as_array().unwrap().iter().map(d).collect(),
+        };
+        assert_eq!(proof.old, h);
+        let state_alh = d(&s["state"]["alh"]);
+        assert_eq!(s["state"]["tx_id"].as_u64(), Some(head));
+        proof
+            .verify(h.id, &h.alh(), head, &state_alh)
+            .unwrap_or_else(|e| panic!("{side}'s proof: {e}"));
+        alhs.push(h.alh());
+    }
+    assert_ne!(
+        alhs[0], alhs[1],
+        "the two histories differ at the first tx after the fork"
+    );
+    assert_eq!(v["remote_state"]["tx_id"].as_u64(), Some(remote_head));
 }
 
 /// A TCP proxy on loopback that forwards to `target` and, while `cutting`, closes every open

@@ -30,6 +30,8 @@ pub struct ReplicaStatus {
     pub last_error: Option<String>,
     /// The replica's and the primary's header where they differ.
     pub diverged: Option<(Option<TxHeader>, TxHeader)>,
+    /// The replica's header where it holds a tx its primary does not (replica ahead).
+    pub diverged_local_only: Option<TxHeader>,
 }
 
 impl ReplicaStatus {
@@ -201,6 +203,7 @@ impl Hub {
             primary_head_timestamp_us: 0,
             last_error: None,
             diverged: None,
+            diverged_local_only: None,
         });
         *lock(&self.runner) = Some(runner);
     }

@@ -9,6 +9,7 @@
 //!   ReplicateTx on a target.
 //! - [`Backoff`] and [`ReplicaState`]: the decisions, without I/O.
 
+pub mod evidence;
 pub mod external;
 pub mod hub;
 pub mod primary;

@@ -21,6 +21,9 @@ pub trait Local: Send + Sync + 'static {
     /// Takes the primary's identity: a replica holds the primary's log, so it carries its
     /// identity, and a client's trusted state works on either.
     fn adopt_uuid(&self, uuid: &str) -> Result<(), String>;
+    /// Keeps the evidence of a divergence (the JSON document of
+    /// [`super::evidence::Evidence::to_json`]) where a third party can find it.
+    fn record_divergence(&self, evidence: &serde_json::Value) -> Result<(), String>;
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +50,7 @@ struct Divergence {
     reason: String,
     local: Option<integrity::TxHeader>,
     remote: Option<integrity::TxHeader>,
+    evidence: Option<super::evidence::Evidence>,
 }
 
 fn diverged(
@@ -58,6 +62,7 @@ fn diverged(
         reason,
         local,
         remote,
+        evidence: None,
     }))
 }
 
@@ -114,28 +119,46 @@ pub async fn apply_pushed(
 }
 
 /// Runs until the task is aborted or the histories differ.
-pub async fn run(local: Arc<dyn Local>, hub: Arc<Hub>, config: ReplicatorConfig) {
+pub async fn run(local_replica: Arc<dyn Local>, hub: Arc<Hub>, config: ReplicatorConfig) {
     let mut backoff = Backoff::default();
     loop {
         hub.update_status(|s| s.state = ReplicaState::Connecting);
-        let (end, progressed) = follow(&*local, &hub, &config).await;
+        let (end, progressed) = follow(&*local_replica, &hub, &config).await;
         match end {
             End::Diverged(d) => {
                 let Divergence {
                     reason,
-                    local,
-                    remote,
+                    mut local,
+                    mut remote,
+                    evidence,
                 } = *d;
+                let mut head = None;
+                if let Some(ev) = &evidence {
+                    local = ev.local.as_ref().map(|s| s.header).or(local);
+                    remote = ev.remote.as_ref().map(|s| s.header).or(remote);
+                    head = Some(ev.remote_state.tx_id);
+                    let doc =
+                        ev.to_json(&local_uuid(&*local_replica), &config.primary_url, &reason);
+                    if let Err(e) = local_replica.record_divergence(&doc) {
+                        tracing::error!(error = %e, "could not write the divergence evidence");
+                    }
+                }
                 tracing::error!(
                     primary = %config.primary_url, database = %config.primary_database, %reason,
+                    fork_after_tx = evidence.as_ref().map(|e| e.fork_after),
                     local = ?local, remote = ?remote,
-                    "replication stopped: this replica's history differs from its primary's; local data is kept as is"
+                    "replication stopped: this replica's history differs from its primary's; local data is kept as is, the evidence is in divergence.json"
                 );
                 hub.update_status(|s| {
                     s.state = ReplicaState::Diverged;
                     s.last_error = Some(reason.clone());
+                    if let Some(h) = head {
+                        s.primary_head = h;
+                    }
                     if let Some(r) = remote {
                         s.diverged = Some((local, r));
+                    } else if let Some(l) = local {
+                        s.diverged_local_only = Some(l);
                     }
                 });
                 return;
@@ -216,11 +239,15 @@ async fn follow_inner(
         Err(s) => {
             if let Some(reason) = Reason::of(&s).filter(|r| r.is_divergence()) {
                 let local_header = ledger.last_header();
-                return Err(diverged(
+                let mut end = diverged(
                     format!("{}: {}", reason.as_str(), s.message()),
                     local_header,
                     None,
-                ));
+                );
+                if let End::Diverged(d) = &mut end {
+                    d.evidence = gather(&client, config, &ledger).await;
+                }
+                return Err(end);
             }
             return Err(retry(&s.message()));
         }
@@ -235,8 +262,29 @@ async fn follow_inner(
     // batches); the completer then drains what was queued, so that the next connection starts
     // from a position that includes it.
     let (read, completed) = tokio::join!(reader, completer);
-    completed?;
-    read
+    let mut end = completed.and(read);
+    if let Err(End::Diverged(d)) = &mut end {
+        d.evidence = gather(&client, config, &ledger).await;
+    }
+    end
+}
+
+async fn gather(
+    client: &Client,
+    config: &ReplicatorConfig,
+    ledger: &Ledger,
+) -> Option<super::evidence::Evidence> {
+    match super::evidence::gather(client, &config.primary_database, ledger).await {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not gather the evidence of a divergence");
+            None
+        }
+    }
+}
+
+fn local_uuid(local: &dyn Local) -> String {
+    local.uuid()
 }
 
 /// Batches verified and queued to the writer ahead of the one being stored.

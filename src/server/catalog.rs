@@ -537,6 +537,17 @@ impl Catalog {
             hub: old.hub.clone(),
         });
         self.install(name, db.clone())?;
+        // The evidence of the divergence that made the refresh needed outlives it.
+        let evidence = trash.join(crate::replication::evidence::FILE_NAME);
+        if evidence.exists() {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let kept = dir.join(format!("divergence-{ms}.json"));
+            if let Err(e) = fs::rename(&evidence, &kept) {
+                tracing::warn!(error = %e, "could not keep the divergence evidence across the refresh");
+            }
+        }
         if let Err(e) = fs::remove_dir_all(&trash) {
             tracing::warn!(path = %trash.display(), error = %e, "could not remove a refreshed replica's old data; it goes at the next start");
         }
@@ -775,6 +786,16 @@ impl crate::replication::replicator::Local for LocalReplica {
             .get(&self.name)
             .map(|d| d.uuid.clone())
             .unwrap_or_default()
+    }
+
+    fn record_divergence(&self, evidence: &serde_json::Value) -> Result<(), String> {
+        let db = self.catalog.get(&self.name).map_err(|e| e.to_string())?;
+        let path = db
+            .ledger
+            .dir()
+            .join(crate::replication::evidence::FILE_NAME);
+        let bytes = serde_json::to_vec_pretty(evidence).map_err(|e| e.to_string())?;
+        fs::replace(&path, &bytes, fs::FILE_MODE).map_err(|e| e.to_string())
     }
 
     fn adopt_uuid(&self, uuid: &str) -> Result<(), String> {

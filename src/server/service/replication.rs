@@ -219,6 +219,8 @@ impl replication_server::Replication for Service {
             if let Some((local, remote)) = &s.diverged {
                 r.diverged_local = local.as_ref().map(Into::into);
                 r.diverged_remote = Some(remote.into());
+            } else if let Some(local) = &s.diverged_local_only {
+                r.diverged_local = Some(local.into());
             }
         }
         Ok(Response::new(r))
