@@ -1,13 +1,13 @@
 //! Connection hygiene: no peer can hold a connection, a descriptor or the shutdown forever.
 //!
-//! - The accept loop ([`accept`]) backs off when accepting fails (out of descriptors, say)
+//! - The accept loop (`accept`) backs off when accepting fails (out of descriptors, say)
 //!   and logs it once a second, instead of spinning.
-//! - Every accepted connection is a [`GuardedIo`]. Until its first gRPC request arrives it
+//! - Every accepted connection is a `GuardedIo`. Until its first gRPC request arrives it
 //!   has [`Limits::handshake`] to get there (a bare TCP connection, a half-open TLS or HTTP/2
 //!   handshake are closed then); afterwards, once no request is in flight for
 //!   [`Limits::idle`], it is closed. A stream in progress (Follow, ExportTx) is a request in
 //!   flight: it is never idle; a frozen peer on it is found by HTTP/2 keepalive pings.
-//! - [`ConnLayer`] marks the requests: which connection they came on, when they end.
+//! - `ConnLayer` marks the requests: which connection they came on, when they end.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
