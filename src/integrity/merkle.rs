@@ -27,13 +27,20 @@ pub fn leaf_hash(data: &[u8]) -> Digest {
     h.finalize().into()
 }
 
-/// RFC 6962 interior node hash: `H(0x01 || left || right)`.
+/// The key of the keyed BLAKE3 hash of interior nodes: `H(0x01)`.
+fn node_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| *blake3::hash(&[TAG_NODE]).as_bytes())
+}
+
+/// Interior node hash: BLAKE3 keyed with `H(0x01)` over `left || right`. The 64 bytes are one
+/// BLAKE3 block, half the work of RFC 6962's `H(0x01 || left || right)`, with the same domain
+/// separation from leaves (another mode of BLAKE3 entirely).
 pub fn node_hash(left: &Digest, right: &Digest) -> Digest {
-    let mut buf = [0u8; 65];
-    buf[0] = TAG_NODE;
-    buf[1..33].copy_from_slice(&left.0);
-    buf[33..].copy_from_slice(&right.0);
-    blake3::hash(&buf).into()
+    let mut buf = [0u8; 64];
+    buf[..32].copy_from_slice(&left.0);
+    buf[32..].copy_from_slice(&right.0);
+    blake3::keyed_hash(node_key(), &buf).into()
 }
 
 /// Root of the empty tree: `H()` (RFC 6962 MTH({})).

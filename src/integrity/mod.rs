@@ -9,6 +9,7 @@
 
 mod digest;
 pub mod hex;
+pub mod map;
 pub mod merkle;
 pub mod proof;
 pub mod signing;
@@ -23,7 +24,7 @@ pub use tx::{
 
 /// Leaf of a Merkle tree (RFC 6962 `0x00`).
 pub const TAG_LEAF: u8 = 0x00;
-/// Interior node of a Merkle tree (RFC 6962 `0x01`).
+/// Interior node of a Merkle tree: `H(0x01)` is the key of the keyed hash of its children.
 pub const TAG_NODE: u8 = 0x01;
 /// Hash of a value.
 pub const TAG_VALUE: u8 = 0x10;
@@ -33,3 +34,9 @@ pub const TAG_ENTRY: u8 = 0x11;
 pub const TAG_INNER: u8 = 0x12;
 /// Accumulated linear hash (Alh) of a transaction.
 pub const TAG_ALH: u8 = 0x13;
+/// Where a key lives in the key map: `H(0x14 || key)`.
+pub const TAG_MAP_KEY: u8 = 0x14;
+/// A leaf of the key map: one key's latest version.
+pub const TAG_MAP_LEAF: u8 = 0x15;
+/// Interior node of the key map: `H(0x16)` is the key of the keyed hash of its children.
+pub const TAG_MAP_NODE: u8 = 0x16;

@@ -33,6 +33,8 @@ pub enum VerifyError {
     TxAfterState { tx: TxId, state: TxId },
     #[error("state {new} is older than trusted state {old}")]
     StateRegressed { old: TxId, new: TxId },
+    #[error("map proof ends at depth {depth} in a leaf off the key's path")]
+    MapLeafOffPath { depth: usize },
 }
 
 fn check_header(h: &TxHeader) -> Result<(), VerifyError> {
@@ -221,7 +223,7 @@ mod tests {
         for id in 1..=n {
             let d = entry_digest(&id.to_le_bytes(), EntryMeta::default(), &value_hash(b"v"));
             let h = TxHeader {
-                version: 1,
+                version: crate::integrity::FORMAT_VERSION,
                 id,
                 timestamp_us: id,
                 prev_alh: prev,
@@ -229,6 +231,7 @@ mod tests {
                 entries_root: entries_root(&[d]),
                 history_size: id - 1,
                 history_root: mth(&leaves),
+                map_root: Digest([id as u8; 32]),
             };
             prev = h.alh();
             leaves.push(leaf_hash(&prev.0));

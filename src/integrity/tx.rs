@@ -6,8 +6,9 @@ use super::{Digest, TAG_ALH, TAG_ENTRY, TAG_INNER, TAG_VALUE};
 /// 1-based transaction id. Tx `n` is the `n`-th committed transaction; 0 means "none".
 pub type TxId = u64;
 
-/// Version of the transaction format and of every hash input in docs/format.md.
-pub const FORMAT_VERSION: u16 = 1;
+/// Version of the transaction format and of every hash input in docs/format.md. Version 2
+/// added the key map's root to the header and hashes tree nodes in one BLAKE3 block.
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Longest key, in bytes (keys are 1..=this).
 pub const KEY_BYTES_MAX: usize = 1024;
@@ -130,6 +131,9 @@ pub struct TxHeader {
     pub history_size: u64,
     /// Root of the history tree over Alh(1..id-1).
     pub history_root: Digest,
+    /// Root of the key map after this tx: every key's latest version as of tx `id`
+    /// (`integrity::map`).
+    pub map_root: Digest,
 }
 
 impl TxHeader {
@@ -143,9 +147,9 @@ impl TxHeader {
 }
 
 /// `H(0x12 || u16 version || u64 timestamp_us || u32 entry_count || entries_root ||
-/// u64 history_size || history_root)`, integers little-endian.
+/// u64 history_size || history_root || map_root)`, integers little-endian.
 pub fn inner_hash(h: &TxHeader) -> Digest {
-    let mut buf = [0u8; 1 + 2 + 8 + 4 + 32 + 8 + 32];
+    let mut buf = [0u8; 1 + 2 + 8 + 4 + 32 + 8 + 32 + 32];
     buf[0] = TAG_INNER;
     buf[1..3].copy_from_slice(&h.version.to_le_bytes());
     buf[3..11].copy_from_slice(&h.timestamp_us.to_le_bytes());
@@ -153,6 +157,7 @@ pub fn inner_hash(h: &TxHeader) -> Digest {
     buf[15..47].copy_from_slice(&h.entries_root.0);
     buf[47..55].copy_from_slice(&h.history_size.to_le_bytes());
     buf[55..87].copy_from_slice(&h.history_root.0);
+    buf[87..119].copy_from_slice(&h.map_root.0);
     blake3::hash(&buf).into()
 }
 
@@ -186,6 +191,13 @@ mod tests {
             entries_root: entries_root(&[d]),
             history_size: 0,
             history_root: crate::integrity::merkle::empty_root(),
+            map_root: crate::integrity::map::MapLeaf {
+                key_hash: crate::integrity::map::key_hash(b"key"),
+                tx_id: 1,
+                deleted: false,
+                entry_digest: d,
+            }
+            .hash(),
         };
         // Recomputed by hand from the documented byte layouts.
         let mut v = vec![TAG_VALUE];
@@ -198,6 +210,14 @@ mod tests {
         let mut leaf = vec![0u8];
         leaf.extend_from_slice(&d.0);
         assert_eq!(h.entries_root, Digest::from(blake3::hash(&leaf)));
+        let mut inner = vec![TAG_INNER, 2, 0];
+        inner.extend_from_slice(&h.timestamp_us.to_le_bytes());
+        inner.extend_from_slice(&1u32.to_le_bytes());
+        inner.extend_from_slice(&h.entries_root.0);
+        inner.extend_from_slice(&0u64.to_le_bytes());
+        inner.extend_from_slice(&h.history_root.0);
+        inner.extend_from_slice(&h.map_root.0);
+        assert_eq!(h.inner_hash(), Digest::from(blake3::hash(&inner)));
         let mut a = vec![TAG_ALH];
         a.extend_from_slice(&1u64.to_le_bytes());
         a.extend_from_slice(&[0; 32]);

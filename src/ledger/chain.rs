@@ -1,9 +1,11 @@
-//! The one chain check: whether a tx record agrees with itself ([`check_contents`]) and
-//! extends the history before it ([`check_link`]). Recovery, the offline check, the writer and
-//! replica apply all call these; [`ChainBreak`] names what failed.
+//! The one chain check: whether a tx record agrees with itself ([`check_contents`]), extends
+//! the history before it ([`check_link`]) and carries the key map's root after it
+//! ([`check_map_root`]). Recovery, the offline check, the writer and replica apply all call
+//! these; [`ChainBreak`] names what failed.
 
 use super::codec::TxRecord;
 use super::ChainBreak;
+use crate::integrity::map::{key_hash, MapLeaf};
 use crate::integrity::{entry_digest, tx::entries_root, value_hash, Digest, TxHeader, TxId};
 
 /// Where the next tx must attach: the last tx's id, Alh and timestamp, and the root of the
@@ -35,9 +37,28 @@ pub(crate) fn check_link(h: &TxHeader, link: &Link) -> Result<(), ChainBreak> {
     Ok(())
 }
 
+/// The key map versions tx `tx` writes, one per entry (key, deleted, entry digest), sorted
+/// by key hash as `integrity::map::update` takes them.
+pub(crate) fn map_leaves<'a>(
+    tx: TxId,
+    entries: impl Iterator<Item = (&'a [u8], bool, Digest)>,
+) -> Vec<MapLeaf> {
+    let mut leaves: Vec<MapLeaf> = entries
+        .map(|(key, deleted, entry_digest)| MapLeaf {
+            key_hash: key_hash(key),
+            tx_id: tx,
+            deleted,
+            entry_digest,
+        })
+        .collect();
+    leaves.sort_unstable_by_key(|l| l.key_hash);
+    leaves
+}
+
 /// Checks that a record agrees with itself: each value hashes to its stored value hash, the
-/// entries hash to the entries root, and the header to the stored Alh.
-pub(crate) fn check_contents(rec: &TxRecord<'_>) -> Result<(), ChainBreak> {
+/// entries hash to the entries root, and the header to the stored Alh. Returns the key map
+/// versions it writes.
+pub(crate) fn check_contents(rec: &TxRecord<'_>) -> Result<Vec<MapLeaf>, ChainBreak> {
     let mut digests = Vec::with_capacity(rec.entries.len());
     for e in &rec.entries {
         if value_hash(e.value) != e.value_hash {
@@ -51,11 +72,26 @@ pub(crate) fn check_contents(rec: &TxRecord<'_>) -> Result<(), ChainBreak> {
     if rec.header.alh() != rec.alh {
         return Err(ChainBreak::Alh);
     }
-    Ok(())
+    Ok(map_leaves(
+        rec.header.id,
+        rec.entries
+            .iter()
+            .zip(digests)
+            .map(|(e, d)| (e.key, e.meta.deleted, d)),
+    ))
 }
 
-/// Both checks, as recovery and the offline check apply them to every tx they read.
-pub(crate) fn check_record(rec: &TxRecord<'_>, link: &Link) -> Result<(), ChainBreak> {
+/// Both checks, as recovery and the offline check apply them to every tx they read; returns
+/// the key map versions the tx writes.
+pub(crate) fn check_record(rec: &TxRecord<'_>, link: &Link) -> Result<Vec<MapLeaf>, ChainBreak> {
     check_link(&rec.header, link)?;
     check_contents(rec)
+}
+
+/// Checks that `h` carries `computed`, the key map's root once its entries are applied.
+pub(crate) fn check_map_root(h: &TxHeader, computed: &Digest) -> Result<(), ChainBreak> {
+    if h.map_root != *computed {
+        return Err(ChainBreak::MapRoot);
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! The offline check: walks a database directory and verifies every frame checksum, chain
-//! link, entries root and value hash; recomputes the history tree and compares it with the
-//! stored one; compares every tx location, every index run record and the checkpoint with
+//! link, entries root and value hash; recomputes the history tree and the key map (every
+//! tx's map root) and compares them with the stored ones; compares every tx location, every index run record and the checkpoint with
 //! the log; and, given states a client trusted, proves the log consistent with each.
 //!
 //! Blame goes to the real culprit: a broken chain in the log is reported before any derived
@@ -9,12 +9,13 @@
 //! its derived files or the checkpoint show was committed is [`LedgerError::Lost`] or a short
 //! segment, not a bad checkpoint.
 
-use super::chain::{check_record, Link};
+use super::chain::{check_map_root, check_record, Link};
 use super::checkpoint::Checkpoint;
 use super::recovery::{evidenced_through, list_segments};
 use super::{codec, encode_location, Damage, LedgerError, Result, TxFault};
 use crate::fs;
 use crate::index::run::{self, Run};
+use crate::integrity::map::MemoryMap;
 use crate::integrity::merkle::{leaf_hash, Frontier};
 use crate::integrity::{Digest, TxId, ALH_GENESIS};
 use crate::storage::frame::FRAME_HEADER_BYTES;
@@ -72,12 +73,16 @@ pub fn check_with_progress(
     let total: u64 = paths.iter().map(|(_, p)| fs::len(p).unwrap_or(0)).sum();
     let history_path = dir.join("history.nodes");
     let locations_path = dir.join("tx.idx");
+    let roots_path = dir.join(super::map::ROOTS_FILE);
     let history = RecordReader::<32>::open(&history_path).ok();
     let locations = RecordReader::<16>::open(&locations_path).ok();
-    let (stored_nodes, stored_locations) = (
+    let roots = RecordReader::<{ super::map::ROOT_BYTES }>::open(&roots_path).ok();
+    let (stored_nodes, stored_locations, stored_roots) = (
         history.as_ref().map_or(Ok(0), RecordReader::len)?,
         locations.as_ref().map_or(Ok(0), RecordReader::len)?,
+        roots.as_ref().map_or(Ok(0), RecordReader::len)?,
     );
+    let mut map = MemoryMap::new();
     let cp = Checkpoint::read(dir)?;
     let cp_tx = cp.as_ref().map_or(0, |c| c.tx_id);
     let wanted: BTreeMap<TxId, Digest> = trusted.iter().copied().collect();
@@ -125,7 +130,18 @@ pub fn check_with_progress(
                     last_ts,
                     history_root: frontier.root(),
                 };
-                check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
+                let mut leaves = check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
+                let map_root = map.set(&mut leaves);
+                check_map_root(&rec.header, &map_root).map_err(|b| bad(TxFault::Chain(b)))?;
+                if let (Some(r), true, None) = (&roots, tx <= stored_roots, &derived_mismatch) {
+                    if r.read(tx - 1)?[..32] != map_root.0 {
+                        derived_mismatch = Some(LedgerError::Damaged {
+                            path: roots_path.clone(),
+                            offset: (tx - 1) * (super::map::ROOT_BYTES as u64 + 4),
+                            reason: Damage::MapNode,
+                        });
+                    }
+                }
                 if let (Some(l), true, None) =
                     (&locations, tx <= stored_locations, &derived_mismatch)
                 {
@@ -252,6 +268,7 @@ pub fn check_with_progress(
         for r in &runs {
             r.check()?;
         }
+        super::map::check_stored(dir, cp.map_nodes, cp.tx_id, &lock)?;
         report.index_runs = runs.len();
         report.index_records = check_runs(dir, &runs, indexed)?;
     }

@@ -2,8 +2,8 @@
 //! durably cover. Replaced atomically; one frame (docs/format.md, "Checkpoint").
 //!
 //! ```text
-//! u16 version | u64 tx_id | [32] alh | u32 segment | u64 segment_len | u64 next_run_id |
-//! u32 run_count | u64 run_id * run_count
+//! u16 version | u64 tx_id | [32] alh | u32 segment | u64 segment_len | u64 map_nodes |
+//! u64 next_run_id | u32 run_count | u64 run_id * run_count
 //! ```
 
 use super::{lock_poisoned, Result, Shared};
@@ -20,7 +20,7 @@ use std::sync::Arc;
 const MERGE_FAN_IN: usize = 4;
 
 pub const FILE_NAME: &str = "checkpoint";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Checkpoint {
@@ -30,6 +30,8 @@ pub(crate) struct Checkpoint {
     /// The log resumes in this segment at this offset.
     pub segment: u32,
     pub segment_len: u64,
+    /// Key map nodes stored through tx `tx_id`.
+    pub map_nodes: u64,
     pub next_run_id: u64,
     /// Index runs in use, oldest first.
     pub runs: Vec<u64>,
@@ -42,6 +44,7 @@ impl Checkpoint {
             alh: ALH_GENESIS,
             segment: 1,
             segment_len: SEGMENT_HEADER_BYTES,
+            map_nodes: 0,
             next_run_id: 1,
             runs: Vec::new(),
         }
@@ -55,6 +58,7 @@ impl Checkpoint {
             p.extend_from_slice(&self.alh.0);
             p.extend_from_slice(&self.segment.to_le_bytes());
             p.extend_from_slice(&self.segment_len.to_le_bytes());
+            p.extend_from_slice(&self.map_nodes.to_le_bytes());
             p.extend_from_slice(&self.next_run_id.to_le_bytes());
             p.extend_from_slice(&crate::storage::len_u32(self.runs.len()).to_le_bytes());
             for r in &self.runs {
@@ -84,26 +88,33 @@ impl Checkpoint {
                 take(at, 8)?.try_into().map_err(|_| short())?,
             ))
         };
-        if take(0, 2)? != VERSION.to_le_bytes() {
-            return Err(bad(Corruption::Decode("unknown checkpoint version")));
+        let version = u16::from_le_bytes(take(0, 2)?.try_into().map_err(|_| short())?);
+        if version != VERSION {
+            return Err(StorageError::Version {
+                path,
+                found: u64::from(version),
+                supported: u64::from(VERSION),
+            });
         }
         let tx_id = u64_at(2)?;
         let alh = Digest::from_slice(take(10, 32)?).ok_or_else(short)?;
         let segment = u32::from_le_bytes(take(42, 4)?.try_into().map_err(|_| short())?);
         let segment_len = u64_at(46)?;
-        let next_run_id = u64_at(54)?;
-        let count = u32::from_le_bytes(take(62, 4)?.try_into().map_err(|_| short())?) as usize;
-        if payload.len() != 66 + 8 * count {
+        let map_nodes = u64_at(54)?;
+        let next_run_id = u64_at(62)?;
+        let count = u32::from_le_bytes(take(70, 4)?.try_into().map_err(|_| short())?) as usize;
+        if payload.len() != 74 + 8 * count {
             return Err(bad(Corruption::Decode("checkpoint run list length")));
         }
         let runs = (0..count)
-            .map(|i| u64_at(66 + 8 * i))
+            .map(|i| u64_at(74 + 8 * i))
             .collect::<Result<_, _>>()?;
         Ok(Some(Checkpoint {
             tx_id,
             alh,
             segment,
             segment_len,
+            map_nodes,
             next_run_id,
             runs,
         }))
@@ -204,6 +215,7 @@ mod tests {
             alh: Digest([9; 32]),
             segment: 2,
             segment_len: 999,
+            map_nodes: 12,
             next_run_id: 4,
             runs: vec![1, 3],
         };

@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! header  u16 version | u64 id | u64 timestamp_us | [32] prev_alh | u32 entry_count |
-//!         [32] entries_root | u64 history_size | [32] history_root | [32] alh      (158 bytes)
+//!         [32] entries_root | u64 history_size | [32] history_root | [32] map_root |
+//!         [32] alh                                                                 (190 bytes)
 //! entry   u16 key_len | u8 flags | u32 value_len | key | [32] value_hash | value   (repeated)
 //! ```
 
 use crate::integrity::{Digest, EntryMeta, TxHeader};
 
-pub const HEADER_BYTES: usize = 158;
+pub const HEADER_BYTES: usize = 190;
 /// key_len, flags, value_len.
 pub const ENTRY_FIXED_BYTES: usize = 7;
 
@@ -22,6 +23,7 @@ pub fn encode_header(h: &TxHeader, alh: &Digest, out: &mut Vec<u8>) {
     out.extend_from_slice(&h.entries_root.0);
     out.extend_from_slice(&h.history_size.to_le_bytes());
     out.extend_from_slice(&h.history_root.0);
+    out.extend_from_slice(&h.map_root.0);
     out.extend_from_slice(&alh.0);
 }
 
@@ -131,6 +133,7 @@ fn header(r: &mut Reader<'_>) -> Result<(TxHeader, Digest), &'static str> {
         entries_root: r.digest()?,
         history_size: r.u64()?,
         history_root: r.digest()?,
+        map_root: r.digest()?,
     };
     let alh = r.digest()?;
     if header.version != crate::integrity::FORMAT_VERSION {
@@ -187,8 +190,8 @@ mod tests {
             cut in 0usize..10_000,
         ) {
             let h = TxHeader {
-                version: 1, id: 9, timestamp_us: 77, prev_alh: Digest([1; 32]), entry_count: entries.len() as u32,
-                entries_root: Digest([2; 32]), history_size: 8, history_root: Digest([3; 32]),
+                version: crate::integrity::FORMAT_VERSION, id: 9, timestamp_us: 77, prev_alh: Digest([1; 32]), entry_count: entries.len() as u32,
+                entries_root: Digest([2; 32]), history_size: 8, history_root: Digest([3; 32]), map_root: Digest([5; 32]),
             };
             let mut out = Vec::new();
             encode_header(&h, &Digest([4; 32]), &mut out);

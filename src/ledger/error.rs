@@ -30,6 +30,10 @@ pub enum ChainBreak {
     /// Its stored Alh is not the Alh of its header.
     #[error("its stored Alh is not its header's")]
     Alh,
+    /// Its map root is not the root of the key map after its entries are applied to the map
+    /// before it.
+    #[error("its map root is not the key map's after its entries")]
+    MapRoot,
 }
 
 /// What is wrong with a stored tx.
@@ -71,6 +75,9 @@ pub enum Damage {
     /// The checkpoint names a tx or an Alh the log does not have.
     #[error("the checkpoint does not match the log")]
     Checkpoint,
+    /// A stored node or root of the key map differs from the map recomputed from the log.
+    #[error("a key map node or root differs from the map recomputed from the log")]
+    MapNode,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,7 @@ mod checkpoint;
 pub mod codec;
 mod error;
 mod history;
+mod map;
 mod options;
 mod prepare;
 mod prove;
@@ -170,6 +171,7 @@ pub(crate) struct Shared {
     index: RwLock<Index>,
     history: HistoryNodes,
     locations: RecordReader<16>,
+    map: map::MapReader,
     queue: Mutex<writer::Queue>,
     queue_signal: Condvar,
     /// Bumped by the writer each time it has filled the outcome slots of a group.

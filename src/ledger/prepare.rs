@@ -6,6 +6,7 @@ use super::{
     chain, codec, LedgerError, NewEntry, Result, ENTRIES_PER_TX_MAX, KEY_BYTES_MAX, TX_BYTES_MAX,
     VALUE_BYTES_MAX,
 };
+use crate::integrity::map::MapLeaf;
 use crate::integrity::{entry_digest, tx::entries_root, value_hash, Digest, TxHeader};
 use crate::storage::len_u32;
 use bytes::Bytes;
@@ -21,6 +22,9 @@ pub(crate) struct Prepared {
     pub(crate) body_crc: crc32fast::Hasher,
     /// Per entry: key, deleted, offset of the value hash in `body`, value length.
     pub(crate) refs: Vec<(Vec<u8>, bool, usize, u32)>,
+    /// The key map versions the tx writes, sorted by key hash; their tx id is set by the
+    /// writer when it gives the tx its id.
+    pub(crate) leaves: Vec<MapLeaf>,
     /// A replicated tx: the header it must be written with, byte for byte, and its Alh
     /// (already checked against the header).
     pub(crate) fixed: Option<(TxHeader, Digest)>,
@@ -42,7 +46,7 @@ pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
         refs.push((e.key.to_vec(), e.meta.deleted, at, len_u32(e.value.len())));
     }
     check_tx_size(refs.len(), bytes)?;
-    chain::check_contents(&rec).map_err(|reason| LedgerError::NotNext {
+    let leaves = chain::check_contents(&rec).map_err(|reason| LedgerError::NotNext {
         tx: rec.header.id,
         reason,
     })?;
@@ -56,6 +60,7 @@ pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
         body,
         body_crc,
         refs,
+        leaves,
         fixed,
     })
 }
@@ -135,6 +140,12 @@ pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
         let at = codec::encode_entry(&e.key, e.meta, &vh, &e.value, &mut body);
         refs.push((e.key, e.meta.deleted, at, len_u32(e.value.len())));
     }
+    let leaves = chain::map_leaves(
+        0,
+        refs.iter()
+            .zip(&digests)
+            .map(|((key, deleted, _, _), d)| (key.as_slice(), *deleted, *d)),
+    );
     Ok(Prepared {
         entry_count: len_u32(digests.len()),
         entries_root: entries_root(&digests),
@@ -145,6 +156,7 @@ pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
         },
         body: body.into(),
         refs,
+        leaves,
         fixed: None,
     })
 }

@@ -1,10 +1,32 @@
-//! Proofs: an entry in a tx, a tx in a state, a state extending an older one.
+//! Proofs: an entry in a tx, a tx in a state, a state extending an older one, and a key's
+//! latest version (or its absence) as of a tx.
 
 use super::{Damage, Ledger, LedgerError, Result, TxEntry};
+use crate::integrity::map::{Latest, MapProof};
 use crate::integrity::merkle;
 use crate::integrity::{Digest, EntryProof, StateProof, TxId, TxProof};
 
 impl Ledger {
+    /// What the key map says of `key` as of tx `at` (its latest version then, or that it had
+    /// none), with the proof against the map root in tx `at`'s header. `at` 0 is the empty
+    /// database. The proof is verified before it is returned: one built from damaged map
+    /// files is [`Damage::MapNode`], never served.
+    pub fn latest_proof(&self, key: &[u8], at: TxId) -> Result<(Latest, MapProof)> {
+        if at > 0 {
+            self.check_committed(at)?;
+        }
+        let (latest, proof, root) = self.shared.map.prove(key, at)?;
+        let committed = if at == 0 {
+            crate::integrity::map::MAP_EMPTY
+        } else {
+            self.header(at)?.map_root
+        };
+        if root != committed {
+            return Err(self.shared.map.damaged(Damage::MapNode));
+        }
+        Ok((latest, proof))
+    }
+
     /// Proof that the entry for `key` is in tx `id`, with that entry.
     pub fn entry_proof(&self, id: TxId, key: &[u8]) -> Result<(TxEntry, EntryProof)> {
         let tx = self.tx(id)?;

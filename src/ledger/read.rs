@@ -16,9 +16,21 @@ impl Ledger {
         self.get_at(key, TxId::MAX)
     }
 
-    /// The value of `key` as of tx `tx` (the newest version written by a tx `<= tx`).
+    /// The value of `key` as of tx `tx` (the newest version written by a tx `<= tx`). The
+    /// index's answer must be the key map's (which the chain commits to): an index that lost
+    /// or misplaced a version, which would hide a key or show an older value, is
+    /// [`Damage::IndexEntry`].
     pub fn get_at(&self, key: &[u8], tx: TxId) -> Result<Option<KeyValue>> {
+        let tx = tx.min(self.state().tx_id);
         let v = lock_poisoned(self.shared.index.read()).get(key, tx)?;
+        let mapped = self.shared.map.latest(key, tx)?;
+        if mapped.map(|l| (l.tx_id, l.deleted)) != v.as_ref().map(|v| (v.tx, v.deleted)) {
+            return Err(LedgerError::Damaged {
+                path: self.shared.dir.join("index"),
+                offset: 0,
+                reason: Damage::IndexEntry,
+            });
+        }
         match v {
             Some(v) if !v.deleted => Ok(Some(KeyValue {
                 key: key.to_vec(),

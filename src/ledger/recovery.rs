@@ -7,9 +7,10 @@
 //! `Options::checkpoint_txs` txs or `memtable_versions_max` versions), not by the size of the
 //! database: sealed segments before the checkpoint are only mapped and their headers read.
 
-use super::chain::{check_record, Link};
+use super::chain::{check_map_root, check_record, Link};
 use super::checkpoint::Checkpoint;
 use super::checkpoint::Runs;
+use super::map::MapWriter;
 use super::writer::{Queue, Writer};
 use super::{
     codec, encode_location, Damage, HistoryNodes, Ledger, LedgerError, Options, Recovery, Result,
@@ -61,9 +62,15 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
     Ok(out)
 }
 
-struct Replay {
+/// Replayed txs between two publications of the map's nodes, which bounds the memory they
+/// take before they are written.
+const MAP_PUBLISH_TXS: u64 = 1024;
+
+struct Replay<'a> {
+    lock: &'a fs::DirLock,
     history: RecordWriter<32>,
     locations: RecordWriter<16>,
+    map: MapWriter,
     frontier: Frontier,
     index: Index,
     last: Option<TxHeader>,
@@ -73,7 +80,7 @@ struct Replay {
     nodes: Vec<Digest>,
 }
 
-impl Replay {
+impl Replay<'_> {
     fn apply(
         &mut self,
         path: &Path,
@@ -96,7 +103,13 @@ impl Replay {
             last_ts: self.last.map_or(0, |l| l.timestamp_us),
             history_root: self.frontier.root(),
         };
-        check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
+        let leaves = check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
+        let map_root = self.map.update(&leaves)?;
+        check_map_root(&rec.header, &map_root.hash).map_err(|b| bad(TxFault::Chain(b)))?;
+        self.map.accept(map_root);
+        if self.replayed % MAP_PUBLISH_TXS == MAP_PUBLISH_TXS - 1 {
+            self.map.publish(self.lock)?;
+        }
         self.locations
             .push(&encode_location(segment, offset, len_u32(frame_len)));
         self.nodes.clear();
@@ -215,6 +228,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
     }
     let locations = RecordWriter::<16>::open(&dir.join("tx.idx"), cp.tx_id)?;
     let locations_reader = locations.reader();
+    let (map, map_reader) = MapWriter::open(dir, cp.map_nodes, cp.tx_id, &lock)?;
 
     let mut runs = Vec::with_capacity(cp.runs.len());
     for &id in &cp.runs {
@@ -239,8 +253,10 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
 
     let run_list = runs.clone();
     let mut replay = Replay {
+        lock: &lock,
         history,
         locations,
+        map,
         frontier,
         index: Index::new(runs.clone()),
         last: None,
@@ -327,13 +343,27 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
     // Only now that the log checked out: the derived files hold exactly what it does.
     replay.history.cut()?;
     replay.locations.cut()?;
-    report.replayed_txs = replay.replayed;
-    report.last_tx = replay.last_id;
+    replay.map.publish(&lock)?;
+    replay.map.cut()?;
+    let Replay {
+        history: replay_history,
+        locations: replay_locations,
+        map: replay_map,
+        frontier: replay_frontier,
+        index: replay_index,
+        last: replay_last,
+        last_id: replay_last_id,
+        last_alh: replay_last_alh,
+        replayed: replay_replayed,
+        ..
+    } = replay;
+    report.replayed_txs = replay_replayed;
+    report.last_tx = replay_last_id;
     if report.replayed_txs > 0 || report.truncated.is_some() {
         tracing::info!(
             checkpoint_tx = cp.tx_id,
-            replayed = replay.replayed,
-            last_tx = replay.last_id,
+            replayed = replay_replayed,
+            last_tx = replay_last_id,
             "recovered"
         );
     }
@@ -343,21 +373,22 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         dir: dir.to_path_buf(),
         options,
         view: RwLock::new(View {
-            last: replay.last,
+            last: replay_last,
             state: State {
-                tx_id: replay.last_id,
-                alh: replay.last_alh,
+                tx_id: replay_last_id,
+                alh: replay_last_alh,
             },
             segments,
         }),
-        index: RwLock::new(replay.index),
+        index: RwLock::new(replay_index),
         history: history_reader,
         locations: locations_reader,
+        map: map_reader,
         queue: Mutex::new(Queue::default()),
         queue_signal: Condvar::new(),
         done_generation: Mutex::new(0),
         done_signal: Condvar::new(),
-        published: tokio::sync::watch::Sender::new(replay.last_id),
+        published: tokio::sync::watch::Sender::new(replay_last_id),
     });
     let ledger = Ledger {
         shared: shared.clone(),
@@ -365,7 +396,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         recovery: report,
     };
     // With nothing replayed, the last header is the checkpoint's tx, read back and checked.
-    let last = match replay.last {
+    let last = match replay_last {
         Some(h) => Some(h),
         None if cp.tx_id > 0 => {
             let h = ledger.header(cp.tx_id)?;
@@ -381,16 +412,24 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         }
         None => None,
     };
+    if replay_map.root() != last.map_or(crate::integrity::map::MAP_EMPTY, |h| h.map_root) {
+        return Err(LedgerError::Damaged {
+            path: dir.join(super::map::ROOTS_FILE),
+            offset: 0,
+            reason: Damage::MapNode,
+        });
+    }
     let writer = Writer {
         shared,
         segment,
-        history: replay.history,
-        locations: replay.locations,
-        frontier: replay.frontier,
-        last_id: replay.last_id,
-        last_alh: replay.last_alh,
+        history: replay_history,
+        locations: replay_locations,
+        map: replay_map,
+        frontier: replay_frontier,
+        last_id: replay_last_id,
+        last_alh: replay_last_alh,
         last_ts: last.map_or(0, |h| h.timestamp_us),
-        since_checkpoint: replay.replayed,
+        since_checkpoint: replay_replayed,
         runs: Some(Runs {
             next_id: cp.next_run_id,
             runs: run_list,

@@ -190,6 +190,7 @@ pub(crate) struct Writer {
     pub segment: ActiveSegment,
     pub history: RecordWriter<32>,
     pub locations: RecordWriter<16>,
+    pub map: super::map::MapWriter,
     pub frontier: Frontier,
     pub last_id: TxId,
     pub last_alh: Digest,
@@ -327,6 +328,23 @@ impl Writer {
         let mut head = Vec::with_capacity(codec::HEADER_BYTES);
         for tx in batch.iter_mut().map(|p| &mut p.tx) {
             let id = self.last_id + 1;
+            if let Some((h, _)) = &tx.fixed {
+                let link = Link {
+                    last_id: self.last_id,
+                    last_alh: self.last_alh,
+                    last_ts: self.last_ts,
+                    history_root: self.frontier.root(),
+                };
+                if let Err(reason) = chain::check_link(h, &link) {
+                    results.push(Err(LedgerError::NotNext { tx: h.id, reason }));
+                    continue;
+                }
+            }
+            for l in &mut tx.leaves {
+                l.tx_id = id;
+            }
+            let mark = self.map.mark();
+            let map_root = self.map.update(&tx.leaves)?;
             let (header, alh) = match &tx.fixed {
                 None => {
                     let h = TxHeader {
@@ -338,23 +356,20 @@ impl Writer {
                         entries_root: tx.entries_root,
                         history_size: id - 1,
                         history_root: self.frontier.root(),
+                        map_root: map_root.hash,
                     };
                     (h, h.alh())
                 }
                 Some((h, alh)) => {
-                    let link = Link {
-                        last_id: self.last_id,
-                        last_alh: self.last_alh,
-                        last_ts: self.last_ts,
-                        history_root: self.frontier.root(),
-                    };
-                    if let Err(reason) = chain::check_link(h, &link) {
+                    if let Err(reason) = chain::check_map_root(h, &map_root.hash) {
+                        self.map.rollback(mark);
                         results.push(Err(LedgerError::NotNext { tx: h.id, reason }));
                         continue;
                     }
                     (*h, *alh)
                 }
             };
+            self.map.accept(map_root);
             let frame_len = FRAME_HEADER_BYTES + codec::HEADER_BYTES + tx.body.len();
             let seg_max = self.shared.options.segment_bytes_max;
             if self.segment.len() + (buf.len() + frame_len) as u64 > seg_max
@@ -407,6 +422,8 @@ impl Writer {
         // that was damaged from an unfinished write (`recovery::evidenced_through`).
         self.history.flush()?;
         self.locations.flush()?;
+        let map = &mut self.map;
+        self.shared.locked(|l| map.publish(l))?;
         self.since_checkpoint += written;
         {
             let mut idx = lock_poisoned(self.shared.index.write());
@@ -459,7 +476,15 @@ impl Writer {
         let mut runs = self.finish_checkpoint()?;
         self.history.flush()?;
         self.locations.flush()?;
+        let map = &mut self.map;
+        self.shared.locked(|l| map.publish(l))?;
         let memtable = lock_poisoned(self.shared.index.write()).freeze();
+        let mut syncs = vec![
+            self.segment.sync_handle(),
+            self.history.sync_handle(),
+            self.locations.sync_handle(),
+        ];
+        syncs.extend(self.map.sync_handles());
         let job = Job {
             shared: self.shared.clone(),
             memtable,
@@ -468,14 +493,11 @@ impl Writer {
                 alh: self.last_alh,
                 segment: self.segment.header().id,
                 segment_len: self.segment.len(),
+                map_nodes: self.map.node_count(),
                 next_run_id: 0,
                 runs: Vec::new(),
             },
-            syncs: vec![
-                self.segment.sync_handle(),
-                self.history.sync_handle(),
-                self.locations.sync_handle(),
-            ],
+            syncs,
         };
         self.since_checkpoint = 0;
         if wait {

@@ -36,6 +36,7 @@ pub fn ledger(e: LedgerError) -> Status {
             Code::Unavailable
         }
         E::Storage(StorageError::Io { .. }) => Code::Internal,
+        E::Storage(StorageError::Version { .. }) => Code::FailedPrecondition,
     };
     if code == Code::DataLoss || code == Code::Internal {
         tracing::error!(error = %e, "storage failure");

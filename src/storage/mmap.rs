@@ -1,5 +1,5 @@
 //! The only `unsafe` code in chainlog: read-only memory maps of sealed files (sealed
-//! segments and index run files).
+//! segments, index run files and full chunks of the key map's nodes).
 //!
 //! # Safety contract
 //!
@@ -7,17 +7,21 @@
 //! the file is modified or truncated while mapped. chainlog maps a file only when all of these
 //! hold:
 //!
-//! 1. the file is *sealed*: its writer has finished with it and it is fsynced (a segment the
-//!    ledger moved on from; an index run, written whole under a temporary name and renamed);
+//! 1. the file is *sealed*: its writer has finished with it (a segment the ledger moved on
+//!    from, fsynced; an index run, written whole under a temporary name and renamed; a chunk
+//!    of records that is full, `storage::chunks`);
 //! 2. no code in this process writes to or truncates a sealed file (recovery truncates only the
-//!    last, active segment, which is never mapped; runs are only ever deleted, once unused);
+//!    last, active segment, which is never mapped; runs are only ever deleted, once unused; a
+//!    chunk that must be cut is replaced by a copy renamed over it, which leaves the mapped
+//!    file as it was);
 //! 3. the database directory is held under an exclusive [`DirLock`], so no other chainlog
 //!    process writes to it.
 //!
 //! The API closes the contract as far as types can: the unsafe constructor is private, and
 //! the one way in, [`SealedMap::sealed`], takes the directory's lock as evidence of (3) and
 //! refuses a file outside that directory. (1) and (2) are the storage engine's own rules, kept
-//! by its only callers (`storage::segment`, `index::run`), which are not public.
+//! by its only callers (`storage::segment`, `storage::chunks`, `index::run`), which are not
+//! public.
 //!
 //! Tampering with a sealed file by hand while the database is open breaks (3) and is not
 //! supported. The safe twin of a map is `FileExt::read_exact_at` on the same file, used for the

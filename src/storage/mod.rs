@@ -4,9 +4,11 @@
 //! - [`frame`]: length + crc32 framed records and their decoding (`Incomplete` vs `Corrupt`).
 //! - [`segment`]: append-only segment files of frames, with a header and a size limit.
 //! - [`records`]: files of fixed-size, individually checksummed records.
+//! - [`chunks`]: the same records in chunk files, full chunks memory-mapped.
 //! - [`mmap`]: the only `unsafe` in the crate, mapping sealed files read-only.
 #![deny(clippy::cast_possible_truncation)]
 
+pub mod chunks;
 pub mod frame;
 pub mod mmap;
 pub mod records;
@@ -33,6 +35,9 @@ pub enum Corruption {
     ShortFile,
     #[error("undecodable record: {0}")]
     Decode(&'static str),
+    /// A file header of another format version (the header is otherwise intact).
+    #[error("format version {0}")]
+    Version(u8),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,13 @@ pub enum StorageError {
     },
     #[error("{path} is locked by another process")]
     Locked { path: PathBuf },
+    /// A file of another version of the format (docs/format.md, "Versions").
+    #[error("{path} is in chainlog's format version {found}; this build reads version {supported} only (docs/format.md, \"Versions\")")]
+    Version {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
 }
 
 impl From<crate::fs::FsError> for StorageError {
@@ -70,11 +82,20 @@ impl StorageError {
         }
     }
 
+    /// The error for bytes that fail a check; a header of another format version is
+    /// [`StorageError::Version`], not damage.
     pub(crate) fn corrupt(
         path: impl Into<PathBuf>,
         offset: u64,
         reason: Corruption,
     ) -> StorageError {
+        if let Corruption::Version(found) = reason {
+            return StorageError::Version {
+                path: path.into(),
+                found: u64::from(found),
+                supported: u64::from(segment::SEGMENT_FORMAT_VERSION),
+            };
+        }
         StorageError::Corrupt {
             path: path.into(),
             offset,

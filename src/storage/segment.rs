@@ -21,7 +21,8 @@ pub const SEGMENT_HEADER_BYTES: u64 = 32;
 const HEADER_LEN: usize = 32;
 pub const MAGIC: &[u8; 8] = b"chainlog";
 pub const KIND_SEGMENT: u8 = 1;
-pub const SEGMENT_FORMAT_VERSION: u8 = 1;
+/// The format version of the records a segment holds (docs/format.md): 2 since the key map.
+pub const SEGMENT_FORMAT_VERSION: u8 = 2;
 
 /// The active segment's free space is added this many bytes at a time: whenever frames reach
 /// the end of the space written so far, zeros are written up to the next multiple of this
@@ -58,12 +59,11 @@ impl SegmentHeader {
             return Err(Corruption::ShortFile);
         }
         let crc = u32::from_le_bytes([b[28], b[29], b[30], b[31]]);
-        if &b[..8] != MAGIC
-            || b[8] != KIND_SEGMENT
-            || b[9] != SEGMENT_FORMAT_VERSION
-            || crc32fast::hash(&b[..28]) != crc
-        {
+        if &b[..8] != MAGIC || b[8] != KIND_SEGMENT || crc32fast::hash(&b[..28]) != crc {
             return Err(Corruption::FileHeader);
+        }
+        if b[9] != SEGMENT_FORMAT_VERSION {
+            return Err(Corruption::Version(b[9]));
         }
         let id = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
         let mut base = [0u8; 8];
