@@ -4,7 +4,7 @@
 
 mod common;
 
-use chainlog::client::{Client, ClientError, VerifiedClient};
+use chainlog::client::{Client, ClientError, VerifiedClient, VerifiedRead};
 use chainlog::wire;
 use common::{admin, Server, ADMIN_PASSWORD};
 use tonic::Code;
@@ -453,10 +453,33 @@ async fn every_data_call_and_the_verified_ones() {
     // Verified: trust on first use, then every answer proven against the trusted state.
     let state_file = dir.path().join("client-state.json");
     let v = VerifiedClient::new(c.clone(), &state_file, None).unwrap();
-    let e = v.get(db, b"p/x", 0).await.unwrap();
+    let e = v.get(db, b"p/x", 0).await.unwrap().value().unwrap();
     assert_eq!((e.value.as_slice(), e.tx), (&b"x"[..], 1));
     let first = v.trusted(db).await.unwrap();
     assert_eq!(first.tx_id, 4);
+    // Absence is proven too: a key never written, and one as of a tx before it was written.
+    assert_eq!(
+        v.get(db, b"never", 0).await.unwrap(),
+        VerifiedRead::Absent {
+            at_tx: 4,
+            state_tx: 4
+        }
+    );
+    assert!(matches!(
+        v.get(db, b"p/y", 1).await.unwrap(),
+        VerifiedRead::Absent { at_tx: 1, .. }
+    ));
+    // "a" was deleted by tx 4: proven as the latest version, and its value as of tx 2.
+    assert!(matches!(
+        v.get(db, b"a", 0).await.unwrap(),
+        VerifiedRead::Deleted {
+            tx: 4,
+            at_tx: 4,
+            ..
+        }
+    ));
+    let old = v.get(db, b"a", 3).await.unwrap().value().unwrap();
+    assert_eq!((old.value.as_slice(), old.tx), (&b"2"[..], 2));
     let h = v
         .set(db, vec![(b"v".to_vec(), b"verified".to_vec())])
         .await
@@ -493,10 +516,11 @@ async fn every_data_call_and_the_verified_ones() {
         .into_inner();
     let p: chainlog::integrity::StateProof = (&p).try_into().unwrap();
     p.verify(2, &p.old.alh(), 6, &p.new.alh()).unwrap();
-    // A key that does not exist is NOT_FOUND, not a verification failure.
-    assert!(
-        matches!(v.get(db, b"nope", 0).await, Err(ClientError::Status(s)) if s.code() == Code::NotFound)
-    );
+    // A key that does not exist is proven absent, not a verification failure.
+    assert!(matches!(
+        v.get(db, b"nope", 0).await,
+        Ok(VerifiedRead::Absent { at_tx: 6, .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,7 +538,15 @@ async fn signed_states_verify_with_the_server_key() {
         .unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32]).verifying_key();
     let v = VerifiedClient::new(c.clone(), dir.path().join("s.json"), Some(key)).unwrap();
-    assert_eq!(v.get("defaultdb", b"k", 0).await.unwrap().value, b"v");
+    assert_eq!(
+        v.get("defaultdb", b"k", 0)
+            .await
+            .unwrap()
+            .value()
+            .unwrap()
+            .value,
+        b"v"
+    );
     let wrong = ed25519_dalek::SigningKey::from_bytes(&[0x22; 32]).verifying_key();
     let v = VerifiedClient::new(c, dir.path().join("s2.json"), Some(wrong)).unwrap();
     assert!(matches!(
@@ -648,7 +680,7 @@ async fn malformed_and_oversized_requests_get_errors_and_the_server_keeps_servin
         })
         .await
         .unwrap_err();
-    assert_eq!(bad.code(), Code::NotFound);
+    assert_eq!(bad.code(), Code::InvalidArgument);
     // 256 connections open at once: each is made, then all are asked at the same time, and
     // none is closed before every one has its answer.
     const CONNECTIONS: usize = 256;

@@ -10,6 +10,7 @@ mod verified;
 
 pub use verified::{
     read_trusted_states, TamperError, TamperReason, TrustedState, VerifiedClient, VerifiedEntry,
+    VerifiedRead,
 };
 
 use crate::wire::{

@@ -11,6 +11,7 @@
 //! DATA_LOSS answer.
 
 use super::{Client, ClientError, Result};
+use crate::integrity::map::{Latest, MapProof};
 use crate::integrity::{
     self, entry_digest, value_hash, Digest, EntryMeta, EntryProof, TxId, TxProof, VerifyError,
 };
@@ -96,6 +97,21 @@ pub enum TamperReason {
     /// longer proves itself, so the answer cannot be verified.
     #[error("the server reports stored data failing its integrity checks: {0}")]
     ServerCorruption(String),
+    /// The key map proves another latest version than the entry the answer shows (an older
+    /// version replayed, a delete hidden, a version that is not the key's).
+    #[error("the entry returned is not the key's latest version as the key map proves it")]
+    NotLatest,
+    /// The answer says the key has no version, but does not prove it (a hidden key).
+    #[error("the server says the key has no version but does not prove it")]
+    UnprovenAbsence,
+    /// The answer is as of another tx than asked.
+    #[error("the answer is as of tx {answered}, not tx {asked}")]
+    WrongTx {
+        /// The tx asked about.
+        asked: TxId,
+        /// The tx the answer is as of.
+        answered: TxId,
+    },
 }
 
 /// A value read and verified.
@@ -109,6 +125,40 @@ pub struct VerifiedEntry {
     pub tx: TxId,
     /// The state it was verified in (now trusted).
     pub state_tx: TxId,
+}
+
+/// What a verified read proved about a key as of one tx: its latest version then, or that it
+/// had none. Every variant is proven against the state now trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifiedRead {
+    /// The key's latest version is this value.
+    Value(VerifiedEntry),
+    /// The key's latest version is a delete.
+    Deleted {
+        /// The tx that deleted it.
+        tx: TxId,
+        /// The tx the read is as of.
+        at_tx: TxId,
+        /// The state it was verified in (now trusted).
+        state_tx: TxId,
+    },
+    /// The key had never been written.
+    Absent {
+        /// The tx the read is as of (0: the empty database).
+        at_tx: TxId,
+        /// The state it was verified in (now trusted).
+        state_tx: TxId,
+    },
+}
+
+impl VerifiedRead {
+    /// The value, if the key has one.
+    pub fn value(self) -> Option<VerifiedEntry> {
+        match self {
+            VerifiedRead::Value(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// The trusted-state file's content: `{"databases": {"<server address>/<database>": state}}`.
@@ -288,6 +338,17 @@ impl VerifiedClient {
     /// Checks `vt` (tx `vt.tx` in state `vt.state`, which extends the trusted state), then
     /// trusts `vt.state`. Returns the tx header.
     async fn accept(&self, db: &str, vt: &wire::VerifiableTx) -> Result<integrity::TxHeader> {
+        self.accept_with(db, vt, |_, _| Ok(())).await
+    }
+
+    /// [`VerifiedClient::accept`], with `more` checked against the verified state (its header
+    /// and Alh) before the state is trusted.
+    async fn accept_with(
+        &self,
+        db: &str,
+        vt: &wire::VerifiableTx,
+        more: impl FnOnce(&Evidence<'_>, &TxProof) -> Result<()>,
+    ) -> Result<integrity::TxHeader> {
         let mut states = self.states.lock().await;
         let slot = self.slot(db);
         let mut ev = self.evidence(db, states.databases.get(&slot).cloned());
@@ -313,6 +374,19 @@ impl VerifiedClient {
                     .map_err(|e| ev.of(e.into()))?;
             }
         }
+        more(&ev, &proof)?;
+        self.trust(&mut states, slot, state, &alh)?;
+        Ok(proof.tx)
+    }
+
+    /// Trusts `state` (verified, with Alh `alh`) for `slot` and saves the state file.
+    fn trust(
+        &self,
+        states: &mut StateFile,
+        slot: String,
+        state: &wire::State,
+        alh: &Digest,
+    ) -> Result<()> {
         states.databases.insert(
             slot,
             TrustedState {
@@ -327,16 +401,20 @@ impl VerifiedClient {
             crate::fs::create_dir_all(dir).map_err(|e| state_file_error(&self.path, e))?;
         }
         crate::fs::replace(&self.path, &bytes, crate::fs::PRIVATE_MODE)
-            .map_err(|e| state_file_error(&self.path, e))?;
-        Ok(proof.tx)
+            .map_err(|e| state_file_error(&self.path, e))
     }
 
-    /// Reads `key` (as of tx `at_tx`, 0 for the latest) and verifies it.
-    pub async fn get(&self, db: &str, key: &[u8], at_tx: TxId) -> Result<VerifiedEntry> {
+    /// Reads `key`'s latest version as of tx `at_tx` (0: as of the state the server answers
+    /// with) and verifies it, absence included: the entry is in its tx, the tx and tx
+    /// `at_tx` are in the state, the state extends the trusted one, and the key map in tx
+    /// `at_tx`'s header proves the entry is the key's latest version then, or that the key
+    /// had none. An answer that shows another version, or none without proof, is tamper
+    /// evidence.
+    pub async fn get(&self, db: &str, key: &[u8], at_tx: TxId) -> Result<VerifiedRead> {
         let trusted = self.trusted(db).await;
         let trusted_tx_id = trusted.as_ref().map_or(0, |t| t.tx_id);
         let ev = self.evidence(db, trusted);
-        let ve = self
+        let ve = match self
             .client
             .data()
             .verifiable_get(wire::VerifiableGetRequest {
@@ -346,30 +424,132 @@ impl VerifiedClient {
                 trusted_tx_id,
             })
             .await
-            .map_err(|e| ev.status(e))?
-            .into_inner();
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) if super::is_key_not_found(&s) => {
+                return Err(ev.of(TamperReason::UnprovenAbsence));
+            }
+            Err(s) => return Err(ev.status(s)),
+        };
         let vt = ev.need(wire::required("tx", &ve.tx))?;
-        let entry = ev.need(wire::required("entry", &ve.entry))?.clone();
-        let header = ev.need(
-            wire::required("tx.tx", &vt.tx).and_then(|t| header(&t.header, "tx.tx.header")),
-        )?;
-        if entry.key != key || entry.tx != header.id || entry.deleted {
+        let proof: MapProof =
+            ev.need(wire::required("latest", &ve.latest).and_then(TryInto::try_into))?;
+        let state = ev.need(wire::required("tx.state", &vt.state))?;
+        if state.tx_id == 0 {
+            return self.empty_read(db, state, &proof, key).await;
+        }
+        let at = ev.need(header(&ve.at, "at"))?;
+        let at_inclusion = ev.need(wire::digests("at_inclusion", &ve.at_inclusion))?;
+        let asked = if at_tx == 0 {
+            state.tx_id
+        } else {
+            at_tx.min(state.tx_id)
+        };
+        if at.id != asked {
+            return Err(ev.of(TamperReason::WrongTx {
+                asked,
+                answered: at.id,
+            }));
+        }
+        let latest = proof
+            .verify(&at.map_root, key)
+            .map_err(|e| ev.of(e.into()))?;
+        let entry = ve.entry.clone();
+        let (entry_index, entry_path) = (ve.entry_index, ve.entry_path.clone());
+        let read = match (&latest, &entry) {
+            (Latest::Absent, None) => None,
+            (Latest::Version(leaf), Some(e)) => {
+                let meta = EntryMeta { deleted: e.deleted };
+                let d = entry_digest(&e.key, meta, &value_hash(&e.value));
+                if e.key != key
+                    || e.tx != leaf.tx_id
+                    || e.deleted != leaf.deleted
+                    || d != leaf.entry_digest
+                    || leaf.tx_id > at.id
+                {
+                    return Err(ev.of(TamperReason::NotLatest));
+                }
+                Some((e.clone(), d))
+            }
+            (Latest::Version(_), None) => return Err(ev.of(TamperReason::UnprovenAbsence)),
+            (Latest::Absent, Some(_)) => return Err(ev.of(TamperReason::NotLatest)),
+        };
+        let h = self
+            .accept_with(db, vt, |ev, p| {
+                // Tx `at` is in the same state as the tx proven.
+                TxProof {
+                    tx: at,
+                    state: p.state,
+                    path: at_inclusion,
+                }
+                .verify(p.state.id, &p.state.alh())
+                .map_err(|e| ev.of(e.into()))?;
+                match &read {
+                    Some((e, d)) => {
+                        if p.tx.id != e.tx {
+                            return Err(ev.of(TamperReason::WrongAnswer));
+                        }
+                        EntryProof {
+                            index: entry_index,
+                            entry_count: p.tx.entry_count,
+                            path: ev.need(wire::digests("entry_path", &entry_path))?,
+                        }
+                        .verify(d, &p.tx)
+                        .map_err(|e| ev.of(e.into()))
+                    }
+                    None => Ok(()),
+                }
+            })
+            .await?;
+        let state_tx = state.tx_id;
+        Ok(match read {
+            None => VerifiedRead::Absent {
+                at_tx: at.id,
+                state_tx,
+            },
+            Some((e, _)) if e.deleted => VerifiedRead::Deleted {
+                tx: h.id,
+                at_tx: at.id,
+                state_tx,
+            },
+            Some((e, _)) => VerifiedRead::Value(VerifiedEntry {
+                key: e.key,
+                value: e.value,
+                tx: h.id,
+                state_tx,
+            }),
+        })
+    }
+
+    /// A read answered with the empty state (tx 0): trusted only when nothing newer is, and
+    /// the empty map proves every key absent.
+    async fn empty_read(
+        &self,
+        db: &str,
+        state: &wire::State,
+        proof: &MapProof,
+        key: &[u8],
+    ) -> Result<VerifiedRead> {
+        let mut states = self.states.lock().await;
+        let slot = self.slot(db);
+        let mut ev = self.evidence(db, states.databases.get(&slot).cloned());
+        let (alh, _) = self.check_state(&mut ev, state)?;
+        if alh != integrity::ALH_GENESIS {
             return Err(ev.of(TamperReason::WrongAnswer));
         }
-        let proof = EntryProof {
-            index: ve.entry_index,
-            entry_count: header.entry_count,
-            path: ev.need(wire::digests("entry_path", &ve.entry_path))?,
-        };
-        let d = entry_digest(&entry.key, EntryMeta::default(), &value_hash(&entry.value));
-        proof.verify(&d, &header).map_err(|e| ev.of(e.into()))?;
-        let h = self.accept(db, vt).await?;
-        let state_tx = vt.state.as_ref().map_or(h.id, |s| s.tx_id);
-        Ok(VerifiedEntry {
-            key: entry.key,
-            value: entry.value,
-            tx: h.id,
-            state_tx,
+        if proof
+            .verify(&integrity::map::MAP_EMPTY, key)
+            .map_err(|e| ev.of(e.into()))?
+            != Latest::Absent
+        {
+            return Err(ev.of(TamperReason::NotLatest));
+        }
+        if ev.trusted.is_none() {
+            self.trust(&mut states, slot, state, &alh)?;
+        }
+        Ok(VerifiedRead::Absent {
+            at_tx: 0,
+            state_tx: 0,
         })
     }
 

@@ -93,3 +93,51 @@ impl TryFrom<&pb::StateProof> for integrity::StateProof {
         })
     }
 }
+
+impl From<&integrity::map::MapLeaf> for pb::MapLeaf {
+    fn from(l: &integrity::map::MapLeaf) -> pb::MapLeaf {
+        pb::MapLeaf {
+            key_hash: l.key_hash.0.to_vec(),
+            tx_id: l.tx_id,
+            deleted: l.deleted,
+            entry_digest: l.entry_digest.0.to_vec(),
+        }
+    }
+}
+
+impl TryFrom<&pb::MapLeaf> for integrity::map::MapLeaf {
+    type Error = WireError;
+    fn try_from(l: &pb::MapLeaf) -> Result<Self, WireError> {
+        Ok(integrity::map::MapLeaf {
+            key_hash: digest("latest.leaf.key_hash", &l.key_hash)?,
+            tx_id: l.tx_id,
+            deleted: l.deleted,
+            entry_digest: digest("latest.leaf.entry_digest", &l.entry_digest)?,
+        })
+    }
+}
+
+impl From<&integrity::map::MapProof> for pb::MapProof {
+    fn from(p: &integrity::map::MapProof) -> pb::MapProof {
+        pb::MapProof {
+            siblings: p.siblings.iter().map(|d| d.0.to_vec()).collect(),
+            leaf: p.leaf.as_ref().map(Into::into),
+        }
+    }
+}
+
+impl TryFrom<&pb::MapProof> for integrity::map::MapProof {
+    type Error = WireError;
+    fn try_from(p: &pb::MapProof) -> Result<Self, WireError> {
+        if p.siblings.len() > integrity::map::MAP_DEPTH_MAX {
+            return Err(WireError {
+                field: "latest.siblings",
+                reason: "more than 256",
+            });
+        }
+        Ok(integrity::map::MapProof {
+            siblings: digests("latest.siblings", &p.siblings)?,
+            leaf: p.leaf.as_ref().map(TryInto::try_into).transpose()?,
+        })
+    }
+}

@@ -19,6 +19,8 @@ pub struct Hooks {
     /// VerifiableSet's and VerifiableTxById's answers.
     pub verifiable_tx: Hook<wire::VerifiableTx>,
     pub verifiable_entry: Hook<wire::VerifiableEntry>,
+    /// VerifiableGet answered with this status instead, when it gives one.
+    pub verifiable_entry_status: Hook<Option<Status>>,
     pub consistency_proof: Hook<wire::StateProof>,
     /// Get's answer; `Err` to answer with a status instead.
     pub get: Hook<Result<wire::Entry, Status>>,
@@ -134,6 +136,11 @@ impl data_server::Data for Proxy {
             .verifiable_get(upstream(req))
             .await?
             .into_inner();
+        let mut status = None;
+        apply(&self.hooks.verifiable_entry_status, &mut status);
+        if let Some(s) = status {
+            return Err(s);
+        }
         apply(&self.hooks.verifiable_entry, &mut answer);
         Ok(Response::new(answer))
     }

@@ -3,6 +3,7 @@
 use crate::out::{entry_json, header_json, put_bytes, text, Out};
 use crate::session::Session;
 use crate::Failure;
+use chainlog::client::VerifiedRead;
 use chainlog::wire;
 use serde_json::json;
 
@@ -152,17 +153,51 @@ pub async fn vset(session: &Session, out: &Out, key: &str, value: &str) -> Resul
     Ok(())
 }
 
+/// A verified read: the value, or the proof that the key has none (printed, exit 1).
 pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result<(), Failure> {
-    let e = session
+    let read = session
         .verified()
         .await?
         .get(&session.db, key.as_bytes(), at_tx)
         .await?;
+    let e = match read {
+        VerifiedRead::Value(e) => e,
+        VerifiedRead::Deleted {
+            tx,
+            at_tx,
+            state_tx,
+        } => {
+            let mut o = serde_json::Map::new();
+            put_bytes(&mut o, "key", key.as_bytes());
+            o.insert("found".into(), json!(false));
+            o.insert("deleted_tx_id".into(), json!(tx));
+            o.insert("at_tx_id".into(), json!(at_tx));
+            o.insert("state_tx_id".into(), json!(state_tx));
+            o.insert("verified".into(), json!(true));
+            out.print(serde_json::Value::Object(o), || {
+                format!("not found (proven): deleted by tx {tx}, as of tx {at_tx}, verified in state {state_tx}")
+            });
+            return Err(Failure::NotFound);
+        }
+        VerifiedRead::Absent { at_tx, state_tx } => {
+            let mut o = serde_json::Map::new();
+            put_bytes(&mut o, "key", key.as_bytes());
+            o.insert("found".into(), json!(false));
+            o.insert("at_tx_id".into(), json!(at_tx));
+            o.insert("state_tx_id".into(), json!(state_tx));
+            o.insert("verified".into(), json!(true));
+            out.print(serde_json::Value::Object(o), || {
+                format!("not found (proven): never written as of tx {at_tx}, verified in state {state_tx}")
+            });
+            return Err(Failure::NotFound);
+        }
+    };
     let mut o = serde_json::Map::new();
     put_bytes(&mut o, "key", &e.key);
     put_bytes(&mut o, "value", &e.value);
     o.insert("tx_id".into(), json!(e.tx));
     o.insert("state_tx_id".into(), json!(e.state_tx));
+    o.insert("found".into(), json!(true));
     o.insert("verified".into(), json!(true));
     out.print(serde_json::Value::Object(o), || {
         format!(

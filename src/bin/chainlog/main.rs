@@ -112,9 +112,11 @@ enum Command {
     Tx { id: u64 },
     /// Set, verified: the tx must hold exactly this entry, in a state extending the trusted one
     Vset { key: String, value: String },
-    /// Get, verified against the trusted state
+    /// Get, verified: KEY's latest value as the key map proves it, or proof that it has none
+    /// ("not found (proven)", exit 1); any answer that does not prove itself exits 3
     Vget {
         key: String,
+        /// The latest value as of this tx (0: as of the state the server answers with)
         #[arg(long, default_value_t = 0)]
         at_tx: u64,
     },
@@ -140,9 +142,11 @@ enum Command {
     },
 }
 
-/// How a command failed: an error (exit 1) or a failed verification (exit 3).
+/// How a command failed: an error (exit 1), a key proven to have no value (exit 1, the
+/// answer already printed) or a failed verification (exit 3).
 pub enum Failure {
     Error(String),
+    NotFound,
     Verification(String),
 }
 
@@ -216,6 +220,7 @@ fn main() -> ExitCode {
             eprintln!("chainlog: {e}");
             ExitCode::FAILURE
         }
+        Err(Failure::NotFound) => ExitCode::FAILURE,
         Err(Failure::Verification(e)) => {
             eprintln!("chainlog: VERIFICATION FAILED: {e}");
             ExitCode::from(EXIT_VERIFICATION_FAILED)

@@ -215,32 +215,8 @@ impl data_server::Data for Service {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
         let r = req.into_inner();
         let this = self.clone();
-        let v = blocking(move || {
-            let now = db.ledger.state();
-            let at = if r.at_tx == 0 {
-                now.tx_id
-            } else {
-                r.at_tx.min(now.tx_id)
-            };
-            let kv = db
-                .ledger
-                .get_at(&r.key, at)?
-                .ok_or(LedgerError::KeyNotFound)?;
-            let (entry, proof) = db.ledger.entry_proof(kv.tx, &r.key)?;
-            let tx = this.verifiable_tx(&db, kv.tx, r.trusted_tx_id, false)?;
-            Ok(wire::VerifiableEntry {
-                entry: Some(wire::Entry {
-                    key: entry.key,
-                    value: entry.value,
-                    tx: kv.tx,
-                    deleted: entry.meta.deleted,
-                }),
-                entry_index: proof.index,
-                entry_path: proof.path.iter().map(|d| d.0.to_vec()).collect(),
-                tx: Some(tx),
-            })
-        })
-        .await?;
+        let v =
+            blocking(move || this.verifiable_entry(&db, &r.key, r.at_tx, r.trusted_tx_id)).await?;
         Ok(Response::new(v))
     }
 

@@ -11,6 +11,7 @@ mod users;
 use super::auth::Permission;
 use super::catalog::Database;
 use super::{status, ServerState};
+use crate::integrity::map::Latest;
 use crate::integrity::{signing, Digest, TxId};
 use crate::ledger::LedgerError;
 use crate::wire;
@@ -116,6 +117,81 @@ impl Service {
             state: None,
             unavailable: u.error.clone(),
         }
+    }
+
+    /// The verified read of `key` as of tx `at_tx` (0: the current state): its latest
+    /// version then (a delete included) or none, as the key map proves, with everything that
+    /// ties it to the current state. The version comes from the map alone, not the index.
+    fn verifiable_entry(
+        &self,
+        db: &Database,
+        key: &[u8],
+        at_tx: TxId,
+        trusted: TxId,
+    ) -> Result<wire::VerifiableEntry, LedgerError> {
+        let ledger = &db.ledger;
+        if key.is_empty() {
+            return Err(LedgerError::EmptyKey { index: 0 });
+        }
+        if key.len() > crate::ledger::KEY_BYTES_MAX {
+            return Err(LedgerError::KeyTooLong {
+                index: 0,
+                len: key.len(),
+                max: crate::ledger::KEY_BYTES_MAX,
+            });
+        }
+        let now = ledger.state();
+        if now.tx_id == 0 {
+            // The empty database: the empty map proves every key absent.
+            return Ok(wire::VerifiableEntry {
+                tx: Some(wire::VerifiableTx {
+                    state: Some(self.state_wire(db, 0, &now.alh)),
+                    ..wire::VerifiableTx::default()
+                }),
+                latest: Some(wire::MapProof::default()),
+                ..wire::VerifiableEntry::default()
+            });
+        }
+        let at = if at_tx == 0 {
+            now.tx_id
+        } else {
+            at_tx.min(now.tx_id)
+        };
+        let (latest, proof) = ledger.latest_proof(key, at)?;
+        let mut out = wire::VerifiableEntry {
+            latest: Some((&proof).into()),
+            ..wire::VerifiableEntry::default()
+        };
+        let proven_tx = match latest {
+            Latest::Version(leaf) => {
+                let (entry, p) = ledger.entry_proof(leaf.tx_id, key)?;
+                if entry.digest() != leaf.entry_digest || entry.meta.deleted != leaf.deleted {
+                    // The chain's map root commits to a version the log does not hold.
+                    return Err(LedgerError::Damaged {
+                        path: ledger.dir().join("map"),
+                        offset: 0,
+                        reason: crate::ledger::Damage::MapNode,
+                    });
+                }
+                out.entry = Some(wire::Entry {
+                    key: entry.key,
+                    value: entry.value,
+                    tx: leaf.tx_id,
+                    deleted: entry.meta.deleted,
+                });
+                out.entry_index = p.index;
+                out.entry_path = p.path.iter().map(|d| d.0.to_vec()).collect();
+                leaf.tx_id
+            }
+            Latest::Absent => at,
+        };
+        let vt = self.verifiable_tx(db, proven_tx, trusted, false)?;
+        let state_tx = vt.state.as_ref().map_or(now.tx_id, |s| s.tx_id);
+        let at_proof = ledger.tx_proof(at, state_tx)?;
+        out.at = Some((&at_proof.tx).into());
+        out.at_inclusion = at_proof.path.iter().map(|d| d.0.to_vec()).collect();
+        out.tx = Some(vt);
+        Ok(out)
     }
 
     /// Everything to verify tx `id` against the client's trusted state, proven in the current
