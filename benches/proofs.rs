@@ -1,5 +1,7 @@
-//! Proofs at 1,000,000 txs: build (read nodes from disk, hash) and verify an inclusion proof
-//! of a random tx and a consistency proof between two random states.
+//! Proofs at 1,000,000 txs (and 1,000,000 distinct keys): build (read nodes from disk, hash)
+//! and verify an inclusion proof of a random tx, a consistency proof between two random
+//! states, and the key map's proofs that a random key's value is the latest and that a key
+//! is absent (their sizes are printed once).
 //!
 //! `cargo bench --bench proofs` (the first run builds the database, once)
 #![allow(clippy::unwrap_used)]
@@ -47,6 +49,40 @@ fn proofs(c: &mut Criterion) {
     let cons = db.consistency_path(old, size).unwrap();
     g.bench_function("consistency_verify", |b| {
         b.iter(|| verify_consistency(old, size, &old_root, &root, black_box(&cons)).unwrap())
+    });
+    let map_root = db.last_header().unwrap().map_root;
+    let (mut hashes, mut n) = (0usize, 0usize);
+    for i in 0..1000u64 {
+        let (_, p) = db.latest_proof(&common::key(i * 997), TXS).unwrap();
+        hashes += p.siblings.len();
+        n += 1;
+    }
+    eprintln!(
+        "key map proof at 1m keys: {:.1} sibling hashes on average, {:.0} bytes with the leaf",
+        hashes as f64 / n as f64,
+        (hashes as f64 / n as f64) * 32.0 + 73.0
+    );
+    g.bench_function("latest_build", |b| {
+        b.iter(|| {
+            db.latest_proof(black_box(&common::key(rand() % TXS)), TXS)
+                .unwrap()
+        })
+    });
+    g.bench_function("absent_build", |b| {
+        b.iter(|| {
+            db.latest_proof(black_box(&(rand() | 1 << 63).to_be_bytes()), TXS)
+                .unwrap()
+        })
+    });
+    let key = common::key(424_242);
+    let (_, latest) = db.latest_proof(&key, TXS).unwrap();
+    g.bench_function("latest_verify", |b| {
+        b.iter(|| latest.verify(&map_root, black_box(&key)).unwrap())
+    });
+    let absent_key = [0xffu8; 16];
+    let (_, absent) = db.latest_proof(&absent_key, TXS).unwrap();
+    g.bench_function("absent_verify", |b| {
+        b.iter(|| absent.verify(&map_root, black_box(&absent_key)).unwrap())
     });
     g.bench_function("state_proof_build_and_verify", |b| {
         let new = db.state();

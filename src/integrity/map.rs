@@ -160,20 +160,16 @@ fn apply<S: MapNodesMut>(
         return Ok(at);
     }
     let Some(r) = at.node else {
-        return build(store, depth, leaves);
+        return build(store, depth, leaves, None);
     };
     match store.node(r)? {
         Node::Leaf(old) => {
-            store.retire(r);
             if leaves.iter().any(|l| l.key_hash == old.key_hash) {
-                return build(store, depth, leaves);
+                store.retire(r);
+                return build(store, depth, leaves, None);
             }
-            let mut all = Vec::with_capacity(leaves.len() + 1);
-            let i = leaves.partition_point(|l| l.key_hash < old.key_hash);
-            all.extend_from_slice(&leaves[..i]);
-            all.push(old);
-            all.extend_from_slice(&leaves[i..]);
-            build(store, depth, &all)
+            // The leaf moves down beside the new ones, as the node it is.
+            build(store, depth, leaves, Some((old.key_hash, at)))
         }
         Node::Internal { left, right } => {
             store.retire(r);
@@ -185,31 +181,35 @@ fn apply<S: MapNodesMut>(
     }
 }
 
-/// The subtree at `depth` holding exactly `leaves` (sorted, at least one).
+/// The subtree at `depth` holding exactly `leaves` (sorted) and, if given, an existing leaf
+/// (its key hash and its node) whose key is not among them; at least one of the two.
 fn build<S: MapNodesMut>(
     store: &mut S,
     depth: usize,
     leaves: &[MapLeaf],
+    existing: Option<(Digest, Child<S::Ref>)>,
 ) -> Result<Child<S::Ref>, S::Error> {
-    if let [leaf] = leaves {
-        let hash = leaf.hash();
-        let node = store.push(Node::Leaf(*leaf))?;
-        return Ok(Child {
-            hash,
-            node: Some(node),
-        });
+    match (leaves, existing) {
+        ([], Some((_, old))) => return Ok(old),
+        ([], None) => return Ok(Child::empty()),
+        ([leaf], None) => {
+            let hash = leaf.hash();
+            let node = store.push(Node::Leaf(*leaf))?;
+            return Ok(Child {
+                hash,
+                node: Some(node),
+            });
+        }
+        _ => {}
     }
     // Distinct key hashes part before bit 256, so this recursion ends.
     let split = leaves.partition_point(|l| !bit(&l.key_hash, depth));
-    let side = |store: &mut S, part: &[MapLeaf]| {
-        if part.is_empty() {
-            Ok(Child::empty())
-        } else {
-            build(store, depth + 1, part)
-        }
+    let (le, re) = match existing {
+        Some((kh, old)) if bit(&kh, depth) => (None, Some((kh, old))),
+        e => (e, None),
     };
-    let l = side(store, &leaves[..split])?;
-    let r = side(store, &leaves[split..])?;
+    let l = build(store, depth + 1, &leaves[..split], le)?;
+    let r = build(store, depth + 1, &leaves[split..], re)?;
     internal(store, l, r)
 }
 

@@ -123,30 +123,119 @@ impl MapNodes for Published<'_> {
     }
 }
 
-/// The nodes the writer sees: the published ones and its own pending ones.
+/// How the writer reaches a node of the current tree: in its memory (every node it made or
+/// moved since the database was opened), or only on disk (read when first needed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handle {
+    Mem(u32),
+    Disk(NodeRef),
+}
+
+/// A node of the current tree in the writer's memory, and where its record is.
+#[derive(Clone, Copy)]
+struct Held {
+    node: Node<Handle>,
+    disk: NodeRef,
+}
+
+/// The writer's copy of the current tree. Path copying replaces every node on a changed path,
+/// so each node the writer visits is read from disk at most once: its replacement is made
+/// here. Nodes of older trees are dropped from memory (they stay on disk, for proofs).
+#[derive(Default)]
+struct HeldTree {
+    nodes: Vec<Held>,
+    /// Slots of nodes dropped by txs already accepted.
+    free: Vec<u32>,
+    /// Slots filled and slots dropped by the tx being applied: freed, or given back, once it
+    /// is accepted or rolled back.
+    filled: Vec<u32>,
+    dropped: Vec<u32>,
+}
+
+/// The nodes the writer sees while applying a tx.
 struct Writing<'a> {
     read: ChunkRead<'a, NODE_BYTES>,
     writer: &'a mut ChunkWriter<NODE_BYTES>,
+    held: &'a mut HeldTree,
     dir: &'a Path,
 }
 
+fn disk_of(held: &HeldTree, h: Option<Handle>) -> Option<NodeRef> {
+    h.map(|h| match h {
+        Handle::Mem(i) => held.nodes[i as usize].disk,
+        Handle::Disk(r) => r,
+    })
+}
+
 impl MapNodes for Writing<'_> {
-    type Ref = NodeRef;
+    type Ref = Handle;
     type Error = LedgerError;
-    fn node(&self, at: NodeRef) -> Result<Node<NodeRef>> {
-        match self.writer.pending(at) {
-            // Written by `push` just now from a node: it decodes.
+    fn node(&self, at: Handle) -> Result<Node<Handle>> {
+        let r = match at {
+            Handle::Mem(i) => return Ok(self.held.nodes[i as usize].node),
+            Handle::Disk(r) => r,
+        };
+        let n = match self.writer.pending(r) {
+            // Written by `push` from a node: it decodes.
             Some(b) => decode_node(&b).ok_or_else(|| {
-                StorageError::corrupt(self.dir, 0, Corruption::Decode("pending map node")).into()
-            }),
-            None => node_at(&self.read, self.dir, at),
-        }
+                LedgerError::from(StorageError::corrupt(
+                    self.dir,
+                    0,
+                    Corruption::Decode("pending map node"),
+                ))
+            })?,
+            None => node_at(&self.read, self.dir, r)?,
+        };
+        let on_disk = |c: Child<NodeRef>| Child {
+            hash: c.hash,
+            node: c.node.map(Handle::Disk),
+        };
+        Ok(match n {
+            Node::Leaf(l) => Node::Leaf(l),
+            Node::Internal { left, right } => Node::Internal {
+                left: on_disk(left),
+                right: on_disk(right),
+            },
+        })
     }
 }
 
 impl MapNodesMut for Writing<'_> {
-    fn push(&mut self, node: Node<NodeRef>) -> Result<NodeRef> {
-        Ok(self.writer.push(&encode_node(&node)))
+    fn push(&mut self, node: Node<Handle>) -> Result<Handle> {
+        let record = match node {
+            Node::Leaf(l) => Node::Leaf(l),
+            Node::Internal { left, right } => Node::Internal {
+                left: Child {
+                    hash: left.hash,
+                    node: disk_of(self.held, left.node),
+                },
+                right: Child {
+                    hash: right.hash,
+                    node: disk_of(self.held, right.node),
+                },
+            },
+        };
+        let disk = self.writer.push(&encode_node(&record));
+        let held = Held { node, disk };
+        let slot = match self.held.free.pop() {
+            Some(i) => {
+                self.held.nodes[i as usize] = held;
+                i
+            }
+            None => {
+                self.held.nodes.push(held);
+                // The current tree of a database has fewer than 2^32 nodes.
+                u32::try_from(self.held.nodes.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.held.filled.push(slot);
+        Ok(Handle::Mem(slot))
+    }
+
+    fn retire(&mut self, at: Handle) {
+        if let Handle::Mem(i) = at {
+            self.held.dropped.push(i);
+        }
     }
 }
 
@@ -251,14 +340,24 @@ pub(crate) struct MapWriter {
     dir: PathBuf,
     nodes: ChunkWriter<NODE_BYTES>,
     roots: RecordWriter<ROOT_BYTES>,
-    root: Child<NodeRef>,
+    held: HeldTree,
+    root: Child<Handle>,
 }
 
 /// Where the writer was before a tx, to go back there if the tx is refused.
 #[derive(Clone, Copy)]
 pub(crate) struct Mark {
     nodes: u64,
-    root: Child<NodeRef>,
+}
+
+/// A tx's new root, to accept or roll back.
+#[derive(Clone, Copy)]
+pub(crate) struct NewRoot(Child<Handle>);
+
+impl NewRoot {
+    pub(crate) fn hash(&self) -> Digest {
+        self.0.hash
+    }
 }
 
 impl MapWriter {
@@ -286,7 +385,11 @@ impl MapWriter {
                 dir: nodes_dir,
                 nodes: writer,
                 roots,
-                root,
+                held: HeldTree::default(),
+                root: Child {
+                    hash: root.hash,
+                    node: root.node.map(Handle::Disk),
+                },
             },
             reader,
         ))
@@ -300,32 +403,42 @@ impl MapWriter {
     pub(crate) fn mark(&self) -> Mark {
         Mark {
             nodes: self.nodes.len(),
-            root: self.root,
         }
     }
 
     /// Forgets what was applied since `mark` (a tx that was then refused).
     pub(crate) fn rollback(&mut self, mark: Mark) {
         self.nodes.rollback(mark.nodes);
-        self.root = mark.root;
+        let held = &mut self.held;
+        held.free.append(&mut held.filled);
+        held.dropped.clear();
     }
 
     /// The map after one more tx's versions (its `leaves`, sorted by key hash): its new
     /// nodes are pending, and the root is the tx's once [`MapWriter::accept`]ed (or dropped
     /// with [`MapWriter::rollback`] to the mark taken before).
-    pub(crate) fn update(&mut self, leaves: &[MapLeaf]) -> Result<Child<NodeRef>> {
+    pub(crate) fn update(&mut self, leaves: &[MapLeaf]) -> Result<NewRoot> {
         let store = self.nodes.store().clone();
         let mut nodes = Writing {
             read: store.read(),
             writer: &mut self.nodes,
+            held: &mut self.held,
             dir: &self.dir,
         };
-        map::update(&mut nodes, self.root, leaves)
+        map::update(&mut nodes, self.root, leaves).map(NewRoot)
     }
 
     /// Records `root` (from [`MapWriter::update`]) as the next tx's.
-    pub(crate) fn accept(&mut self, root: Child<NodeRef>) {
-        self.roots.push(&encode_root(&root));
+    pub(crate) fn accept(&mut self, root: NewRoot) {
+        let root = root.0;
+        let held = &mut self.held;
+        held.free.append(&mut held.dropped);
+        held.filled.clear();
+        let record = Child {
+            hash: root.hash,
+            node: disk_of(held, root.node),
+        };
+        self.roots.push(&encode_root(&record));
         self.root = root;
     }
 

@@ -105,7 +105,7 @@ impl Replay<'_> {
         };
         let leaves = check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
         let map_root = self.map.update(&leaves)?;
-        check_map_root(&rec.header, &map_root.hash).map_err(|b| bad(TxFault::Chain(b)))?;
+        check_map_root(&rec.header, &map_root.hash()).map_err(|b| bad(TxFault::Chain(b)))?;
         self.map.accept(map_root);
         if self.replayed % MAP_PUBLISH_TXS == MAP_PUBLISH_TXS - 1 {
             self.map.publish(self.lock)?;

@@ -356,12 +356,12 @@ impl Writer {
                         entries_root: tx.entries_root,
                         history_size: id - 1,
                         history_root: self.frontier.root(),
-                        map_root: map_root.hash,
+                        map_root: map_root.hash(),
                     };
                     (h, h.alh())
                 }
                 Some((h, alh)) => {
-                    if let Err(reason) = chain::check_map_root(h, &map_root.hash) {
+                    if let Err(reason) = chain::check_map_root(h, &map_root.hash()) {
                         self.map.rollback(mark);
                         results.push(Err(LedgerError::NotNext { tx: h.id, reason }));
                         continue;
