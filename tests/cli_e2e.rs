@@ -58,8 +58,10 @@ fn walkthrough_and_exit_statuses() {
     let (code, out, _) = run(&["--json", "database", "list"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v.as_array().map(Vec::len), Some(2));
+    // app, defaultdb, and the system database.
+    assert_eq!(v.as_array().map(Vec::len), Some(3));
     assert_eq!(v[0]["settings"]["durability"].as_str(), Some("buffered"));
+    assert_eq!(v[2]["name"].as_str(), Some("systemdb"));
     let (code, _, _) = run(&["database", "update", "app", "--buffered", "false"]);
     assert_eq!(code, 0);
     let (code, _, _) = run(&["user", "create", "ann", "--new-password", "ann-password"]);

@@ -48,7 +48,9 @@ fn every_database_is_checked_and_the_damaged_one_named() {
     let (code, out, err) = verify(&data, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("app: ok: 5 txs") && out.contains("defaultdb: ok: 5 txs"),
+        out.contains("app: ok: 5 txs")
+            && out.contains("defaultdb: ok: 5 txs")
+            && out.contains("systemdb: ok"),
         "{out}"
     );
     // Damage in app, which is not the default database.
@@ -66,7 +68,7 @@ fn every_database_is_checked_and_the_damaged_one_named() {
     let (code, out, _) = verify(&data, &["--json"]);
     assert_eq!(code, 3);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v.as_array().map(Vec::len), Some(2));
+    assert_eq!(v.as_array().map(Vec::len), Some(3));
 }
 
 #[test]

@@ -260,7 +260,7 @@ async fn replica_converges_resumes_after_kill_9_and_refuses_writes() {
         "{out}"
     );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(rdir.join("catalog.json"))
+    let mode = std::fs::metadata(rdir.join("secrets.json"))
         .unwrap()
         .permissions()
         .mode();

@@ -343,9 +343,14 @@ async fn errors_map_to_codes_and_no_password_is_stored_or_logged() {
     );
     // The first-start log names the password's source, never the password.
     assert!(!server.log().contains(ADMIN_PASSWORD));
-    assert!(!std::fs::read_to_string(dir.path().join("users.json"))
-        .unwrap()
-        .contains("password\": \"reader"));
+    // Users are in the system database, as Argon2id hashes only.
+    let mut system = Vec::new();
+    for seg in std::fs::read_dir(dir.path().join("db/systemdb/segments")).unwrap() {
+        system.extend(std::fs::read(seg.unwrap().path()).unwrap());
+    }
+    let system = String::from_utf8_lossy(&system);
+    assert!(system.contains("$argon2id$"), "the hashes are in systemdb");
+    assert!(!system.contains(ADMIN_PASSWORD) && !system.contains("reader-password"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -159,7 +159,7 @@ async fn config_file_environment_metrics_and_health() {
         "{body}"
     );
     assert!(
-        data.join("users.json").exists(),
+        data.join("db/systemdb/segments").is_dir(),
         "CHAINLOG_DATA_DIR was used"
     );
 

@@ -14,8 +14,12 @@ use std::time::Duration;
 /// A flag beats a variable, which beats the file, which beats the default.
 ///
 /// At first start the data directory is created with the database `defaultdb` and the
-/// superuser `admin`, whose password is CHAINLOG_ADMIN_PASSWORD if set, else random and
-/// written to `<data-dir>/admin-password` (mode 0600).
+/// superuser `admin` (or --admin-user), whose password is CHAINLOG_ADMIN_PASSWORD if set,
+/// else random and written to `<data-dir>/admin-password` (mode 0600).
+///
+/// With --replication-is-replica (immudb's --replication-enabled) the whole server replicates
+/// another: its users and every database of the primary (or those --replication-databases
+/// names) follow the primary's, each verified; writes here are refused, naming the primary.
 #[derive(Debug, Default, Parser, Deserialize)]
 #[command(name = "chainlogd", version)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +71,79 @@ struct Settings {
     /// start chainlogd on port 0 [default: none]
     #[arg(long, env = "CHAINLOG_READY_FILE", value_name = "FILE")]
     ready_file: Option<PathBuf>,
+    /// Name of the superuser created at the first start [default: admin]
+    #[arg(long, env = "CHAINLOG_ADMIN_USER", value_name = "USER")]
+    admin_user: Option<String>,
+    /// This server replicates another whole: its users and its databases [default: false]
+    #[arg(long, env = "CHAINLOG_REPLICATION_IS_REPLICA", num_args = 0..=1,
+          default_missing_value = "true", value_name = "BOOL", visible_alias = "replication-enabled")]
+    #[serde(alias = "replication_enabled")]
+    replication_is_replica: Option<bool>,
+    /// Host of the primary server [default: 127.0.0.1]
+    #[arg(
+        long,
+        env = "CHAINLOG_REPLICATION_PRIMARY_HOST",
+        value_name = "HOST",
+        visible_alias = "replication-master-address"
+    )]
+    #[serde(alias = "replication_master_address")]
+    replication_primary_host: Option<String>,
+    /// Port of the primary server [default: 3322]
+    #[arg(
+        long,
+        env = "CHAINLOG_REPLICATION_PRIMARY_PORT",
+        value_name = "PORT",
+        visible_alias = "replication-master-port"
+    )]
+    #[serde(alias = "replication_master_port")]
+    replication_primary_port: Option<u16>,
+    /// User to log in to the primary as: a superuser there, or one with the replication
+    /// permission on systemdb and on each database followed
+    #[arg(
+        long,
+        env = "CHAINLOG_REPLICATION_PRIMARY_USERNAME",
+        value_name = "USER",
+        visible_alias = "replication-follower-username"
+    )]
+    #[serde(alias = "replication_follower_username")]
+    replication_primary_username: Option<String>,
+    /// Its password (prefer --replication-primary-password-file); never logged
+    #[arg(
+        long,
+        env = "CHAINLOG_REPLICATION_PRIMARY_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        visible_alias = "replication-follower-password"
+    )]
+    #[serde(alias = "replication_follower_password")]
+    replication_primary_password: Option<String>,
+    /// File holding that password (first line)
+    #[arg(
+        long,
+        env = "CHAINLOG_REPLICATION_PRIMARY_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    replication_primary_password_file: Option<PathBuf>,
+    /// PEM CA to verify the primary's TLS certificate (the replicators then use TLS)
+    #[arg(long, env = "CHAINLOG_REPLICATION_PRIMARY_TLS_CA", value_name = "FILE")]
+    replication_primary_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for a primary requiring mutual TLS (with the key)
+    #[arg(
+        long,
+        env = "CHAINLOG_REPLICATION_PRIMARY_TLS_CERT",
+        value_name = "FILE"
+    )]
+    replication_primary_tls_cert: Option<PathBuf>,
+    /// PEM key of that client certificate
+    #[arg(
+        long,
+        env = "CHAINLOG_REPLICATION_PRIMARY_TLS_KEY",
+        value_name = "FILE"
+    )]
+    replication_primary_tls_key: Option<PathBuf>,
+    /// Follow only these of the primary's databases (comma-separated) [default: all]
+    #[arg(long, env = "CHAINLOG_REPLICATION_DATABASES", value_name = "NAMES")]
+    replication_databases: Option<String>,
 }
 
 impl Settings {
@@ -87,7 +164,91 @@ impl Settings {
             idle_timeout_secs: self.idle_timeout_secs.or(file.idle_timeout_secs),
             log: self.log.or(file.log),
             ready_file: self.ready_file.or(file.ready_file),
+            admin_user: self.admin_user.or(file.admin_user),
+            replication_is_replica: self.replication_is_replica.or(file.replication_is_replica),
+            replication_primary_host: self
+                .replication_primary_host
+                .or(file.replication_primary_host),
+            replication_primary_port: self
+                .replication_primary_port
+                .or(file.replication_primary_port),
+            replication_primary_username: self
+                .replication_primary_username
+                .or(file.replication_primary_username),
+            replication_primary_password: self
+                .replication_primary_password
+                .or(file.replication_primary_password),
+            replication_primary_password_file: self
+                .replication_primary_password_file
+                .or(file.replication_primary_password_file),
+            replication_primary_tls_ca: self
+                .replication_primary_tls_ca
+                .or(file.replication_primary_tls_ca),
+            replication_primary_tls_cert: self
+                .replication_primary_tls_cert
+                .or(file.replication_primary_tls_cert),
+            replication_primary_tls_key: self
+                .replication_primary_tls_key
+                .or(file.replication_primary_tls_key),
+            replication_databases: self.replication_databases.or(file.replication_databases),
         }
+    }
+
+    /// The primary this server replicates, if it is a replica server.
+    fn replica(&self) -> Result<Option<server::catalog::ServerReplica>, String> {
+        if self.replication_is_replica != Some(true) {
+            return Ok(None);
+        }
+        let host = self
+            .replication_primary_host
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let port = self.replication_primary_port.unwrap_or(3322);
+        if port == 0 {
+            return Err("--replication-primary-port 0: must be from 1 to 65535".into());
+        }
+        let username = self.replication_primary_username.clone().ok_or(
+            "--replication-is-replica needs --replication-primary-username (immudb's --replication-follower-username)",
+        )?;
+        let password = match (
+            &self.replication_primary_password_file,
+            &self.replication_primary_password,
+        ) {
+            (Some(f), _) => String::from_utf8_lossy(&read(f)?)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => return Err("--replication-is-replica needs --replication-primary-password or --replication-primary-password-file".into()),
+        };
+        let pem = |p: &Option<PathBuf>| -> Result<Option<String>, String> {
+            p.as_ref()
+                .map(|p| read(p).map(|b| String::from_utf8_lossy(&b).into_owned()))
+                .transpose()
+        };
+        let replica = server::catalog::ServerReplica {
+            host,
+            port,
+            username,
+            password: password.into(),
+            tls_ca_pem: pem(&self.replication_primary_tls_ca)?,
+            tls_cert_pem: pem(&self.replication_primary_tls_cert)?,
+            tls_key_pem: pem(&self.replication_primary_tls_key)?.map(Into::into),
+            databases: self.replication_databases.as_ref().map(|l| {
+                l.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            }),
+        };
+        // The same checks as a replica database's settings, naming the flag.
+        replica
+            .settings_for(server::system::SYSTEM_DATABASE)
+            .validate()
+            .map_err(|e| e.to_string())?;
+        Ok(Some(replica))
     }
 }
 
@@ -127,6 +288,10 @@ async fn run(args: Settings) -> Result<(), String> {
         .ok()
         .filter(|p| !p.is_empty())
         .map(Into::into);
+    if let Some(u) = &args.admin_user {
+        config.admin_user = u.clone();
+    }
+    config.replica = args.replica()?;
     if let Some(secs) = args.token_ttl_secs {
         config.token_ttl = Duration::from_secs(bounded("token-ttl-secs", secs, 60..=31_536_000)?);
     }

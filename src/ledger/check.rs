@@ -61,8 +61,25 @@ type IndexedEntry = (Vec<u8>, TxId, bool, u32, u32, u32);
 pub fn check_with_progress(
     dir: &Path,
     trusted: &[(TxId, Digest)],
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<CheckReport> {
+    check_and_collect(dir, trusted, None, progress).map(|(r, _)| r)
+}
+
+/// Live keys and their latest values, as [`check_and_collect`] gathers them.
+pub type Collected = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// [`check_with_progress`], also returning the latest value of every live key that starts
+/// with `prefix` (when given), as the log holds them: for reading a database's records
+/// offline without opening it (`chainlog verify` reads the system database's list of
+/// databases this way).
+pub fn check_and_collect(
+    dir: &Path,
+    trusted: &[(TxId, Digest)],
+    prefix: Option<&[u8]>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(CheckReport, Collected)> {
+    let mut collected: Collected = BTreeMap::new();
     if !dir.join("segments").is_dir() {
         return Err(
             StorageError::io(dir.join("segments"), std::io::ErrorKind::NotFound.into()).into(),
@@ -185,6 +202,15 @@ pub fn check_with_progress(
                 if wanted.contains_key(&tx) {
                     found.insert(tx, rec.alh);
                 }
+                if let Some(p) = prefix {
+                    for e in rec.entries.iter().filter(|e| e.key.starts_with(p)) {
+                        if e.meta.deleted {
+                            collected.remove(e.key);
+                        } else {
+                            collected.insert(e.key.to_vec(), e.value.to_vec());
+                        }
+                    }
+                }
                 last_id = tx;
                 last_alh = rec.alh;
                 last_ts = rec.header.timestamp_us;
@@ -286,7 +312,7 @@ pub fn check_with_progress(
         }
         report.states_checked += 1;
     }
-    Ok(report)
+    Ok((report, collected))
 }
 
 /// The Alh of tx `tx` as its frame stores it (the walk has checked every frame already).

@@ -41,7 +41,7 @@ mod writer;
 
 pub use crate::index::Order;
 pub use crate::storage::{Corruption, StorageError};
-pub use check::{check, check_with_progress, CheckReport};
+pub use check::{check, check_and_collect, check_with_progress, CheckReport};
 pub use error::{ChainBreak, Damage, LedgerError, Result, TxFault};
 pub use options::{Durability, Options, Recovery};
 pub use recovery::RecoveryReport;

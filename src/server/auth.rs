@@ -1,14 +1,15 @@
-//! Users, their passwords (Argon2id hashes in `<data-dir>/users.json`, mode 0600), their
-//! per-database permissions, and login sessions (random 256-bit tokens, held in memory only
-//! as BLAKE3 hashes, compared in constant time, expiring).
+//! Users, their passwords (Argon2id hashes), their per-database permissions, and login
+//! sessions (random 256-bit tokens, held in memory only as BLAKE3 hashes, compared in
+//! constant time, expiring). Users are recorded through a [`UserStore`]: the system database
+//! on a primary server (`server::system`); on a replica server they follow the primary's and
+//! cannot be changed here.
 
-use crate::fs;
 use crate::storage::StorageError;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use subtle::ConstantTimeEq;
@@ -87,6 +88,30 @@ pub enum AuthError {
     File { path: PathBuf, reason: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Users can be changed only on the primary this server replicates.
+    #[error("this server replicates {primary}: users are changed there, and follow here")]
+    ReplicaServer { primary: String },
+    /// The system database could not record the change.
+    #[error("recording the change in the system database failed: {0}")]
+    Store(String),
+}
+
+/// Records changed users durably (`None`: removed) before they take effect; an error leaves
+/// everything as it was.
+pub type UserStore =
+    Box<dyn Fn(&[(String, Option<UserRecord>)]) -> Result<(), AuthError> + Send + Sync>;
+
+fn check_user_name(name: &str) -> Result<(), AuthError> {
+    let valid = !name.is_empty()
+        && name.len() <= USER_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidName)
+    }
 }
 
 /// Fills `buf` from the operating system's random source.
@@ -106,7 +131,7 @@ pub fn random_password() -> String {
         .collect()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UserRecord {
     /// PHC string of an Argon2id hash.
     password: String,
@@ -139,7 +164,7 @@ struct Session {
 
 /// Users and sessions.
 pub struct Auth {
-    path: PathBuf,
+    store: UserStore,
     users: RwLock<BTreeMap<String, UserRecord>>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     token_ttl: Duration,
@@ -152,61 +177,91 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Loads `<dir>/users.json`. On first start (no file), creates the superuser `admin` with
-    /// `admin_password`, and returns `true`.
-    pub fn open(
-        dir: &Path,
-        admin_password: &str,
+    /// Users as recorded (`users`), changes recorded through `store`.
+    pub fn new(
+        users: BTreeMap<String, UserRecord>,
         token_ttl: Duration,
-    ) -> Result<(Auth, bool), AuthError> {
-        let path = dir.join("users.json");
-        let (users, created) = match fs::read(&path)? {
-            Some(b) => (
-                serde_json::from_slice(&b).map_err(|e| AuthError::File {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?,
-                false,
-            ),
-            None => {
-                let mut users = BTreeMap::new();
-                users.insert(
-                    ADMIN_USER.to_string(),
-                    UserRecord {
-                        password: hash_password(admin_password)?,
-                        superuser: true,
-                        grants: BTreeMap::new(),
-                    },
-                );
-                (users, true)
-            }
-        };
-        let auth = Auth {
-            path,
+        store: UserStore,
+    ) -> Result<Auth, AuthError> {
+        Ok(Auth {
+            store,
             users: RwLock::new(users),
             sessions: Mutex::new(HashMap::new()),
             token_ttl,
             decoy: hash_password(&random_password())?,
             changes: tokio::sync::watch::Sender::new(0),
-        };
-        if created {
-            auth.persist(
-                &auth
-                    .users
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            )?;
-        }
-        Ok((auth, created))
+        })
     }
 
-    fn persist(&self, users: &BTreeMap<String, UserRecord>) -> Result<(), AuthError> {
-        let bytes = serde_json::to_vec_pretty(users).map_err(|e| AuthError::File {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        fs::replace(&self.path, &bytes, fs::PRIVATE_MODE)?;
-        Ok(())
+    /// Creates the first superuser, `name`, at a server's first start. Its password is the
+    /// operator's choice, kept whatever its length (a short one is warned about).
+    pub fn create_first(&self, name: &str, password: &str) -> Result<(), AuthError> {
+        check_user_name(name)?;
+        if password.len() < PASSWORD_BYTES_MIN {
+            tracing::warn!(user = %name, "the first superuser's password is shorter than {PASSWORD_BYTES_MIN} bytes; change it (chainlog user password)");
+        }
+        let hash = hash_password(password)?;
+        self.change(|users| {
+            users.insert(
+                name.to_string(),
+                UserRecord {
+                    password: hash,
+                    superuser: true,
+                    grants: BTreeMap::new(),
+                },
+            );
+            Ok(())
+        })
+    }
+
+    /// Replaces every user with `users` as the primary's system database now holds them (a
+    /// replica server following it); open streams check their callers again.
+    pub fn reload(&self, users: BTreeMap<String, UserRecord>) {
+        let mut current = self
+            .users
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current == users {
+            return;
+        }
+        // A changed password ends the user's sessions here, as on the primary.
+        let moved: Vec<String> = current
+            .iter()
+            .filter(|(n, u)| users.get(*n).is_none_or(|v| v.password != u.password))
+            .map(|(n, _)| n.clone())
+            .collect();
+        *current = users;
+        drop(current);
+        if !moved.is_empty() {
+            self.sessions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|_, s| !moved.contains(&s.user));
+        }
+        self.changed();
+    }
+
+    /// Records the users that differ between `current` and `next`.
+    fn persist(
+        &self,
+        current: &BTreeMap<String, UserRecord>,
+        next: &BTreeMap<String, UserRecord>,
+    ) -> Result<(), AuthError> {
+        let mut changed: Vec<(String, Option<UserRecord>)> = next
+            .iter()
+            .filter(|(n, u)| current.get(*n) != Some(*u))
+            .map(|(n, u)| (n.clone(), Some(u.clone())))
+            .collect();
+        changed.extend(
+            current
+                .keys()
+                .filter(|n| !next.contains_key(*n))
+                .map(|n| (n.clone(), None)),
+        );
+        if changed.is_empty() {
+            return Ok(());
+        }
+        (self.store)(&changed)
     }
 
     fn users(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, UserRecord>> {
@@ -345,7 +400,7 @@ impl Auth {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = users.clone();
         f(&mut next)?;
-        self.persist(&next)?;
+        self.persist(&users, &next)?;
         *users = next;
         drop(users);
         self.changed();
@@ -353,14 +408,7 @@ impl Auth {
     }
 
     pub fn create(&self, name: &str, password: &str, superuser: bool) -> Result<(), AuthError> {
-        let valid = !name.is_empty()
-            && name.len() <= USER_NAME_BYTES_MAX
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
-        if !valid {
-            return Err(AuthError::InvalidName);
-        }
+        check_user_name(name)?;
         if password.len() < PASSWORD_BYTES_MIN {
             return Err(AuthError::WeakPassword);
         }
@@ -447,14 +495,36 @@ impl From<crate::fs::FsError> for AuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// Users recorded in memory, as the system database would record them.
+    fn memory_store() -> (UserStore, Arc<Mutex<BTreeMap<String, UserRecord>>>) {
+        let kept = Arc::new(Mutex::new(BTreeMap::new()));
+        let k = kept.clone();
+        let store: UserStore = Box::new(move |changed: &[(String, Option<UserRecord>)]| {
+            let mut k = k.lock().unwrap();
+            for (n, u) in changed {
+                match u {
+                    Some(u) => k.insert(n.clone(), u.clone()),
+                    None => k.remove(n),
+                };
+            }
+            Ok(())
+        });
+        (store, kept)
+    }
+
+    fn first(ttl: Duration) -> (Auth, Arc<Mutex<BTreeMap<String, UserRecord>>>) {
+        let (store, kept) = memory_store();
+        let auth = Auth::new(BTreeMap::new(), ttl, store).unwrap();
+        auth.create_first("admin", "first-password").unwrap();
+        (auth, kept)
+    }
 
     #[test]
     fn users_sessions_and_permissions() {
-        let dir = tempfile::tempdir().unwrap();
-        let (auth, created) =
-            Auth::open(dir.path(), "first-password", Duration::from_secs(60)).unwrap();
-        assert!(created);
-        let stored = std::fs::read_to_string(dir.path().join("users.json")).unwrap();
+        let (auth, kept) = first(Duration::from_secs(60));
+        let stored = serde_json::to_string(&*kept.lock().unwrap()).unwrap();
         assert!(stored.contains("$argon2id$") && !stored.contains("first-password"));
         assert!(matches!(
             auth.login("admin", "wrong-password"),
@@ -508,23 +578,45 @@ mod tests {
         auth.logout(&token);
         assert!(auth.session(&token).is_err());
 
-        // Reopened: users persist, the admin is not recreated.
-        drop(auth);
-        let (auth, created) = Auth::open(dir.path(), "other", Duration::from_secs(60)).unwrap();
-        assert!(!created);
-        assert!(auth.login("admin", "first-password").is_ok());
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("users.json"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        // What was recorded is what a restart loads.
+        let users = kept.lock().unwrap().clone();
+        assert_eq!(users.len(), 2);
+        let (store, _) = memory_store();
+        let again = Auth::new(users, Duration::from_secs(60), store).unwrap();
+        assert!(again.login("admin", "first-password").is_ok());
+        assert!(again.login("ann", "new-password").is_ok());
+    }
+
+    #[test]
+    fn a_store_that_fails_changes_nothing() {
+        let (store, _) = memory_store();
+        let auth = Auth::new(BTreeMap::new(), Duration::from_secs(60), store).unwrap();
+        auth.create_first("admin", "first-password").unwrap();
+        let users = auth.list().into_iter().collect::<BTreeMap<_, _>>();
+        let refuse: UserStore = Box::new(|_: &[(String, Option<UserRecord>)]| {
+            Err(AuthError::ReplicaServer {
+                primary: "p:3322".into(),
+            })
+        });
+        let replica = Auth::new(users.clone(), Duration::from_secs(60), refuse).unwrap();
+        assert!(matches!(
+            replica.create("ann", "ann-password", false),
+            Err(AuthError::ReplicaServer { .. })
+        ));
+        assert!(matches!(replica.get("ann"), Err(AuthError::NotFound(_))));
+        // A reload from the primary brings its users, and ends the sessions of a user whose
+        // password changed there.
+        let (t, _) = replica.login("admin", "first-password").unwrap();
+        auth.change_password("admin", "admin", "", "second-password")
+            .unwrap();
+        replica.reload(auth.list().into_iter().collect());
+        assert!(replica.session(&t).is_err());
+        assert!(replica.login("admin", "second-password").is_ok());
     }
 
     #[test]
     fn expired_tokens_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (auth, _) = Auth::open(dir.path(), "first-password", Duration::from_millis(1)).unwrap();
+        let (auth, _) = first(Duration::from_millis(1));
         let (token, _) = auth.login("admin", "first-password").unwrap();
         std::thread::sleep(Duration::from_millis(5));
         assert!(auth.session(&token).is_err());

@@ -1,6 +1,11 @@
-//! The databases a server holds: their names, identities and settings (persisted in
-//! `<data-dir>/catalog.json`), and their open ledgers (in `<data-dir>/db/<name>/`, each with
-//! an `IDENTITY` file holding its uuid).
+//! The databases a server holds: their names, identities and settings (recorded in the
+//! system database, `server::system`, their secrets in `secrets.json`), and their open
+//! ledgers (in `<data-dir>/db/<name>/`, each with an `IDENTITY` file holding its uuid). The
+//! system database is one of them, `systemdb`, written by the server alone.
+//!
+//! On a replica server ([`ServerReplica`]) the catalog is not recorded here: the system
+//! database follows the primary's, and every database the primary lists is held as a replica
+//! of it, created when it first appears ([`Catalog::follow`]).
 //!
 //! A database the catalog lists but that cannot be served (its directory missing, holding
 //! another identity, or failing to open: damage) is *unavailable*: it is kept in the catalog
@@ -15,7 +20,6 @@ use crate::replication::hub::Hub;
 use crate::replication::ReplicationError;
 use crate::storage::StorageError;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -43,6 +47,14 @@ pub enum CatalogError {
     },
     #[error("database {name} is a replica (of {primary}); write to its primary")]
     ReadOnlyReplica { name: String, primary: String },
+    #[error("this server replicates {primary}: databases are created and changed there")]
+    ReplicaServer { primary: String },
+    #[error("{SYSTEM_DATABASE} holds the server's users and databases and is written by the server alone")]
+    SystemDatabase,
+    #[error("the system database is missing from {dir} although other databases are there: restore db/{SYSTEM_DATABASE} from a backup or a replica; nothing was recreated")]
+    SystemMissing { dir: PathBuf },
+    #[error(transparent)]
+    System(#[from] super::system::SystemError),
     #[error("database {name} is unavailable: {error}")]
     Unavailable { name: String, error: String },
     #[error(transparent)]
@@ -56,11 +68,55 @@ pub enum CatalogError {
 }
 
 pub use super::settings::{ReplicationSettings, Role, Settings, SYNC_TIMEOUT_MS_DEFAULT};
+use super::system::{self, DatabaseRecord, Secrets, SYSTEM_DATABASE};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
-    uuid: String,
-    settings: Settings,
+/// A whole server as a replica of another: where the primary is, how to log in to it, and
+/// which of its databases to follow (all, if `databases` is `None`).
+#[derive(Debug, Clone)]
+pub struct ServerReplica {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: SecretString,
+    pub tls_ca_pem: Option<String>,
+    pub tls_cert_pem: Option<String>,
+    pub tls_key_pem: Option<SecretString>,
+    pub databases: Option<Vec<String>>,
+}
+
+impl ServerReplica {
+    /// `host:port`.
+    pub fn primary(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The settings of the replica of the primary's database `name`.
+    pub fn settings_for(&self, name: &str) -> Settings {
+        Settings {
+            replication: ReplicationSettings {
+                is_replica: Some(true),
+                primary_host: Some(self.host.clone()),
+                primary_port: Some(self.port),
+                primary_database: Some(name.to_string()),
+                primary_username: Some(self.username.clone()),
+                primary_password: Some(self.password.clone()),
+                primary_tls_ca_pem: self.tls_ca_pem.clone(),
+                primary_tls_cert_pem: self.tls_cert_pem.clone(),
+                primary_tls_key_pem: self.tls_key_pem.clone(),
+                ..ReplicationSettings::default()
+            },
+            ..Settings::default()
+        }
+    }
+
+    /// Whether the primary's database `name` is followed.
+    pub fn follows(&self, name: &str) -> bool {
+        name == SYSTEM_DATABASE
+            || self
+                .databases
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|d| d == name))
+    }
 }
 
 /// One open database.
@@ -161,6 +217,10 @@ fn write_identity(db_dir: &Path, uuid: &str) -> Result<(), CatalogError> {
 
 pub struct Catalog {
     dir: PathBuf,
+    /// Set on a replica server.
+    replica: Option<ServerReplica>,
+    /// What the system database and `secrets.json` last recorded (a primary server).
+    recorded: std::sync::Mutex<(BTreeMap<String, String>, Secrets)>,
     dbs: RwLock<BTreeMap<String, Arc<Database>>>,
     unavailable: RwLock<BTreeMap<String, Unavailable>>,
     /// When each poisoned database was last tried for [`Catalog::recover_writes`].
@@ -187,77 +247,212 @@ pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// The replica database `name` (identity `uuid`) of a replica server: opened as
+/// [`open_listed`] does, or created empty with that identity if the primary lists it and
+/// this server does not hold it yet (its replicator then copies it).
+fn open_replica(dir: &Path, name: &str, uuid: &str, options: Options) -> Result<Ledger, String> {
+    let path = dir.join("db").join(name);
+    if !path.is_dir() {
+        let ledger = Ledger::open(&path, options).map_err(|e| e.to_string())?;
+        write_identity(&path, uuid).map_err(|e| e.to_string())?;
+        tracing::info!(database = %name, %uuid, "the primary has a database this replica server does not: created, following it");
+        return Ok(ledger);
+    }
+    open_listed(dir, name, uuid, options)
+}
+
 impl Catalog {
-    /// Opens every database listed in `<dir>/catalog.json`.
-    pub fn open(dir: &Path) -> Result<Catalog, CatalogError> {
-        fs::create_dir_all(&dir.join("db"))?;
-        remove_trash(&dir.join("db"))?;
-        let path = dir.join("catalog.json");
-        let records: BTreeMap<String, Record> = match fs::read(&path)? {
-            Some(b) => serde_json::from_slice(&b).map_err(|e| CatalogError::File {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
-            None => BTreeMap::new(),
+    /// Opens the data directory `dir`: the system database (created at the first start; an
+    /// older data directory's `users.json` and `catalog.json` are moved into it), then every
+    /// database it lists, or, on a replica server (`replica`), every database of the
+    /// primary's it has seen so far. Returns the catalog, what the system database holds,
+    /// and whether this is the data directory's first start.
+    pub fn open(
+        dir: &Path,
+        replica: Option<ServerReplica>,
+    ) -> Result<(Catalog, system::Content, bool), CatalogError> {
+        let db_dir = dir.join("db");
+        fs::create_dir_all(&db_dir)?;
+        remove_trash(&db_dir)?;
+        let sys_dir = db_dir.join(SYSTEM_DATABASE);
+        let legacy = system::has_legacy_files(dir);
+        let exists = sys_dir.join("segments").is_dir();
+        let others = fs::entries(&db_dir)?
+            .into_iter()
+            .any(|p| p.is_dir() && p != sys_dir);
+        if !exists && !legacy && others && replica.is_none() {
+            return Err(CatalogError::SystemMissing {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let first_start = !exists && !legacy;
+        let sys_settings = match &replica {
+            Some(r) => r.settings_for(SYSTEM_DATABASE),
+            None => Settings::default(),
         };
+        let sys_ledger = Ledger::open(&sys_dir, sys_settings.options())?;
+        let sys_uuid = match fs::read(&sys_dir.join(IDENTITY_FILE))? {
+            Some(b) => String::from_utf8_lossy(&b).trim().to_string(),
+            None => {
+                let u = new_uuid();
+                write_identity(&sys_dir, &u)?;
+                u
+            }
+        };
+        if replica.is_none() && system::migrate(dir, &sys_ledger)? {
+            tracing::info!(
+                "the data directory's users and databases are now in the system database"
+            );
+        }
+        let content = system::read(&sys_ledger)?;
+        let secrets = system::read_secrets(dir)?;
         let mut dbs = BTreeMap::new();
         let mut unavailable = BTreeMap::new();
-        let mut migrated = false;
-        let mut records = records;
-        for (name, r) in records.iter_mut() {
-            // Older catalogs named TLS files: their contents are kept from now on.
-            match r.settings.replication.migrate_tls_files() {
-                Ok(moved) => migrated |= moved,
-                Err(e) => {
-                    tracing::error!(database = %name, error = %e, "cannot read a TLS file the catalog names; set the TLS settings again")
+        dbs.insert(
+            SYSTEM_DATABASE.to_string(),
+            Arc::new(Database {
+                name: SYSTEM_DATABASE.to_string(),
+                uuid: sys_uuid,
+                settings: sys_settings,
+                ledger: Arc::new(sys_ledger),
+                hub: Arc::default(),
+            }),
+        );
+        for (name, r) in &content.databases {
+            let settings = match &replica {
+                Some(rep) if !rep.follows(name) => continue,
+                Some(rep) => rep.settings_for(name),
+                None => system::join(r.settings.clone(), secrets.databases.get(name)),
+            };
+            let opened = match &replica {
+                Some(_) => open_replica(dir, name, &r.uuid, settings.options()),
+                None => open_listed(dir, name, &r.uuid, settings.options()),
+            };
+            match opened {
+                Ok(ledger) => {
+                    dbs.insert(
+                        name.clone(),
+                        Arc::new(Database {
+                            name: name.clone(),
+                            uuid: r.uuid.clone(),
+                            settings,
+                            ledger: Arc::new(ledger),
+                            hub: Arc::default(),
+                        }),
+                    );
                 }
-            }
-        }
-        for (name, r) in records {
-            let ledger = match open_listed(dir, &name, &r.uuid, r.settings.options()) {
-                Ok(l) => l,
                 Err(error) => {
                     tracing::error!(database = %name, %error, "database unavailable: it is not served (the others are); fix it, then `chainlog database reopen`");
                     unavailable.insert(
                         name.clone(),
                         Unavailable {
-                            name,
-                            uuid: r.uuid,
-                            settings: r.settings,
+                            name: name.clone(),
+                            uuid: r.uuid.clone(),
+                            settings,
                             error,
                         },
                     );
-                    continue;
                 }
-            };
-            dbs.insert(
-                name.clone(),
-                Arc::new(Database {
-                    name,
-                    uuid: r.uuid,
-                    settings: r.settings,
-                    ledger: Arc::new(ledger),
-                    hub: Arc::default(),
-                }),
-            );
+            }
         }
+        let recorded = content
+            .databases
+            .iter()
+            .map(|(n, r)| (n.clone(), record_json(r)))
+            .collect();
         let catalog = Catalog {
             dir: dir.to_path_buf(),
+            replica,
+            recorded: std::sync::Mutex::new((recorded, secrets)),
             dbs: RwLock::new(dbs),
             unavailable: RwLock::new(unavailable),
             recover_tried: std::sync::Mutex::default(),
             change: std::sync::Mutex::new(()),
         };
-        if migrated {
-            let dbs = catalog
-                .dbs
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            catalog.persist(&dbs)?;
-            tracing::info!("the catalog now keeps TLS contents instead of file names");
+        Ok((catalog, content, first_start))
+    }
+
+    /// The primary this server replicates, if it is a replica server.
+    pub fn replica_of(&self) -> Option<&ServerReplica> {
+        self.replica.as_ref()
+    }
+
+    /// The system database's ledger.
+    pub fn system_ledger(&self) -> Result<Arc<Ledger>, CatalogError> {
+        Ok(self.get(SYSTEM_DATABASE)?.ledger.clone())
+    }
+
+    /// Records changed users in the system database (`None`: removed); refused on a replica
+    /// server, whose users follow its primary's.
+    pub fn record_users(
+        &self,
+        changed: &[(String, Option<super::auth::UserRecord>)],
+    ) -> Result<(), CatalogError> {
+        if let Some(r) = &self.replica {
+            return Err(CatalogError::ReplicaServer {
+                primary: r.primary(),
+            });
         }
-        Ok(catalog)
+        let _change = self
+            .change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changes: Vec<system::Change<'_>> = changed
+            .iter()
+            .map(|(n, u)| system::Change::User(n, u.as_ref()))
+            .collect();
+        system::write(self.system_ledger()?.as_ref(), &changes)?;
+        Ok(())
+    }
+
+    /// On a replica server: takes up every database the primary's system database lists
+    /// (in `content`) that this server does not hold yet, as a replica following it.
+    pub fn follow(self: &Arc<Self>, content: &system::Content) {
+        let Some(rep) = self.replica.clone() else {
+            return;
+        };
+        for (name, r) in &content.databases {
+            if !rep.follows(name) || !matches!(self.get(name), Err(CatalogError::NotFound(_))) {
+                continue;
+            }
+            let settings = rep.settings_for(name);
+            let change = self
+                .change
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match open_replica(&self.dir, name, &r.uuid, settings.options()) {
+                Ok(ledger) => {
+                    let db = Arc::new(Database {
+                        name: name.clone(),
+                        uuid: r.uuid.clone(),
+                        settings,
+                        ledger: Arc::new(ledger),
+                        hub: Arc::default(),
+                    });
+                    if let Err(e) = self.install(name, db.clone()) {
+                        tracing::error!(database = %name, error = %e, "could not take up the primary's database");
+                        continue;
+                    }
+                    drop(change);
+                    self.apply_replication(&db);
+                }
+                Err(error) => {
+                    tracing::error!(database = %name, %error, "database unavailable: the primary lists it, but this server cannot serve its replica");
+                    self.unavailable
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(
+                            name.clone(),
+                            Unavailable {
+                                name: name.clone(),
+                                uuid: r.uuid.clone(),
+                                settings,
+                                error,
+                            },
+                        );
+                }
+            }
+        }
     }
 
     /// For a database whose writes failed (a full disk, say): when a write in its directory
@@ -403,6 +598,9 @@ impl Catalog {
 
     /// The database `name`, if it takes writes from clients.
     pub fn writable(&self, name: &str) -> Result<Arc<Database>, CatalogError> {
+        if name == SYSTEM_DATABASE {
+            return Err(CatalogError::SystemDatabase);
+        }
         let db = self.get(name)?;
         if db.settings.replication.is_replica() {
             return Err(CatalogError::ReadOnlyReplica {
@@ -594,36 +792,66 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records what changed in the databases (`dbs` and the unavailable ones) in the system
+    /// database, and their secrets in `secrets.json`. Nothing on a replica server, whose
+    /// catalog is the primary's.
     fn persist(&self, dbs: &BTreeMap<String, Arc<Database>>) -> Result<(), CatalogError> {
-        let mut records: BTreeMap<String, Record> = self
+        if self.replica.is_some() {
+            return Ok(());
+        }
+        let mut all: BTreeMap<String, (String, Settings)> = self
             .unavailable
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
-            .map(|u| {
-                (
-                    u.name.clone(),
-                    Record {
-                        uuid: u.uuid.clone(),
-                        settings: u.settings.clone(),
-                    },
-                )
-            })
+            .map(|u| (u.name.clone(), (u.uuid.clone(), u.settings.clone())))
             .collect();
-        records.extend(dbs.iter().map(|(n, d)| {
-            (
-                n.clone(),
-                Record {
-                    uuid: d.uuid.clone(),
-                    settings: d.settings.clone(),
+        all.extend(
+            dbs.iter()
+                .map(|(n, d)| (n.clone(), (d.uuid.clone(), d.settings.clone()))),
+        );
+        all.remove(SYSTEM_DATABASE);
+        let mut secrets = Secrets::default();
+        let mut records = BTreeMap::new();
+        for (name, (uuid, settings)) in all {
+            let (public, s) = system::split(&settings);
+            if s != system::DatabaseSecrets::default() {
+                secrets.databases.insert(name.clone(), s);
+            }
+            records.insert(
+                name,
+                DatabaseRecord {
+                    uuid,
+                    settings: public,
                 },
-            )
-        }));
-        let bytes = serde_json::to_vec_pretty(&records).map_err(|e| CatalogError::File {
-            path: self.dir.join("catalog.json"),
-            reason: e.to_string(),
-        })?;
-        fs::replace(&self.dir.join("catalog.json"), &bytes, fs::PRIVATE_MODE)?;
+            );
+        }
+        let json: BTreeMap<String, String> = records
+            .iter()
+            .map(|(n, r)| (n.clone(), record_json(r)))
+            .collect();
+        let mut recorded = self
+            .recorded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut changes: Vec<system::Change<'_>> = records
+            .iter()
+            .filter(|(n, _)| recorded.0.get(*n) != json.get(*n))
+            .map(|(n, r)| system::Change::Database(n, Some(r)))
+            .collect();
+        changes.extend(
+            recorded
+                .0
+                .keys()
+                .filter(|n| !records.contains_key(*n))
+                .map(|n| system::Change::Database(n, None)),
+        );
+        // Secrets first: were the record then lost, they would only be unused.
+        if secrets != recorded.1 {
+            system::write_secrets(&self.dir, &secrets)?;
+        }
+        system::write(self.system_ledger()?.as_ref(), &changes)?;
+        *recorded = (json, secrets);
         Ok(())
     }
 
@@ -662,6 +890,7 @@ impl Catalog {
         name: &str,
         settings: Settings,
     ) -> Result<Arc<Database>, CatalogError> {
+        self.check_primary()?;
         check_name(name)?;
         settings.validate()?;
         let _change = self
@@ -699,6 +928,10 @@ impl Catalog {
         name: &str,
         update: &Settings,
     ) -> Result<Arc<Database>, CatalogError> {
+        self.check_primary()?;
+        if name == SYSTEM_DATABASE {
+            return Err(CatalogError::SystemDatabase);
+        }
         let _change = self
             .change
             .lock()
@@ -731,6 +964,16 @@ impl Catalog {
         Ok(db)
     }
 
+    /// Refuses a change of the catalog on a replica server.
+    fn check_primary(&self) -> Result<(), CatalogError> {
+        match &self.replica {
+            Some(r) => Err(CatalogError::ReplicaServer {
+                primary: r.primary(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     pub fn stop_replicators(&self) {
         for db in self.list() {
             db.hub.stop_replicator();
@@ -752,6 +995,10 @@ impl Catalog {
         }
         failed
     }
+}
+
+fn record_json(r: &DatabaseRecord) -> String {
+    serde_json::to_string(r).unwrap_or_default()
 }
 
 /// Names of the directories under `db/` that hold a refreshed replica's old data.

@@ -89,6 +89,10 @@ pub(crate) fn settings_of(s: Option<&wire::DatabaseSettings>) -> Result<Settings
             primary_tls_ca_file: None,
             primary_tls_cert_file: None,
             primary_tls_key_file: None,
+            commit_concurrency: r.commit_concurrency,
+            allow_tx_discarding: r.allow_tx_discarding,
+            skip_integrity_check: r.skip_integrity_check,
+            wait_for_indexing: r.wait_for_indexing,
         },
     };
     Ok(Settings {
@@ -130,6 +134,10 @@ fn replication_wire(r: &ReplicationSettings) -> wire::ReplicationSettings {
         primary_tls_cert_pem: r.primary_tls_cert_pem.clone().map(String::into_bytes),
         primary_tls_key_pem: None,
         primary_tls_key_set: r.primary_tls_key_pem.is_some(),
+        commit_concurrency: r.commit_concurrency,
+        allow_tx_discarding: Some(r.allow_tx_discarding == Some(true)),
+        skip_integrity_check: Some(false),
+        wait_for_indexing: Some(true),
     }
 }
 

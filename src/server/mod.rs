@@ -2,6 +2,7 @@
 //!
 //! - [`catalog`]: the databases, their identities and settings, their ledgers.
 //! - [`auth`]: users (Argon2id), per-database permissions, session tokens.
+//! - [`system`]: the system database, where both are recorded (and replicated).
 //! - `service`: the tonic services, one file each: adapters over the two above.
 //! - [`status`]: the one mapping from domain errors to gRPC statuses.
 //! - `convert`: wire <-> server and ledger types.
@@ -18,6 +19,7 @@ mod metrics;
 mod service;
 pub mod settings;
 pub mod status;
+pub mod system;
 
 pub use metrics::{metrics_text, serve_metrics};
 
@@ -68,9 +70,13 @@ pub struct TlsConfig {
 pub struct ServerConfig {
     /// Default `./data`.
     pub data_dir: PathBuf,
+    /// The first superuser's name, default [`auth::ADMIN_USER`]. Used only at first start.
+    pub admin_user: String,
     /// The first admin's password; random (and written to `<data-dir>/admin-password`) if
     /// `None`. Used only at first start.
     pub admin_password: Option<secrecy::SecretString>,
+    /// Set: this whole server replicates another (its users and databases).
+    pub replica: Option<catalog::ServerReplica>,
     /// States are signed when set.
     pub signing_key: Option<ed25519_dalek::SigningKey>,
     pub tls: Option<TlsConfig>,
@@ -90,7 +96,9 @@ impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
+            admin_user: auth::ADMIN_USER.to_string(),
             admin_password: None,
+            replica: None,
             signing_key: None,
             tls: None,
             token_ttl: DEFAULT_TOKEN_TTL,
@@ -110,31 +118,49 @@ pub struct ServerState {
     pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
-/// Opens (creating on first start) the data directory: the users, with the first admin, and
-/// the databases, with `defaultdb`.
+/// Opens (creating on first start) the data directory: the system database with the users
+/// (the first superuser created) and the databases (`defaultdb` created). On a replica
+/// server, users and databases come from the primary instead, and follow it
+/// ([`follow_primary`]).
 pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
     let dir = &config.data_dir;
     fs::create_dir_all(dir)?;
     fs::remove_temps(dir)?;
-    let first_start = !dir.join("users.json").exists();
-    let password = match (&config.admin_password, first_start) {
-        (Some(p), _) => secrecy::ExposeSecret::expose_secret(p).to_string(),
-        (None, true) => {
-            let p = auth::random_password();
-            let path = dir.join("admin-password");
-            fs::replace(&path, format!("{p}\n").as_bytes(), fs::PRIVATE_MODE)?;
-            tracing::info!(path = %path.display(), "created user admin; its password is in this file (mode 0600)");
-            p
-        }
-        (None, false) => String::new(),
+    let (catalog, content, first_start) = catalog::Catalog::open(dir, config.replica.clone())?;
+    let catalog = Arc::new(catalog);
+    let store: auth::UserStore = {
+        let catalog = catalog.clone();
+        Box::new(move |changed: &[(String, Option<auth::UserRecord>)]| {
+            catalog.record_users(changed).map_err(|e| match e {
+                catalog::CatalogError::ReplicaServer { primary } => {
+                    auth::AuthError::ReplicaServer { primary }
+                }
+                e => auth::AuthError::Store(e.to_string()),
+            })
+        })
     };
-    let (auth, created) = auth::Auth::open(dir, &password, config.token_ttl)?;
-    if created && config.admin_password.is_some() {
-        tracing::info!("created user admin with the password from CHAINLOG_ADMIN_PASSWORD");
+    let auth = auth::Auth::new(content.users.clone(), config.token_ttl, store)?;
+    if first_start && config.replica.is_none() {
+        let password = match &config.admin_password {
+            Some(p) => secrecy::ExposeSecret::expose_secret(p).to_string(),
+            None => {
+                let p = auth::random_password();
+                let path = dir.join("admin-password");
+                fs::replace(&path, format!("{p}\n").as_bytes(), fs::PRIVATE_MODE)?;
+                tracing::info!(user = %config.admin_user, path = %path.display(), "created the first superuser; its password is in this file (mode 0600)");
+                p
+            }
+        };
+        auth.create_first(&config.admin_user, &password)?;
+        if config.admin_password.is_some() {
+            tracing::info!(user = %config.admin_user, "created the first superuser with the password from CHAINLOG_ADMIN_PASSWORD");
+        }
+        if catalog.get(DEFAULT_DATABASE).is_err() {
+            catalog.create(DEFAULT_DATABASE, catalog::Settings::default())?;
+        }
     }
-    let catalog = Arc::new(catalog::Catalog::open(dir)?);
-    if created && catalog.get(DEFAULT_DATABASE).is_err() {
-        catalog.create(DEFAULT_DATABASE, catalog::Settings::default())?;
+    if let Some(r) = &config.replica {
+        tracing::info!(primary = %r.primary(), "this server replicates its primary: its users and databases follow the primary's");
     }
     catalog.start_replicators();
     Ok(Arc::new(ServerState {
@@ -143,6 +169,53 @@ pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
         signing_key: config.signing_key.clone(),
         stopping: tokio::sync::watch::Sender::new(false),
     }))
+}
+
+/// On a replica server, for as long as it runs: each time the system database takes txs from
+/// the primary's, reloads the users and takes up the databases the primary has added. Ends
+/// when the server stops.
+pub async fn follow_primary(state: Arc<ServerState>) {
+    if state.catalog.replica_of().is_none() {
+        return;
+    }
+    let mut stopping = state.stopping.subscribe();
+    let mut seen = u64::MAX;
+    loop {
+        let ledger = match state.catalog.system_ledger() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "the system database is not served: users and databases stop following the primary");
+                return;
+            }
+        };
+        let mut published = ledger.subscribe();
+        let now = *published.borrow_and_update();
+        if now != seen {
+            let s = state.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let content = system::read(&ledger)?;
+                s.auth.reload(content.users.clone());
+                s.catalog.follow(&content);
+                Ok::<_, system::SystemError>(())
+            })
+            .await;
+            match read {
+                Ok(Ok(())) => seen = now,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "reading the replicated system database failed")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the replicated system database failed")
+                }
+            }
+        }
+        tokio::select! {
+            _ = published.changed() => {}
+            // The ledger is replaced by a refresh or a reopen: look again.
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` resolves, then stops accepting, ends
@@ -187,6 +260,7 @@ pub async fn serve(
         builder = builder.tls_config(cfg)?;
     }
     let mut stopping = state.stopping.subscribe();
+    tokio::spawn(follow_primary(state.clone()));
     let serving = builder
         .layer(conn::ConnLayer)
         .add_service(health)

@@ -94,6 +94,19 @@ pub struct ReplicationSettings {
     pub primary_tls_cert_file: Option<String>,
     #[serde(default, skip_serializing)]
     pub primary_tls_key_file: Option<String>,
+    /// immudb's `--replication-commit-concurrency`: kept and shown; chainlog's replicator
+    /// pipelines its batches whatever it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_concurrency: Option<u32>,
+    /// immudb's `--replication-allow-tx-discarding`: only `false` until the failover rewind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_tx_discarding: Option<bool>,
+    /// immudb's `--replication-skip-integrity-check`: only `false` (never stored otherwise).
+    #[serde(default, skip)]
+    pub skip_integrity_check: Option<bool>,
+    /// immudb's `--replication-wait-for-indexing`: only `true` (never stored otherwise).
+    #[serde(default, skip)]
+    pub wait_for_indexing: Option<bool>,
 }
 
 /// Default wait of a synchronous commit for its acknowledgements.
@@ -106,6 +119,8 @@ pub const SYNC_ACKS_MAX: u32 = 16;
 pub const PREFETCH_TXS_MAX: u32 = 1_000_000;
 /// Longest host name.
 pub const HOST_BYTES_MAX: usize = 253;
+/// Largest `--replication-commit-concurrency` accepted.
+pub const COMMIT_CONCURRENCY_MAX: u32 = 1024;
 
 /// Where a database takes its txs from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +250,10 @@ impl ReplicationSettings {
             primary_tls_ca_file: None,
             primary_tls_cert_file: None,
             primary_tls_key_file: None,
+            commit_concurrency: u.commit_concurrency.or(self.commit_concurrency),
+            allow_tx_discarding: u.allow_tx_discarding.or(self.allow_tx_discarding),
+            skip_integrity_check: u.skip_integrity_check,
+            wait_for_indexing: u.wait_for_indexing,
         })
     }
 
@@ -313,6 +332,33 @@ impl ReplicationSettings {
             return Err(bad(
                 "replication-primary-tls-ca",
                 "a client certificate is for TLS: give the primary's CA (--replication-primary-tls-ca) too",
+            ));
+        }
+        if self
+            .commit_concurrency
+            .is_some_and(|n| n == 0 || n > COMMIT_CONCURRENCY_MAX)
+        {
+            return Err(bad(
+                "replication-commit-concurrency",
+                format!("must be from 1 to {COMMIT_CONCURRENCY_MAX}"),
+            ));
+        }
+        if self.skip_integrity_check == Some(true) {
+            return Err(bad(
+                "replication-skip-integrity-check",
+                "chainlog verifies every replicated tx (its hashes, its chain, its key map) before it applies it; that cannot be turned off",
+            ));
+        }
+        if self.wait_for_indexing == Some(false) {
+            return Err(bad(
+                "replication-wait-for-indexing",
+                "chainlog indexes every tx before a reader sees it or a replica acknowledges it; that cannot be turned off",
+            ));
+        }
+        if self.allow_tx_discarding == Some(true) {
+            return Err(bad(
+                "replication-allow-tx-discarding",
+                "chainlog does not discard a replica's txs: a replica whose history parts from its primary's stops, keeps them, and reports the divergence with evidence; `chainlog database refresh` starts it over from its primary",
             ));
         }
         Ok(())

@@ -54,7 +54,11 @@ pub fn auth(e: AuthError) -> Status {
         AuthError::Exists(_) => Status::already_exists(e.to_string()),
         AuthError::NotFound(_) => Status::not_found(e.to_string()),
         AuthError::InvalidName | AuthError::WeakPassword => Status::invalid_argument(e.to_string()),
-        AuthError::File { .. } | AuthError::Storage(_) => {
+        AuthError::ReplicaServer { ref primary } => {
+            let primary = primary.clone();
+            Reason::ReadOnlyReplica.referral(e.to_string(), &primary)
+        }
+        AuthError::File { .. } | AuthError::Storage(_) | AuthError::Store(_) => {
             tracing::error!(error = %e, "user store failure");
             Status::internal(e.to_string())
         }
@@ -72,10 +76,18 @@ pub fn catalog(e: CatalogError) -> Status {
         CatalogError::NotReplica(_) => Reason::NotReplica.status(e.to_string()),
         CatalogError::HasPrimary { .. } => Reason::HasPrimary.status(e.to_string()),
         CatalogError::OtherDatabase { .. } => Reason::OtherDatabase.status(e.to_string()),
-        CatalogError::ReadOnlyReplica { .. } => Reason::ReadOnlyReplica.status(e.to_string()),
+        CatalogError::ReadOnlyReplica { ref primary, .. }
+        | CatalogError::ReplicaServer { ref primary } => {
+            let primary = primary.clone();
+            Reason::ReadOnlyReplica.referral(e.to_string(), &primary)
+        }
+        CatalogError::SystemDatabase => Status::permission_denied(e.to_string()),
         CatalogError::Unavailable { .. } => Reason::DatabaseUnavailable.status(e.to_string()),
         CatalogError::Ledger(e) => ledger(e),
-        CatalogError::File { .. } | CatalogError::Storage(_) => {
+        CatalogError::File { .. }
+        | CatalogError::Storage(_)
+        | CatalogError::System(_)
+        | CatalogError::SystemMissing { .. } => {
             tracing::error!(error = %e, "catalog failure");
             Status::internal(e.to_string())
         }

@@ -11,7 +11,7 @@ mod convert;
 mod reason;
 
 pub use convert::{digest, digests, required, WireError};
-pub use reason::{Reason, REASON_KEY};
+pub use reason::{Reason, PRIMARY_KEY, REASON_KEY};
 
 /// The generated code: the only place lints are relaxed (it is not ours to change).
 #[allow(clippy::all, missing_docs, unreachable_pub)]
@@ -26,6 +26,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// Largest gRPC message, either way: one maximal transaction and its framing.
 pub const MESSAGE_BYTES_MAX: usize = crate::integrity::TX_BYTES_MAX + (1 << 20);
+
+/// The name of the system database: a server's users and databases, recorded by the server
+/// itself (docs/replication.md, "A whole server").
+pub const SYSTEM_DATABASE: &str = "systemdb";
 
 /// Most results one History or Scan call returns.
 pub const PAGE_LIMIT_MAX: u32 = 1000;

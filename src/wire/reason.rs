@@ -7,6 +7,10 @@ use tonic::{Code, Status};
 /// The metadata key of a status's reason.
 pub const REASON_KEY: &str = "chainlog-reason";
 
+/// The metadata key that names, on a `read_only_replica` status, the primary to write to
+/// instead (`host:port`, or `host:port/database` for a replica database): the referral.
+pub const PRIMARY_KEY: &str = "chainlog-primary";
+
 /// A documented failure condition (proto/chainlog/v1/chainlog.proto lists each value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -87,6 +91,27 @@ impl Reason {
             tonic::metadata::MetadataValue::from_static(self.as_str()),
         );
         Status::with_metadata(self.code(), message, m)
+    }
+
+    /// The status for this reason, naming the primary to go to instead in [`PRIMARY_KEY`].
+    pub fn referral(self, message: impl Into<String>, primary: &str) -> Status {
+        let mut s = self.status(message);
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(primary) {
+            s.metadata_mut().insert(PRIMARY_KEY, v);
+        }
+        s
+    }
+
+    /// The primary a status refers the client to, if it names one.
+    pub fn primary_of(status: &Status) -> Option<String> {
+        Some(
+            status
+                .metadata()
+                .get(PRIMARY_KEY)?
+                .to_str()
+                .ok()?
+                .to_string(),
+        )
     }
 
     /// The reason a status carries, if it carries a known one with its code.

@@ -54,6 +54,29 @@ impl Server {
         listen: &str,
         extra: &[&str],
     ) -> Server {
+        Server::launch_env(wrapper, bin, data_dir, listen, extra, &[])
+    }
+
+    /// [`Server::start_at`] with environment variables set (after the launcher's own, so
+    /// `CHAINLOG_ADMIN_PASSWORD` can be replaced).
+    pub fn start_env(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        Server::launch_env(&[], &chainlogd_bin(), data_dir, listen, extra, env)
+    }
+
+    /// The most general launch: a wrapper, the binary, its address, flags and variables.
+    pub fn launch_env(
+        wrapper: &[&str],
+        bin: &Path,
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let ready = data_dir.with_extension("ready");
         let _ = std::fs::remove_file(&ready);
         let mut cmd = match wrapper.split_first() {
@@ -73,6 +96,7 @@ impl Server {
             .env("CHAINLOG_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env_remove("CHAINLOG_LISTEN")
             .env_remove("CHAINLOG_CONFIG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

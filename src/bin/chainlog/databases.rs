@@ -8,27 +8,48 @@ use clap::Subcommand;
 use serde_json::json;
 use std::path::PathBuf;
 
-/// Replication settings of a database (immudb's flag names).
+/// Replication settings of a database (immudb's flag names; its older names, from its
+/// replication guide, are aliases).
 #[derive(Debug, clap::Args, Default)]
 pub struct ReplicationFlags {
     /// The database is a replica: it takes txs only from its primary, and refuses writes.
     /// `=false` promotes a replica to primary
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     replication_is_replica: Option<bool>,
+    /// immudb's older --replication-is-replica: a replica, following its primary at
+    /// --replication-master-address (default 127.0.0.1, as immudb's) and port (default 3322)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    replication_enabled: Option<bool>,
     /// Host of the primary (no host: no replicator; txs come from an external replicator)
-    #[arg(long, value_name = "HOST")]
+    #[arg(
+        long,
+        value_name = "HOST",
+        visible_alias = "replication-master-address"
+    )]
     replication_primary_host: Option<String>,
     /// Port of the primary [default: 3322]
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", visible_alias = "replication-master-port")]
     replication_primary_port: Option<u32>,
     /// Database on the primary [default: defaultdb]
-    #[arg(long, value_name = "NAME")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        visible_alias = "replication-master-database"
+    )]
     replication_primary_database: Option<String>,
     /// User the replicator logs in to the primary as (it needs the replication permission there)
-    #[arg(long, value_name = "USER")]
+    #[arg(
+        long,
+        value_name = "USER",
+        visible_alias = "replication-follower-username"
+    )]
     replication_primary_username: Option<String>,
     /// Its password (prefer --replication-primary-password-file); never shown again
-    #[arg(long, value_name = "PASSWORD")]
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        visible_alias = "replication-follower-password"
+    )]
     replication_primary_password: Option<String>,
     /// File holding that password (first line)
     #[arg(long, value_name = "FILE")]
@@ -55,6 +76,22 @@ pub struct ReplicationFlags {
     /// PEM key of that client certificate; never shown again
     #[arg(long, value_name = "FILE")]
     replication_primary_tls_key: Option<PathBuf>,
+    /// immudb's replicated txs applied at once, 1 to 1024: kept and shown; chainlog's
+    /// replicator verifies the next batch while the last is written, whatever this says
+    #[arg(long, value_name = "N")]
+    replication_commit_concurrency: Option<u32>,
+    /// immudb's discarding of a diverged replica's txs: only false is accepted (a diverged
+    /// replica stops and keeps its txs; `chainlog database refresh` starts it over)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    replication_allow_tx_discarding: Option<bool>,
+    /// immudb's skipping of the replica's checks: only false is accepted (chainlog verifies
+    /// every replicated tx)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    replication_skip_integrity_check: Option<bool>,
+    /// immudb's waiting for the index before acknowledging: only true is accepted (chainlog
+    /// always indexes a tx before it is read or acknowledged)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    replication_wait_for_indexing: Option<bool>,
 }
 
 impl ReplicationFlags {
@@ -75,9 +112,26 @@ impl ReplicationFlags {
             (Some(true), None) => Some(1),
             (_, k) => k,
         };
+        let (is_replica, primary_host) = match self.replication_enabled {
+            // immudb's older flags: a replica always has a replicator, its master defaulting
+            // to this machine.
+            Some(true) => (
+                Some(true),
+                Some(
+                    self.replication_primary_host
+                        .clone()
+                        .unwrap_or_else(|| "127.0.0.1".into()),
+                ),
+            ),
+            Some(false) => (Some(false), self.replication_primary_host.clone()),
+            None => (
+                self.replication_is_replica,
+                self.replication_primary_host.clone(),
+            ),
+        };
         let r = wire::ReplicationSettings {
-            is_replica: self.replication_is_replica,
-            primary_host: self.replication_primary_host.clone(),
+            is_replica,
+            primary_host,
             primary_port: self.replication_primary_port,
             primary_database: self.replication_primary_database.clone(),
             primary_username: self.replication_primary_username.clone(),
@@ -90,6 +144,10 @@ impl ReplicationFlags {
             primary_tls_key_pem: read_pem(&self.replication_primary_tls_key)?,
             primary_password_set: false,
             primary_tls_key_set: false,
+            commit_concurrency: self.replication_commit_concurrency,
+            allow_tx_discarding: self.replication_allow_tx_discarding,
+            skip_integrity_check: self.replication_skip_integrity_check,
+            wait_for_indexing: self.replication_wait_for_indexing,
         };
         Ok((r != wire::ReplicationSettings::default()).then_some(r))
     }

@@ -35,34 +35,75 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "CHAINLOG_ADDR",
         default_value = "http://127.0.0.1:3322"
     )]
     addr: String,
     /// User to log in as
-    #[arg(long, global = true, env = "CHAINLOG_USER", default_value = "admin")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CHAINLOG_USER",
+        default_value = "admin"
+    )]
     user: String,
     /// Password (prefer --password-file or CHAINLOG_PASSWORD)
-    #[arg(long, global = true, env = "CHAINLOG_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CHAINLOG_PASSWORD",
+        hide_env_values = true
+    )]
     password: Option<String>,
     /// File holding the password (first line)
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
     password_file: Option<PathBuf>,
-    /// Database to act on
-    /// Database to act on [default: defaultdb; for `verify`, every database]
-    #[arg(long, global = true, env = "CHAINLOG_DB")]
+    /// Database to act on [default: defaultdb; for `verify` and `replication status`, every
+    /// database]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CHAINLOG_DB"
+    )]
     db: Option<String>,
     /// Print JSON instead of text
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
     /// PEM CA to verify the server's TLS certificate (use an https:// address)
-    #[arg(long, global = true, env = "CHAINLOG_TLS_CA", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CHAINLOG_TLS_CA",
+        value_name = "FILE"
+    )]
     tls_ca: Option<PathBuf>,
     /// Where verified commands keep trusted states [default: ~/.chainlog/state.json]
-    #[arg(long, global = true, env = "CHAINLOG_STATE_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CHAINLOG_STATE_FILE",
+        value_name = "FILE"
+    )]
     state_file: Option<PathBuf>,
     /// Hex Ed25519 public key of the server: verified commands then require signed states
-    #[arg(long, global = true, env = "CHAINLOG_SERVER_KEY", value_name = "HEX")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CHAINLOG_SERVER_KEY",
+        value_name = "HEX"
+    )]
     server_key: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -178,7 +219,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Database(cmd) => databases::run(cmd, s, &out).await,
         Command::User(cmd) => users::run(cmd, s, &out).await,
-        Command::Replication(cmd) => replication::run(cmd, s, &out).await,
+        Command::Replication(cmd) => replication::run(cmd, s, cli.db.as_deref(), &out).await,
         Command::Set { key, value } => data::set(s, &out, key, value).await,
         Command::Get { key, at_tx } => data::get(s, &out, key, *at_tx).await,
         Command::Delete { key } => data::delete(s, &out, key).await,

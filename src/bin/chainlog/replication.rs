@@ -9,7 +9,8 @@ use serde_json::json;
 
 #[derive(Debug, Subcommand)]
 pub enum ReplicationCmd {
-    /// Replication state of --db: on a replica its replicator, on a primary its replicas
+    /// Replication state of --db, or of every database without --db: on a replica its
+    /// replicator, on a primary its replicas
     Status,
 }
 
@@ -32,26 +33,54 @@ fn state_name(s: wire::ReplicaState) -> &'static str {
     }
 }
 
-pub async fn run(cmd: &ReplicationCmd, session: &Session, out: &Out) -> Result<(), Failure> {
+/// `replication status` of `db`, or of every database the caller sees when `db` is `None`.
+pub async fn run(
+    cmd: &ReplicationCmd,
+    session: &Session,
+    db: Option<&str>,
+    out: &Out,
+) -> Result<(), Failure> {
     let ReplicationCmd::Status = cmd;
-    let r = session
-        .connect()
-        .await?
-        .replication_status(&session.db)
-        .await?;
+    let c = session.connect().await?;
+    let names: Vec<String> = match db {
+        Some(d) => vec![d.to_string()],
+        None => c
+            .list_databases()
+            .await?
+            .into_iter()
+            .filter(|i| i.unavailable.is_empty())
+            .map(|i| i.name)
+            .collect(),
+    };
+    let mut all = Vec::new();
+    for name in &names {
+        all.push(c.replication_status(name).await?);
+    }
+    if db.is_some() {
+        let (json, text) = status(&all[0]);
+        out.print(json, || text);
+    } else {
+        let (json, text): (Vec<_>, Vec<_>) = all.iter().map(status).unzip();
+        out.print(serde_json::Value::Array(json), || text.join("\n"));
+    }
+    Ok(())
+}
+
+/// One database's status as JSON and as text.
+fn status(r: &wire::ReplicationStatusResponse) -> (serde_json::Value, String) {
     let replicas: Vec<serde_json::Value> = r
         .replicas
         .iter()
         .map(|l| json!({"replica": l.replica, "peer": l.peer, "acked_tx_id": l.acked_tx_id, "lag_txs": l.lag_txs}))
         .collect();
-    out.print(
+    (
         json!({"database": r.database, "role": role_name(r.role()), "primary": r.primary, "state": state_name(r.state()),
                "last_applied_tx_id": r.last_applied_tx_id, "primary_head_tx_id": r.primary_head_tx_id,
                "lag_txs": r.lag_txs, "lag_ms": r.lag_ms, "last_error": r.last_error,
                "diverged_local": r.diverged_local.as_ref().map(header_json),
                "diverged_remote": r.diverged_remote.as_ref().map(header_json),
                "replicas": replicas}),
-        || {
+        {
             let mut s = match r.role() {
                 wire::Role::ExternalReplica => format!(
                     "{} replica with no primary host (fed by chainlog-replicator through ReplicateTx): applied tx {}",
@@ -74,6 +103,5 @@ pub async fn run(cmd: &ReplicationCmd, session: &Session, out: &Out) -> Result<(
             }
             s
         },
-    );
-    Ok(())
+    )
 }

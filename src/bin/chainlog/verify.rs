@@ -4,7 +4,10 @@
 use crate::out::Out;
 use crate::Failure;
 use chainlog::integrity::Digest;
-use chainlog::ledger::{check_with_progress, CheckReport, LedgerError, StorageError};
+use chainlog::ledger::{
+    check_and_collect, check_with_progress, CheckReport, LedgerError, StorageError,
+};
+use chainlog::wire::SYSTEM_DATABASE;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -22,44 +25,95 @@ fn is_damage(e: &LedgerError) -> bool {
     )
 }
 
-/// The databases to check: (name, directory, identity) from the data directory's catalog, or
-/// the directory itself when it is one database's.
-fn targets(data_dir: &Path, only: Option<&str>) -> Result<Vec<(String, PathBuf, String)>, Failure> {
-    let catalog = data_dir.join("catalog.json");
-    let Ok(bytes) = std::fs::read(&catalog) else {
-        if data_dir.join("segments").is_dir() {
-            let name = only.unwrap_or("(this directory)").to_string();
-            return Ok(vec![(name, data_dir.to_path_buf(), String::new())]);
+/// The databases to check: (name, directory, identity, checked already). A data directory's
+/// system database is checked first (`pre`), and the databases it lists are read from its
+/// log; a data directory from before the system database lists them in `catalog.json`; a
+/// directory holding one database is checked alone.
+fn targets(data_dir: &Path, only: Option<&str>) -> Result<Targets, Failure> {
+    let system = data_dir.join("db").join(SYSTEM_DATABASE);
+    let listed: Vec<(String, String)> = if system.join("segments").is_dir() {
+        let (pre, records) = match check_and_collect(&system, &[], Some(b"database/"), |_, _| {}) {
+            Ok((r, records)) => (Ok(r), records),
+            // A damaged system database is reported; its list is then unknown.
+            Err(e) => (Err(e), Default::default()),
+        };
+        let mut out = Vec::new();
+        for (k, v) in records {
+            let name = String::from_utf8_lossy(&k["database/".len()..]).into_owned();
+            let r: serde_json::Value = serde_json::from_slice(&v).unwrap_or_default();
+            out.push((name, r["uuid"].as_str().unwrap_or_default().to_string()));
         }
+        let uuid = std::fs::read_to_string(system.join("IDENTITY"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        return finish(
+            data_dir,
+            only,
+            out,
+            Some((SYSTEM_DATABASE.to_string(), system, uuid, pre)),
+        );
+    } else if let Ok(bytes) = std::fs::read(data_dir.join("catalog.json")) {
+        let catalog = data_dir.join("catalog.json");
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Failure::Error(format!("{}: {e}", catalog.display())))?;
+        let Some(map) = v.as_object() else {
+            return Err(Failure::Error(format!(
+                "{}: not an object",
+                catalog.display()
+            )));
+        };
+        map.iter()
+            .map(|(n, r)| {
+                (
+                    n.clone(),
+                    r["uuid"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    } else if data_dir.join("segments").is_dir() {
+        let name = only.unwrap_or("(this directory)").to_string();
+        return Ok(Targets {
+            system: None,
+            rest: vec![(name, data_dir.to_path_buf(), String::new())],
+        });
+    } else {
         return Err(Failure::Error(format!(
-            "{}: neither a data directory (no catalog.json) nor a database directory (no segments/)",
+            "{}: neither a data directory (no db/{SYSTEM_DATABASE}/) nor a database directory (no segments/)",
             data_dir.display()
         )));
     };
-    let listed: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Failure::Error(format!("{}: {e}", catalog.display())))?;
-    let Some(map) = listed.as_object() else {
-        return Err(Failure::Error(format!(
-            "{}: not an object",
-            catalog.display()
-        )));
-    };
-    let mut out: Vec<(String, PathBuf, String)> = map
-        .iter()
+    finish(data_dir, only, listed, None)
+}
+
+type Checked = Result<CheckReport, LedgerError>;
+
+/// The system database (already checked) and the other databases to check.
+struct Targets {
+    system: Option<(String, PathBuf, String, Checked)>,
+    rest: Vec<(String, PathBuf, String)>,
+}
+
+fn finish(
+    data_dir: &Path,
+    only: Option<&str>,
+    listed: Vec<(String, String)>,
+    system: Option<(String, PathBuf, String, Checked)>,
+) -> Result<Targets, Failure> {
+    let mut rest: Vec<(String, PathBuf, String)> = listed
+        .into_iter()
         .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
-        .map(|(name, r)| {
-            let uuid = r["uuid"].as_str().unwrap_or_default().to_string();
-            (name.clone(), data_dir.join("db").join(name), uuid)
-        })
+        .map(|(name, uuid)| (name.clone(), data_dir.join("db").join(name), uuid))
         .collect();
-    if let (Some(o), true) = (only, out.is_empty()) {
+    rest.sort();
+    let system = system.filter(|_| only.is_none_or(|o| o == SYSTEM_DATABASE));
+    if let (Some(o), true, true) = (only, rest.is_empty(), system.is_none()) {
         return Err(Failure::Error(format!(
-            "database {o:?} is not in {}",
-            catalog.display()
+            "database {o:?} is not listed in {}",
+            data_dir.display()
         )));
     }
-    out.sort();
-    Ok(out)
+    Ok(Targets { system, rest })
 }
 
 fn report_json(name: &str, r: &CheckReport) -> serde_json::Value {
@@ -105,7 +159,15 @@ pub fn run(
     let mut failed = Vec::new();
     let mut results = Vec::new();
     let mut matched = 0usize;
-    for (name, dir, uuid) in targets(data_dir, only)? {
+    let targets = targets(data_dir, only)?;
+    let mut pre = None;
+    let mut all = Vec::new();
+    if let Some((name, dir, uuid, checked)) = targets.system {
+        pre = Some(checked);
+        all.push((name, dir, uuid));
+    }
+    all.extend(targets.rest);
+    for (name, dir, uuid) in all {
         let states: Vec<(u64, Digest)> = trusted
             .values()
             .filter(|t| !uuid.is_empty() && t.uuid == uuid && t.tx_id > 0)
@@ -113,14 +175,27 @@ pub fn run(
             .collect();
         matched += states.len();
         let mut last = 0u64;
-        let report = check_with_progress(&dir, &states, |done, total| {
-            let pct = (done * 100).checked_div(total).unwrap_or(100);
-            if tty && pct != last {
-                last = pct;
-                let bar = "#".repeat((pct / 4) as usize);
-                eprint!("\r{name}: [{bar:<25}] {pct:>3}%");
-            }
-        });
+        let checked_already = if name == SYSTEM_DATABASE && states.is_empty() {
+            pre.take()
+        } else {
+            None
+        };
+        let report = match checked_already {
+            Some(r) => r,
+            None if !dir.is_dir() => Err(LedgerError::Storage(StorageError::Corrupt {
+                path: dir.clone(),
+                offset: 0,
+                reason: chainlog::ledger::Corruption::ShortFile,
+            })),
+            None => check_with_progress(&dir, &states, |done, total| {
+                let pct = (done * 100).checked_div(total).unwrap_or(100);
+                if tty && pct != last {
+                    last = pct;
+                    let bar = "#".repeat((pct / 4) as usize);
+                    eprint!("\r{name}: [{bar:<25}] {pct:>3}%");
+                }
+            }),
+        };
         if tty {
             eprintln!();
         }
