@@ -275,15 +275,17 @@ fn a_version_1_directory_is_refused_naming_both_versions() {
     );
 }
 
-/// A record's header holds the map root between the history root and the Alh (190 bytes).
+/// A record's header holds the epoch and the map root between the history root and the Alh
+/// (198 bytes).
 #[test]
 fn the_record_header_carries_the_map_root() {
     let dir = tempfile::tempdir().unwrap();
     let db = Ledger::open(dir.path(), Options::default()).unwrap();
     let h = db.commit(vec![NewEntry::put("k", "v")]).unwrap();
     let rec = db.records(1, 1, usize::MAX).unwrap();
-    assert_eq!(codec::HEADER_BYTES, 190);
-    assert_eq!(&rec[0][126..158], &h.map_root.0);
+    assert_eq!(codec::HEADER_BYTES, 198);
+    assert_eq!(&rec[0][126..134], &1u64.to_le_bytes(), "epoch 1");
+    assert_eq!(&rec[0][134..166], &h.map_root.0);
     let leaf = chainlog::integrity::map::MapLeaf {
         key_hash: key_hash(b"k"),
         tx_id: 1,

@@ -728,6 +728,7 @@ fn check_divergence_evidence(path: &Path, fork_after: u64, local_head: u64, remo
         entries_root: d(&h["entries_root"]),
         history_size: h["history_size"].as_u64().unwrap(),
         history_root: d(&h["history_root"]),
+        epoch: h["epoch"].as_u64().unwrap(),
         map_root: d(&h["map_root"]),
     };
     let shared = d(&v["shared_alh"]);

@@ -231,6 +231,7 @@ mod tests {
                 entries_root: entries_root(&[d]),
                 history_size: id - 1,
                 history_root: mth(&leaves),
+                epoch: 1,
                 map_root: Digest([id as u8; 32]),
             };
             prev = h.alh();

@@ -131,6 +131,9 @@ pub struct TxHeader {
     pub history_size: u64,
     /// Root of the history tree over Alh(1..id-1).
     pub history_root: Digest,
+    /// The epoch the tx was written in: 1 for a new database, one more at each promotion of
+    /// a replica to primary; never decreases along the chain.
+    pub epoch: u64,
     /// Root of the key map after this tx: every key's latest version as of tx `id`
     /// (`integrity::map`).
     pub map_root: Digest,
@@ -147,9 +150,9 @@ impl TxHeader {
 }
 
 /// `H(0x12 || u16 version || u64 timestamp_us || u32 entry_count || entries_root ||
-/// u64 history_size || history_root || map_root)`, integers little-endian.
+/// u64 history_size || history_root || u64 epoch || map_root)`, integers little-endian.
 pub fn inner_hash(h: &TxHeader) -> Digest {
-    let mut buf = [0u8; 1 + 2 + 8 + 4 + 32 + 8 + 32 + 32];
+    let mut buf = [0u8; 1 + 2 + 8 + 4 + 32 + 8 + 32 + 8 + 32];
     buf[0] = TAG_INNER;
     buf[1..3].copy_from_slice(&h.version.to_le_bytes());
     buf[3..11].copy_from_slice(&h.timestamp_us.to_le_bytes());
@@ -157,7 +160,8 @@ pub fn inner_hash(h: &TxHeader) -> Digest {
     buf[15..47].copy_from_slice(&h.entries_root.0);
     buf[47..55].copy_from_slice(&h.history_size.to_le_bytes());
     buf[55..87].copy_from_slice(&h.history_root.0);
-    buf[87..119].copy_from_slice(&h.map_root.0);
+    buf[87..95].copy_from_slice(&h.epoch.to_le_bytes());
+    buf[95..127].copy_from_slice(&h.map_root.0);
     blake3::hash(&buf).into()
 }
 
@@ -191,6 +195,7 @@ mod tests {
             entries_root: entries_root(&[d]),
             history_size: 0,
             history_root: crate::integrity::merkle::empty_root(),
+            epoch: 1,
             map_root: crate::integrity::map::MapLeaf {
                 key_hash: crate::integrity::map::key_hash(b"key"),
                 tx_id: 1,
@@ -216,6 +221,7 @@ mod tests {
         inner.extend_from_slice(&h.entries_root.0);
         inner.extend_from_slice(&0u64.to_le_bytes());
         inner.extend_from_slice(&h.history_root.0);
+        inner.extend_from_slice(&1u64.to_le_bytes());
         inner.extend_from_slice(&h.map_root.0);
         assert_eq!(h.inner_hash(), Digest::from(blake3::hash(&inner)));
         let mut a = vec![TAG_ALH];

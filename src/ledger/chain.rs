@@ -15,6 +15,8 @@ pub(crate) struct Link {
     pub last_id: TxId,
     pub last_alh: Digest,
     pub last_ts: u64,
+    /// The last tx's epoch (1 before the first tx).
+    pub last_epoch: u64,
     pub history_root: Digest,
 }
 
@@ -33,6 +35,9 @@ pub(crate) fn check_link(h: &TxHeader, link: &Link) -> Result<(), ChainBreak> {
     }
     if h.timestamp_us < link.last_ts {
         return Err(ChainBreak::Timestamp);
+    }
+    if h.epoch < link.last_epoch {
+        return Err(ChainBreak::Epoch);
     }
     Ok(())
 }

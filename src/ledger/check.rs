@@ -109,6 +109,7 @@ pub fn check_and_collect(
     let mut nodes = Vec::new();
     let mut node_pos = 0u64;
     let (mut last_id, mut last_alh, mut last_ts) = (0u64, ALH_GENESIS, 0u64);
+    let mut last_epoch = 1u64;
     let mut torn_tail = None;
     let mut log_end = (PathBuf::new(), 0u64);
     let mut done = 0u64;
@@ -145,6 +146,7 @@ pub fn check_and_collect(
                     last_id,
                     last_alh,
                     last_ts,
+                    last_epoch,
                     history_root: frontier.root(),
                 };
                 let mut leaves = check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
@@ -214,6 +216,7 @@ pub fn check_and_collect(
                 last_id = tx;
                 last_alh = rec.alh;
                 last_ts = rec.header.timestamp_us;
+                last_epoch = rec.header.epoch;
                 log_end = (path.clone(), offset + n as u64);
                 progress(done + offset + n as u64, total);
                 Ok(())

@@ -2,8 +2,8 @@
 //! durably cover. Replaced atomically; one frame (docs/format.md, "Checkpoint").
 //!
 //! ```text
-//! u16 version | u64 tx_id | [32] alh | u32 segment | u64 segment_len | u64 map_nodes |
-//! u64 next_run_id | u32 run_count | u64 run_id * run_count
+//! u16 version | u64 tx_id | [32] alh | u64 epoch | u32 segment | u64 segment_len |
+//! u64 map_nodes | u64 next_run_id | u32 run_count | u64 run_id * run_count
 //! ```
 
 use super::{lock_poisoned, Result, Shared};
@@ -27,6 +27,8 @@ pub(crate) struct Checkpoint {
     /// Every tx up to this one is in the derived files, synced.
     pub tx_id: TxId,
     pub alh: Digest,
+    /// The epoch of tx `tx_id` (1 for none).
+    pub epoch: u64,
     /// The log resumes in this segment at this offset.
     pub segment: u32,
     pub segment_len: u64,
@@ -42,6 +44,7 @@ impl Checkpoint {
         Checkpoint {
             tx_id: 0,
             alh: ALH_GENESIS,
+            epoch: 1,
             segment: 1,
             segment_len: SEGMENT_HEADER_BYTES,
             map_nodes: 0,
@@ -56,6 +59,7 @@ impl Checkpoint {
             p.extend_from_slice(&VERSION.to_le_bytes());
             p.extend_from_slice(&self.tx_id.to_le_bytes());
             p.extend_from_slice(&self.alh.0);
+            p.extend_from_slice(&self.epoch.to_le_bytes());
             p.extend_from_slice(&self.segment.to_le_bytes());
             p.extend_from_slice(&self.segment_len.to_le_bytes());
             p.extend_from_slice(&self.map_nodes.to_le_bytes());
@@ -98,20 +102,22 @@ impl Checkpoint {
         }
         let tx_id = u64_at(2)?;
         let alh = Digest::from_slice(take(10, 32)?).ok_or_else(short)?;
-        let segment = u32::from_le_bytes(take(42, 4)?.try_into().map_err(|_| short())?);
-        let segment_len = u64_at(46)?;
-        let map_nodes = u64_at(54)?;
-        let next_run_id = u64_at(62)?;
-        let count = u32::from_le_bytes(take(70, 4)?.try_into().map_err(|_| short())?) as usize;
-        if payload.len() != 74 + 8 * count {
+        let epoch = u64_at(42)?;
+        let segment = u32::from_le_bytes(take(50, 4)?.try_into().map_err(|_| short())?);
+        let segment_len = u64_at(54)?;
+        let map_nodes = u64_at(62)?;
+        let next_run_id = u64_at(70)?;
+        let count = u32::from_le_bytes(take(78, 4)?.try_into().map_err(|_| short())?) as usize;
+        if payload.len() != 82 + 8 * count {
             return Err(bad(Corruption::Decode("checkpoint run list length")));
         }
         let runs = (0..count)
-            .map(|i| u64_at(74 + 8 * i))
+            .map(|i| u64_at(82 + 8 * i))
             .collect::<Result<_, _>>()?;
         Ok(Some(Checkpoint {
             tx_id,
             alh,
+            epoch,
             segment,
             segment_len,
             map_nodes,
@@ -213,6 +219,7 @@ mod tests {
         let c = Checkpoint {
             tx_id: 5,
             alh: Digest([9; 32]),
+            epoch: 3,
             segment: 2,
             segment_len: 999,
             map_nodes: 12,

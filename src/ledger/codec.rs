@@ -3,14 +3,14 @@
 //!
 //! ```text
 //! header  u16 version | u64 id | u64 timestamp_us | [32] prev_alh | u32 entry_count |
-//!         [32] entries_root | u64 history_size | [32] history_root | [32] map_root |
-//!         [32] alh                                                                 (190 bytes)
+//!         [32] entries_root | u64 history_size | [32] history_root | u64 epoch |
+//!         [32] map_root | [32] alh                                                 (198 bytes)
 //! entry   u16 key_len | u8 flags | u32 value_len | key | [32] value_hash | value   (repeated)
 //! ```
 
 use crate::integrity::{Digest, EntryMeta, TxHeader};
 
-pub const HEADER_BYTES: usize = 190;
+pub const HEADER_BYTES: usize = 198;
 /// key_len, flags, value_len.
 pub const ENTRY_FIXED_BYTES: usize = 7;
 
@@ -23,6 +23,7 @@ pub fn encode_header(h: &TxHeader, alh: &Digest, out: &mut Vec<u8>) {
     out.extend_from_slice(&h.entries_root.0);
     out.extend_from_slice(&h.history_size.to_le_bytes());
     out.extend_from_slice(&h.history_root.0);
+    out.extend_from_slice(&h.epoch.to_le_bytes());
     out.extend_from_slice(&h.map_root.0);
     out.extend_from_slice(&alh.0);
 }
@@ -133,11 +134,15 @@ fn header(r: &mut Reader<'_>) -> Result<(TxHeader, Digest), &'static str> {
         entries_root: r.digest()?,
         history_size: r.u64()?,
         history_root: r.digest()?,
+        epoch: r.u64()?,
         map_root: r.digest()?,
     };
     let alh = r.digest()?;
     if header.version != crate::integrity::FORMAT_VERSION {
         return Err("unknown format version");
+    }
+    if header.epoch == 0 {
+        return Err("epoch 0");
     }
     if header.entry_count as usize > super::ENTRIES_PER_TX_MAX {
         return Err("entry count above the limit");
@@ -191,7 +196,7 @@ mod tests {
         ) {
             let h = TxHeader {
                 version: crate::integrity::FORMAT_VERSION, id: 9, timestamp_us: 77, prev_alh: Digest([1; 32]), entry_count: entries.len() as u32,
-                entries_root: Digest([2; 32]), history_size: 8, history_root: Digest([3; 32]), map_root: Digest([5; 32]),
+                entries_root: Digest([2; 32]), history_size: 8, history_root: Digest([3; 32]), epoch: 4, map_root: Digest([5; 32]),
             };
             let mut out = Vec::new();
             encode_header(&h, &Digest([4; 32]), &mut out);

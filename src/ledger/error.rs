@@ -30,6 +30,10 @@ pub enum ChainBreak {
     /// Its stored Alh is not the Alh of its header.
     #[error("its stored Alh is not its header's")]
     Alh,
+    /// Its epoch is below the previous tx's: history written by a primary that a newer one
+    /// had already replaced.
+    #[error("its epoch is below the previous tx's")]
+    Epoch,
     /// Its map root is not the root of the key map after its entries are applied to the map
     /// before it.
     #[error("its map root is not the key map's after its entries")]
@@ -177,6 +181,14 @@ pub enum LedgerError {
     },
     #[error("the database is closed")]
     Closed,
+    /// A new epoch must be above the database's current one.
+    #[error(
+        "epoch {asked} does not follow epoch {current}: a new epoch must be above the current one"
+    )]
+    EpochOrder { asked: u64, current: u64 },
+    /// Keys starting with `\0chainlog/` are the database's own (the epoch marker).
+    #[error("entry {index}: keys starting with \\0chainlog/ are reserved for the database itself")]
+    ReservedKey { index: usize },
 }
 
 pub type Result<T, E = LedgerError> = std::result::Result<T, E>;

@@ -314,6 +314,28 @@ impl Ledger {
         lock_poisoned(self.shared.view.read()).last
     }
 
+    /// The epoch of the last committed tx (1 for an empty database): the database's current
+    /// epoch once the marker of a new one is committed ([`Ledger::start_epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.last_header().map_or(1, |h| h.epoch)
+    }
+
+    /// Starts epoch `epoch` (above the current one): commits the marker tx that records it in
+    /// the chain (one entry, the reserved key `\0chainlog/epoch`, the epoch in decimal) and
+    /// returns its header. Txs after it are written in that epoch. A replica promoted to
+    /// primary does this first, so that history written by its former primary afterwards can
+    /// be told apart and refused (docs/replication.md, "Epochs and fencing").
+    pub fn start_epoch(&self, epoch: u64) -> Result<TxHeader> {
+        let current = self.epoch();
+        if epoch <= current {
+            return Err(LedgerError::EpochOrder {
+                asked: epoch,
+                current,
+            });
+        }
+        writer::submit(&self.shared, prepare::prepare_epoch(epoch)?)
+    }
+
     /// Commits `entries` as one transaction and returns its header once it is durable.
     /// Blocks; many threads may commit at once and share one fsync.
     pub fn commit(&self, entries: Vec<NewEntry>) -> Result<TxHeader> {

@@ -28,7 +28,14 @@ pub(crate) struct Prepared {
     /// A replicated tx: the header it must be written with, byte for byte, and its Alh
     /// (already checked against the header).
     pub(crate) fixed: Option<(TxHeader, Digest)>,
+    /// The tx starts this epoch (the promotion marker).
+    pub(crate) epoch: Option<u64>,
 }
+
+/// The prefix of the keys the database writes itself.
+pub(crate) const RESERVED_PREFIX: &[u8] = b"\0chainlog/";
+/// The key of the marker tx that starts an epoch; its value is the epoch, in decimal.
+pub(crate) const EPOCH_KEY: &[u8] = b"\0chainlog/epoch";
 
 /// Prepares a tx copied from another database, as the record its source stores: the record
 /// must be well formed and within this database's limits, each value must match its stored
@@ -62,6 +69,7 @@ pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
         refs,
         leaves,
         fixed,
+        epoch: None,
     })
 }
 
@@ -119,8 +127,29 @@ fn check_tx_size(count: usize, bytes: usize) -> Result<()> {
     Ok(())
 }
 
-/// Checks limits and hashes everything that does not depend on the tx's position.
+/// Checks limits and hashes everything that does not depend on the tx's position; a key the
+/// database reserves for itself is refused.
 pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
+    if let Some(index) = entries
+        .iter()
+        .position(|e| e.key.starts_with(RESERVED_PREFIX))
+    {
+        return Err(LedgerError::ReservedKey { index });
+    }
+    prepare_unchecked(entries)
+}
+
+/// The marker tx that starts epoch `epoch`.
+pub(crate) fn prepare_epoch(epoch: u64) -> Result<Prepared> {
+    let mut p = prepare_unchecked(vec![NewEntry::put(
+        EPOCH_KEY.to_vec(),
+        epoch.to_string().into_bytes(),
+    )])?;
+    p.epoch = Some(epoch);
+    Ok(p)
+}
+
+fn prepare_unchecked(entries: Vec<NewEntry>) -> Result<Prepared> {
     // The count first: a huge entry list is refused before it is walked.
     if entries.len() > ENTRIES_PER_TX_MAX {
         check_tx_size(entries.len(), 0)?;
@@ -158,5 +187,6 @@ pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
         refs,
         leaves,
         fixed: None,
+        epoch: None,
     })
 }

@@ -76,6 +76,8 @@ struct Replay<'a> {
     last: Option<TxHeader>,
     last_id: TxId,
     last_alh: Digest,
+    /// The last tx's epoch.
+    epoch: u64,
     replayed: u64,
     nodes: Vec<Digest>,
 }
@@ -101,6 +103,7 @@ impl Replay<'_> {
             last_id: self.last_id,
             last_alh: self.last_alh,
             last_ts: self.last.map_or(0, |l| l.timestamp_us),
+            last_epoch: self.epoch,
             history_root: self.frontier.root(),
         };
         let leaves = check_record(&rec, &link).map_err(|b| bad(TxFault::Chain(b)))?;
@@ -134,6 +137,7 @@ impl Replay<'_> {
             );
         }
         self.last = Some(rec.header);
+        self.epoch = rec.header.epoch;
         self.last_id = id;
         self.last_alh = rec.alh;
         self.replayed += 1;
@@ -262,6 +266,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         last: None,
         last_id: cp.tx_id,
         last_alh: cp.alh,
+        epoch: cp.epoch,
         replayed: 0,
         nodes: Vec::new(),
     };
@@ -429,6 +434,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         last_id: replay_last_id,
         last_alh: replay_last_alh,
         last_ts: last.map_or(0, |h| h.timestamp_us),
+        epoch: last.map_or(1, |h| h.epoch),
         since_checkpoint: replay_replayed,
         runs: Some(Runs {
             next_id: cp.next_run_id,

@@ -195,6 +195,8 @@ pub(crate) struct Writer {
     pub last_id: TxId,
     pub last_alh: Digest,
     pub last_ts: u64,
+    /// The epoch fresh txs are written in: the last tx's, or a newer one started since.
+    pub epoch: u64,
     pub since_checkpoint: u64,
     /// The index runs, while no checkpoint is under way; the checkpoint thread has them
     /// while one is.
@@ -333,10 +335,20 @@ impl Writer {
                     last_id: self.last_id,
                     last_alh: self.last_alh,
                     last_ts: self.last_ts,
+                    last_epoch: self.epoch,
                     history_root: self.frontier.root(),
                 };
                 if let Err(reason) = chain::check_link(h, &link) {
                     results.push(Err(LedgerError::NotNext { tx: h.id, reason }));
+                    continue;
+                }
+            }
+            if let Some(asked) = tx.epoch {
+                if asked <= self.epoch {
+                    results.push(Err(LedgerError::EpochOrder {
+                        asked,
+                        current: self.epoch,
+                    }));
                     continue;
                 }
             }
@@ -356,6 +368,7 @@ impl Writer {
                         entries_root: tx.entries_root,
                         history_size: id - 1,
                         history_root: self.frontier.root(),
+                        epoch: tx.epoch.unwrap_or(self.epoch),
                         map_root: map_root.hash(),
                     };
                     (h, h.alh())
@@ -410,6 +423,7 @@ impl Writer {
             self.last_id = id;
             self.last_alh = alh;
             self.last_ts = header.timestamp_us;
+            self.epoch = header.epoch;
             written += 1;
             results.push(Ok(header));
         }
@@ -491,6 +505,7 @@ impl Writer {
             checkpoint: Checkpoint {
                 tx_id: self.last_id,
                 alh: self.last_alh,
+                epoch: self.epoch,
                 segment: self.segment.header().id,
                 segment_len: self.segment.len(),
                 map_nodes: self.map.node_count(),

@@ -132,7 +132,7 @@ fn header_json(h: &TxHeader) -> serde_json::Value {
         "version": h.version, "id": h.id, "timestamp_us": h.timestamp_us,
         "prev_alh": h.prev_alh.to_hex(), "entry_count": h.entry_count,
         "entries_root": h.entries_root.to_hex(), "history_size": h.history_size,
-        "history_root": h.history_root.to_hex(), "map_root": h.map_root.to_hex(), "alh": h.alh().to_hex(),
+        "history_root": h.history_root.to_hex(), "epoch": h.epoch, "map_root": h.map_root.to_hex(), "alh": h.alh().to_hex(),
     })
 }
 

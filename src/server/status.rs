@@ -22,7 +22,9 @@ pub fn ledger(e: LedgerError) -> Status {
         | E::DeleteWithValue { .. }
         | E::BadRecord { .. }
         | E::StateOrder { .. }
+        | E::ReservedKey { .. }
         | E::InvalidOption { .. } => Code::InvalidArgument,
+        E::EpochOrder { .. } => Code::FailedPrecondition,
         E::KeyNotFound => return Reason::KeyNotFound.status(e.to_string()),
         E::TxNotFound { .. } => Code::NotFound,
         E::NotNext { .. } => Code::FailedPrecondition,

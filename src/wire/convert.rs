@@ -46,6 +46,7 @@ impl From<&integrity::TxHeader> for pb::TxHeader {
             entries_root: h.entries_root.0.to_vec(),
             history_size: h.history_size,
             history_root: h.history_root.0.to_vec(),
+            epoch: h.epoch,
             map_root: h.map_root.0.to_vec(),
         }
     }
@@ -66,6 +67,7 @@ impl TryFrom<&pb::TxHeader> for integrity::TxHeader {
             entries_root: digest("entries_root", &h.entries_root)?,
             history_size: h.history_size,
             history_root: digest("history_root", &h.history_root)?,
+            epoch: h.epoch,
             map_root: digest("map_root", &h.map_root)?,
         })
     }

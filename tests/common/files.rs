@@ -118,13 +118,13 @@ pub fn write_run(path: &Path, records: &[RunRecord]) {
 }
 
 /// The index run files a database's checkpoint names, oldest first (docs/format.md
-/// section 7: the run ids after the 74 bytes of fixed fields).
+/// section 7: the run ids after the 82 bytes of fixed fields).
 pub fn checkpoint_runs(db_dir: &Path) -> Vec<u64> {
     let b = std::fs::read(db_dir.join("checkpoint")).unwrap();
     let p = &b[12..];
-    let count = u32::from_le_bytes(p[70..74].try_into().unwrap()) as usize;
+    let count = u32::from_le_bytes(p[78..82].try_into().unwrap()) as usize;
     (0..count)
-        .map(|i| u64::from_le_bytes(p[74 + 8 * i..82 + 8 * i].try_into().unwrap()))
+        .map(|i| u64::from_le_bytes(p[82 + 8 * i..90 + 8 * i].try_into().unwrap()))
         .collect()
 }
 
@@ -132,7 +132,7 @@ pub fn checkpoint_runs(db_dir: &Path) -> Vec<u64> {
 pub fn set_checkpoint_runs(db_dir: &Path, runs: &[u64]) {
     let path = db_dir.join("checkpoint");
     let b = std::fs::read(&path).unwrap();
-    let mut p = b[12..12 + 70].to_vec();
+    let mut p = b[12..12 + 78].to_vec();
     p.extend_from_slice(&(runs.len() as u32).to_le_bytes());
     for r in runs {
         p.extend_from_slice(&r.to_le_bytes());

@@ -44,7 +44,7 @@ pub fn header_json(h: &wire::TxHeader) -> serde_json::Value {
     json!({"id": h.id, "timestamp_us": h.timestamp_us, "entry_count": h.entry_count,
            "prev_alh": hex(&h.prev_alh), "entries_root": hex(&h.entries_root),
            "history_size": h.history_size, "history_root": hex(&h.history_root),
-           "map_root": hex(&h.map_root)})
+           "epoch": h.epoch, "map_root": hex(&h.map_root)})
 }
 
 /// An entry as JSON: `key`/`value` (or `key_hex`/`value_hex`), `tx_id`, `deleted`.
