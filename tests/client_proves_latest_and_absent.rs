@@ -85,6 +85,7 @@ async fn real(s: &Setup, key: &[u8], at_tx: u64) -> wire::VerifiableEntry {
             key: key.to_vec(),
             at_tx,
             trusted_tx_id: 4,
+            known_epoch: 0,
         })
         .await
         .unwrap()

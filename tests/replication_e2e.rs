@@ -152,6 +152,7 @@ async fn replica_converges_resumes_after_kill_9_and_refuses_writes() {
             database: "rdb".into(),
             id: 1234,
             trusted_tx_id: 0,
+            known_epoch: 0,
         })
         .await
         .unwrap()

@@ -682,6 +682,7 @@ async fn malformed_and_oversized_requests_get_errors_and_the_server_keeps_servin
             key: vec![],
             at_tx: 0,
             trusted_tx_id: 0,
+            known_epoch: 0,
         })
         .await
         .unwrap_err();

@@ -96,6 +96,7 @@ async fn get_load(addr: &str, password: &str, secs: u64) {
                     key: k,
                     at_tx: 0,
                     trusted_tx_id: state.tx_id / 2,
+                    known_epoch: 0,
                 })
                 .await
                 .expect("verifiable get");

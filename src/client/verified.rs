@@ -30,6 +30,10 @@ pub struct TrustedState {
     pub tx_id: TxId,
     /// Its Alh, as hex.
     pub alh: String,
+    /// Its epoch (its tx's header's): answers from an older epoch come from a primary that
+    /// was replaced, and are refused. 0 in state files from before epochs.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl std::fmt::Display for TrustedState {
@@ -104,6 +108,15 @@ pub enum TamperReason {
     /// The answer says the key has no version, but does not prove it (a hidden key).
     #[error("the server says the key has no version but does not prove it")]
     UnprovenAbsence,
+    /// The answer's state is from an older epoch than the trusted one: it comes from a
+    /// primary that a promotion replaced (a fork or a stale server).
+    #[error("the server's state is in epoch {claimed}, older than the trusted state's epoch {trusted}: it comes from a primary that was replaced")]
+    StaleEpoch {
+        /// The trusted state's epoch.
+        trusted: u64,
+        /// The answer's.
+        claimed: u64,
+    },
     /// The answer is as of another tx than asked.
     #[error("the answer is as of tx {answered}, not tx {asked}")]
     WrongTx {
@@ -364,6 +377,16 @@ impl VerifiedClient {
         proof
             .verify(state.tx_id, &alh)
             .map_err(|e| ev.of(e.into()))?;
+        // The state's header is proven now: an older epoch than the trusted one is a
+        // replaced primary's, whatever else the answer proves.
+        if let Some(t) = &ev.trusted {
+            if proof.state.epoch < t.epoch {
+                return Err(ev.of(TamperReason::StaleEpoch {
+                    trusted: t.epoch,
+                    claimed: proof.state.epoch,
+                }));
+            }
+        }
         if newer {
             if let Some(t) = &ev.trusted {
                 let ext: integrity::StateProof = ev
@@ -375,7 +398,7 @@ impl VerifiedClient {
             }
         }
         more(&ev, &proof)?;
-        self.trust(&mut states, slot, state, &alh)?;
+        self.trust(&mut states, slot, state, &alh, proof.state.epoch)?;
         Ok(proof.tx)
     }
 
@@ -386,6 +409,7 @@ impl VerifiedClient {
         slot: String,
         state: &wire::State,
         alh: &Digest,
+        epoch: u64,
     ) -> Result<()> {
         states.databases.insert(
             slot,
@@ -393,6 +417,7 @@ impl VerifiedClient {
                 uuid: state.uuid.clone(),
                 tx_id: state.tx_id,
                 alh: alh.to_hex(),
+                epoch,
             },
         );
         let bytes =
@@ -413,6 +438,7 @@ impl VerifiedClient {
     pub async fn get(&self, db: &str, key: &[u8], at_tx: TxId) -> Result<VerifiedRead> {
         let trusted = self.trusted(db).await;
         let trusted_tx_id = trusted.as_ref().map_or(0, |t| t.tx_id);
+        let known_epoch = trusted.as_ref().map_or(0, |t| t.epoch);
         let ev = self.evidence(db, trusted);
         let ve = match self
             .client
@@ -422,6 +448,7 @@ impl VerifiedClient {
                 key: key.to_vec(),
                 at_tx,
                 trusted_tx_id,
+                known_epoch,
             })
             .await
         {
@@ -545,7 +572,7 @@ impl VerifiedClient {
             return Err(ev.of(TamperReason::NotLatest));
         }
         if ev.trusted.is_none() {
-            self.trust(&mut states, slot, state, &alh)?;
+            self.trust(&mut states, slot, state, &alh, 1)?;
         }
         Ok(VerifiedRead::Absent {
             at_tx: 0,
@@ -562,6 +589,7 @@ impl VerifiedClient {
     ) -> Result<integrity::TxHeader> {
         let trusted = self.trusted(db).await;
         let trusted_tx_id = trusted.as_ref().map_or(0, |t| t.tx_id);
+        let known_epoch = trusted.as_ref().map_or(0, |t| t.epoch);
         let ev = self.evidence(db, trusted);
         let digests_sent: Vec<Digest> = entries
             .iter()
@@ -577,6 +605,7 @@ impl VerifiedClient {
                     .map(|(key, value)| wire::KeyValue { key, value })
                     .collect(),
                 trusted_tx_id,
+                known_epoch,
             })
             .await
             .map_err(|e| ev.status(e))?
@@ -596,6 +625,7 @@ impl VerifiedClient {
     pub async fn tx(&self, db: &str, id: TxId) -> Result<(integrity::TxHeader, Vec<wire::Entry>)> {
         let trusted = self.trusted(db).await;
         let trusted_tx_id = trusted.as_ref().map_or(0, |t| t.tx_id);
+        let known_epoch = trusted.as_ref().map_or(0, |t| t.epoch);
         let ev = self.evidence(db, trusted);
         let vt = self
             .client
@@ -604,6 +634,7 @@ impl VerifiedClient {
                 database: db.to_string(),
                 id,
                 trusted_tx_id,
+                known_epoch,
             })
             .await
             .map_err(|e| ev.status(e))?
@@ -655,6 +686,7 @@ impl VerifiedClient {
                 uuid: current.uuid,
                 tx_id: 0,
                 alh: Digest::ZERO.to_hex(),
+                epoch: 1,
             }));
         }
         // A verified read of the state's own tx proves its header hashes to its Alh, and
@@ -666,6 +698,7 @@ impl VerifiedClient {
                 database: db.to_string(),
                 id: current.tx_id,
                 trusted_tx_id: trusted.as_ref().map_or(0, |t| t.tx_id),
+                known_epoch: trusted.as_ref().map_or(0, |t| t.epoch),
             })
             .await
             .map_err(|e| ev.status(e))?

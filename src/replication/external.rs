@@ -119,7 +119,13 @@ pub async fn copy_pass(
         .current_state(&config.target.database)
         .await
         .map_err(client_error)?;
+    // The target's epoch: a source below it was replaced, and is refused (and fenced).
+    let epoch = target
+        .replication_status(&config.target.database)
+        .await
+        .map_or(0, |s| s.epoch);
     let request = wire::ExportTxRequest {
+        epoch,
         database: config.source.database.clone(),
         expected_uuid: if start.tx_id == 0 {
             String::new()

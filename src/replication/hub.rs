@@ -50,6 +50,9 @@ impl ReplicaStatus {
     }
 }
 
+/// The file in a database's directory that records a fence: `{"epoch", "newer_primary"}`.
+pub const FENCE_FILE: &str = "FENCED";
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -62,6 +65,9 @@ pub struct Hub {
     acks: tokio::sync::watch::Sender<u64>,
     status: Mutex<Option<ReplicaStatus>>,
     runner: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set once this database, a primary, learned of a newer epoch: the epoch, and where
+    /// its primary is if known. Writes are refused from then on.
+    fenced: Mutex<Option<(u64, String)>>,
 }
 
 impl Default for Hub {
@@ -72,6 +78,7 @@ impl Default for Hub {
             acks: tokio::sync::watch::Sender::new(0),
             status: Mutex::default(),
             runner: Mutex::default(),
+            fenced: Mutex::default(),
         }
     }
 }
@@ -116,6 +123,69 @@ impl Drop for Registration {
 }
 
 impl Hub {
+    /// Fences this database: a newer epoch `epoch` replaced it as primary (its primary at
+    /// `newer`, if known). Keeps the highest epoch heard of; returns whether this is news.
+    /// With `dir` (the database's directory), the fence is also written there
+    /// ([`FENCE_FILE`]), so a restart keeps it.
+    pub fn fence_in(&self, dir: Option<&std::path::Path>, epoch: u64, newer: &str) -> bool {
+        let news = self.fence(epoch, newer);
+        if let (Some(dir), Some((e, n))) = (dir, self.fenced()) {
+            let doc = serde_json::json!({"epoch": e, "newer_primary": n});
+            if let Err(err) = crate::fs::replace(
+                &dir.join(FENCE_FILE),
+                doc.to_string().as_bytes(),
+                crate::fs::FILE_MODE,
+            ) {
+                tracing::error!(error = %err, "could not record the fence; it holds until the server stops");
+            }
+        }
+        news
+    }
+
+    /// Loads the fence a database's directory records, if any.
+    pub fn load_fence(&self, dir: &std::path::Path) {
+        if let Ok(Some(b)) = crate::fs::read(&dir.join(FENCE_FILE)) {
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+            if let Some(e) = v["epoch"].as_u64() {
+                self.fence(e, v["newer_primary"].as_str().unwrap_or_default());
+            }
+        }
+    }
+
+    /// Lifts the fence and removes its record from `dir`.
+    pub fn unfence_in(&self, dir: &std::path::Path) {
+        self.unfence();
+        let _ = crate::fs::remove(&dir.join(FENCE_FILE));
+    }
+
+    /// [`Hub::fence_in`] without recording it.
+    pub fn fence(&self, epoch: u64, newer: &str) -> bool {
+        let mut f = lock(&self.fenced);
+        match &mut *f {
+            Some((e, n)) if *e >= epoch => {
+                if n.is_empty() && *e == epoch && !newer.is_empty() {
+                    *n = newer.to_string();
+                }
+                false
+            }
+            _ => {
+                *f = Some((epoch, newer.to_string()));
+                true
+            }
+        }
+    }
+
+    /// The newer epoch that replaced this primary, and where its primary is (may be empty).
+    pub fn fenced(&self) -> Option<(u64, String)> {
+        lock(&self.fenced).clone()
+    }
+
+    /// Lifts the fence: the database became a replica of the newer primary, or a primary of
+    /// a newer epoch itself.
+    pub fn unfence(&self) {
+        *lock(&self.fenced) = None;
+    }
+
     pub fn register(self: &Arc<Self>, replica: String, peer: String, acked: TxId) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.followers).insert(

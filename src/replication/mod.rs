@@ -73,6 +73,23 @@ pub enum ReplicationError {
         "the replica acknowledged tx {acked}, but only txs up to {sent} were sent on this stream"
     )]
     BadAck { acked: TxId, sent: TxId },
+    /// This database, a primary, was replaced by a newer epoch (a replica was promoted):
+    /// it fenced itself on hearing of it and serves no replica.
+    #[error("database {database} is at epoch {epoch}, but epoch {newer} replaced it{}: it takes no writes and serves no replica; follow the newer primary", if newer_primary.is_empty() { String::new() } else { format!(" (its primary is {newer_primary})") })]
+    StalePrimary {
+        database: String,
+        epoch: u64,
+        newer: u64,
+        newer_primary: String,
+    },
+    /// The two sides speak replication protocols of different major versions.
+    #[error("replication protocol {theirs_major}.{theirs_minor} on the other side, {ours_major}.{ours_minor} here: the major versions must match")]
+    IncompatibleProtocol {
+        ours_major: u32,
+        ours_minor: u32,
+        theirs_major: u32,
+        theirs_minor: u32,
+    },
     /// The database replication acts on failed.
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),

@@ -33,6 +33,52 @@ pub fn prefetch_batches(prefetch_tx_buffer_size: Option<u32>) -> usize {
     })
 }
 
+/// The protocol a hello or welcome names (an older peer names none: 1.0).
+pub fn protocol_of(major: u32, minor: u32) -> (u32, u32) {
+    if major == 0 {
+        (1, 0)
+    } else {
+        (major, minor)
+    }
+}
+
+/// Checks what a hello says beside its position: the protocol's major version must be this
+/// one's, and a replica that knows a newer epoch than this database's means this primary was
+/// replaced: it is fenced (`hub`) before the refusal.
+pub fn check_hello(
+    ledger: &Ledger,
+    hub: &Hub,
+    database: &str,
+    hello: &FollowHello,
+) -> Result<(), ReplicationError> {
+    let (major, minor) = protocol_of(hello.protocol_major, hello.protocol_minor);
+    if major != wire::PROTOCOL_MAJOR {
+        return Err(ReplicationError::IncompatibleProtocol {
+            ours_major: wire::PROTOCOL_MAJOR,
+            ours_minor: wire::PROTOCOL_MINOR,
+            theirs_major: major,
+            theirs_minor: minor,
+        });
+    }
+    let epoch = ledger.epoch();
+    if hello.epoch > epoch {
+        if hub.fence_in(Some(ledger.dir()), hello.epoch, &hello.newer_primary) {
+            tracing::error!(
+                database, epoch, newer = hello.epoch, newer_primary = %hello.newer_primary, replica = %hello.replica,
+                "a replica knows a newer epoch: this primary was replaced, and refuses writes from now on"
+            );
+        }
+        let newer_primary = hub.fenced().map(|(_, p)| p).unwrap_or_default();
+        return Err(ReplicationError::StalePrimary {
+            database: database.to_string(),
+            epoch,
+            newer: hello.epoch,
+            newer_primary,
+        });
+    }
+    Ok(())
+}
+
 /// Whether the replica's position `(hello.tx_id, hello.alh)` is in this history.
 pub fn check_position(
     ledger: &Ledger,
@@ -159,6 +205,10 @@ pub fn serve(
         let mut sent = hello.tx_id;
         let start_head = ledger.state().tx_id;
         let welcome = Msg::Welcome(wire::Welcome {
+            epoch: ledger.epoch(),
+            protocol_major: wire::PROTOCOL_MAJOR,
+            protocol_minor: wire::PROTOCOL_MINOR,
+            features: vec!["epochs".into()],
             uuid,
             head_tx_id: start_head,
         });

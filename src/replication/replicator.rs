@@ -44,6 +44,9 @@ enum End {
     Retry(String),
     /// The histories differ: stop.
     Diverged(Box<Divergence>),
+    /// The primary cannot be followed (replaced by a newer epoch, another protocol): stop,
+    /// keeping the data, until the replica is re-pointed.
+    Stop(String),
 }
 
 struct Divergence {
@@ -163,6 +166,14 @@ pub async fn run(local_replica: Arc<dyn Local>, hub: Arc<Hub>, config: Replicato
                 });
                 return;
             }
+            End::Stop(reason) => {
+                tracing::error!(primary = %config.primary_url, database = %config.primary_database, %reason, "replication stopped");
+                hub.update_status(|s| {
+                    s.state = ReplicaState::Stopped;
+                    s.last_error = Some(reason.clone());
+                });
+                return;
+            }
             End::Retry(e) => {
                 if progressed {
                     backoff.reset();
@@ -215,6 +226,11 @@ async fn follow_inner(
     };
     let (acks, outbound) = tokio::sync::mpsc::channel(16);
     let hello = FollowHello {
+        epoch: ledger.epoch(),
+        newer_primary: String::new(),
+        protocol_major: wire::PROTOCOL_MAJOR,
+        protocol_minor: wire::PROTOCOL_MINOR,
+        features: vec!["epochs".into()],
         database: config.primary_database.clone(),
         expected_uuid,
         tx_id: state.tx_id,
@@ -237,6 +253,11 @@ async fn follow_inner(
     {
         Ok(s) => s.into_inner(),
         Err(s) => {
+            if let Some(reason @ (Reason::StalePrimary | Reason::IncompatibleProtocol)) =
+                Reason::of(&s)
+            {
+                return Err(End::Stop(format!("{}: {}", reason.as_str(), s.message())));
+            }
             if let Some(reason) = Reason::of(&s).filter(|r| r.is_divergence()) {
                 let local_header = ledger.last_header();
                 let mut end = diverged(
@@ -320,6 +341,26 @@ async fn read_batches(
         *progressed = true;
         match msg.msg {
             Some(Msg::Welcome(w)) => {
+                let (major, minor) =
+                    super::primary::protocol_of(w.protocol_major, w.protocol_minor);
+                if major != wire::PROTOCOL_MAJOR {
+                    return Err(End::Stop(
+                        ReplicationError::IncompatibleProtocol {
+                            ours_major: wire::PROTOCOL_MAJOR,
+                            ours_minor: wire::PROTOCOL_MINOR,
+                            theirs_major: major,
+                            theirs_minor: minor,
+                        }
+                        .to_string(),
+                    ));
+                }
+                let ours = ledger.epoch();
+                if major == 1 && minor >= 1 && w.epoch < ours {
+                    return Err(End::Stop(format!(
+                        "stale_primary: the primary is at epoch {}, this replica at epoch {ours}: it was replaced, and this replica does not take its txs; re-point the replica to the newer primary",
+                        w.epoch
+                    )));
+                }
                 if w.uuid != local.uuid() {
                     if ledger.state().tx_id == 0 {
                         local.adopt_uuid(&w.uuid).map_err(End::Retry)?;
@@ -427,4 +468,78 @@ async fn complete(
         }
     }
     Ok(())
+}
+
+/// How long a promoted database keeps trying to reach its former primary.
+const TELL_FORMER_PRIMARY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Tells the primary a database followed before its promotion that epoch `epoch` replaced
+/// it: a hello that carries the new epoch and where the new primary is (`advertise`), which
+/// the former primary answers by fencing itself (`stale_primary`). Tried with backoff for a
+/// minute; a former primary that is down is fenced when it next hears of the epoch (a
+/// replica's hello, a verified client) or is re-pointed.
+pub async fn tell_former_primary(
+    config: ReplicatorConfig,
+    epoch: u64,
+    advertise: String,
+    uuid: String,
+    state: crate::ledger::State,
+) {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Backoff::default();
+    loop {
+        let attempt = async {
+            let client = Client::connect(&config.primary_url, config.tls.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .login(&config.username, config.password.expose_secret())
+                .await
+                .map_err(|e| e.to_string())?;
+            let hello = FollowHello {
+                database: config.primary_database.clone(),
+                expected_uuid: uuid.clone(),
+                tx_id: state.tx_id,
+                alh: state.alh.0.to_vec(),
+                replica: format!("{} (promoted)", config.replica_name),
+                epoch,
+                newer_primary: advertise.clone(),
+                protocol_major: wire::PROTOCOL_MAJOR,
+                protocol_minor: wire::PROTOCOL_MINOR,
+                features: vec!["epochs".into()],
+            };
+            let first = FollowRequest {
+                msg: Some(wire::follow_request::Msg::Hello(hello)),
+            };
+            match client
+                .replication()
+                .follow(tokio_stream::iter([first]))
+                .await
+            {
+                Err(s) if Reason::of(&s) == Some(Reason::StalePrimary) => Ok(true),
+                Err(s) => Err(s.message().to_string()),
+                // A former primary that does not know epochs (an older release).
+                Ok(_) => Ok(false),
+            }
+        };
+        match attempt.await {
+            Ok(true) => {
+                tracing::info!(primary = %config.primary_url, database = %config.primary_database, epoch, "the former primary was told of the new epoch and fenced itself");
+                return;
+            }
+            Ok(false) => {
+                tracing::warn!(primary = %config.primary_url, database = %config.primary_database, epoch, "the former primary did not fence itself (it predates epochs): stop its writes by hand");
+                return;
+            }
+            Err(e) if started.elapsed() < TELL_FORMER_PRIMARY_FOR => {
+                let delay = backoff.delay(jitter());
+                tracing::warn!(primary = %config.primary_url, error = %e, retry_in_ms = delay.as_millis() as u64, "could not reach the former primary to tell it of the new epoch");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                tracing::warn!(primary = %config.primary_url, error = %e, "gave up telling the former primary of the new epoch: it is fenced when it next hears of it");
+                return;
+            }
+        }
+    }
 }

@@ -49,6 +49,13 @@ pub enum CatalogError {
     ReadOnlyReplica { name: String, primary: String },
     #[error("this server replicates {primary}: databases are created and changed there")]
     ReplicaServer { primary: String },
+    #[error("database {name} was the primary of epoch {epoch}, but epoch {newer} replaced it{}: it takes no more writes; write to the newer primary, or re-point this database to it as a replica", if newer_primary.is_empty() { String::new() } else { format!(" (its primary is {newer_primary})") })]
+    Fenced {
+        name: String,
+        epoch: u64,
+        newer: u64,
+        newer_primary: String,
+    },
     #[error("{SYSTEM_DATABASE} holds the server's users and databases and is written by the server alone")]
     SystemDatabase,
     #[error("the system database is missing from {dir} although other databases are there: restore db/{SYSTEM_DATABASE} from a backup or a replica; nothing was recreated")]
@@ -219,6 +226,9 @@ pub struct Catalog {
     dir: PathBuf,
     /// Set on a replica server.
     replica: Option<ServerReplica>,
+    /// The address this server listens on (`host:port`), told to a former primary when a
+    /// database here is promoted.
+    advertise: std::sync::OnceLock<String>,
     /// What the system database and `secrets.json` last recorded (a primary server).
     recorded: std::sync::Mutex<(BTreeMap<String, String>, Secrets)>,
     dbs: RwLock<BTreeMap<String, Arc<Database>>>,
@@ -355,6 +365,9 @@ impl Catalog {
                 }
             }
         }
+        for db in dbs.values() {
+            db.hub.load_fence(db.ledger.dir());
+        }
         let recorded = content
             .databases
             .iter()
@@ -363,6 +376,7 @@ impl Catalog {
         let catalog = Catalog {
             dir: dir.to_path_buf(),
             replica,
+            advertise: std::sync::OnceLock::new(),
             recorded: std::sync::Mutex::new((recorded, secrets)),
             dbs: RwLock::new(dbs),
             unavailable: RwLock::new(unavailable),
@@ -370,6 +384,11 @@ impl Catalog {
             change: std::sync::Mutex::new(()),
         };
         Ok((catalog, content, first_start))
+    }
+
+    /// Records the address the server listens on (once).
+    pub fn set_advertise(&self, addr: String) {
+        let _ = self.advertise.set(addr);
     }
 
     /// The primary this server replicates, if it is a replica server.
@@ -608,6 +627,14 @@ impl Catalog {
                 primary: db.settings.replication.primary(),
             });
         }
+        if let Some((newer, newer_primary)) = db.hub.fenced() {
+            return Err(CatalogError::Fenced {
+                name: name.to_string(),
+                epoch: db.ledger.epoch(),
+                newer,
+                newer_primary,
+            });
+        }
         Ok(db)
     }
 
@@ -661,36 +688,7 @@ impl Catalog {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let tls = r
-            .primary_tls_ca_pem
-            .as_ref()
-            .map(|ca| crate::client::ClientTls {
-                ca_pem: Some(ca.clone().into_bytes()),
-                identity_pem: r
-                    .primary_tls_cert_pem
-                    .clone()
-                    .zip(r.primary_tls_key_pem.as_ref())
-                    .map(|(c, k)| (c.into_bytes(), k.expose_secret().as_bytes().to_vec())),
-                domain: None,
-            });
-        let config = crate::replication::replicator::ReplicatorConfig {
-            primary_url: format!(
-                "{}://{host}:{}",
-                if tls.is_some() { "https" } else { "http" },
-                r.primary_port.unwrap_or(3322)
-            ),
-            primary_database: r
-                .primary_database
-                .clone()
-                .unwrap_or_else(|| super::DEFAULT_DATABASE.into()),
-            username: r.primary_username.clone().unwrap_or_default(),
-            password: r
-                .primary_password
-                .clone()
-                .unwrap_or_else(|| SecretString::from("")),
-            tls,
-            replica_name: db.name.clone(),
-        };
+        let config = replicator_config(r, &host, &db.name);
         let local = Arc::new(LocalReplica {
             catalog: self.clone(),
             name: db.name.clone(),
@@ -950,6 +948,8 @@ impl Catalog {
                 settings.options(),
             )?)
         };
+        let promoted = old.settings.replication.is_replica() && !settings.replication.is_replica();
+        let repointed = settings.replication.is_replica();
         let db = Arc::new(Database {
             name: old.name.clone(),
             uuid: old.uuid.clone(),
@@ -960,8 +960,39 @@ impl Catalog {
         self.install(name, db.clone())?;
         tracing::info!(database = %name, "database settings updated");
         drop(_change);
+        if repointed {
+            // A fenced former primary that now follows the newer one is no longer stale.
+            db.hub.unfence_in(db.ledger.dir());
+        }
+        if promoted {
+            self.promote(&db, &old.settings.replication)?;
+        }
         self.apply_replication(&db);
         Ok(db)
+    }
+
+    /// A replica just made primary: starts the next epoch (its marker tx records it in the
+    /// chain, so the former primary's txs after this point are refused everywhere), lifts any
+    /// fence, and tells the former primary (`former`), if it had one, so that it fences
+    /// itself at once.
+    fn promote(&self, db: &Database, former: &ReplicationSettings) -> Result<(), CatalogError> {
+        let epoch = db.ledger.epoch() + 1;
+        let marker = db.ledger.start_epoch(epoch)?;
+        db.hub.unfence_in(db.ledger.dir());
+        tracing::warn!(database = %db.name, epoch, at_tx = marker.id, "promoted to primary: a new epoch starts");
+        let Some(host) = former.primary_host.clone().filter(|h| !h.is_empty()) else {
+            return Ok(());
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return Ok(());
+        };
+        let config = replicator_config(former, &host, &db.name);
+        let advertise = self.advertise.get().cloned().unwrap_or_default();
+        let (state, uuid) = (db.ledger.state(), db.uuid.clone());
+        rt.spawn(crate::replication::replicator::tell_former_primary(
+            config, epoch, advertise, uuid, state,
+        ));
+        Ok(())
     }
 
     /// Refuses a change of the catalog on a replica server.
@@ -994,6 +1025,45 @@ impl Catalog {
             }
         }
         failed
+    }
+}
+
+/// How a replicator (or a promoted database telling its former primary) reaches the primary
+/// that `r` names at `host`.
+fn replicator_config(
+    r: &ReplicationSettings,
+    host: &str,
+    replica_name: &str,
+) -> crate::replication::replicator::ReplicatorConfig {
+    let tls = r
+        .primary_tls_ca_pem
+        .as_ref()
+        .map(|ca| crate::client::ClientTls {
+            ca_pem: Some(ca.clone().into_bytes()),
+            identity_pem: r
+                .primary_tls_cert_pem
+                .clone()
+                .zip(r.primary_tls_key_pem.as_ref())
+                .map(|(c, k)| (c.into_bytes(), k.expose_secret().as_bytes().to_vec())),
+            domain: None,
+        });
+    crate::replication::replicator::ReplicatorConfig {
+        primary_url: format!(
+            "{}://{host}:{}",
+            if tls.is_some() { "https" } else { "http" },
+            r.primary_port.unwrap_or(3322)
+        ),
+        primary_database: r
+            .primary_database
+            .clone()
+            .unwrap_or_else(|| super::DEFAULT_DATABASE.into()),
+        username: r.primary_username.clone().unwrap_or_default(),
+        password: r
+            .primary_password
+            .clone()
+            .unwrap_or_else(|| SecretString::from("")),
+        tls,
+        replica_name: replica_name.to_string(),
     }
 }
 

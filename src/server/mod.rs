@@ -260,6 +260,9 @@ pub async fn serve(
         builder = builder.tls_config(cfg)?;
     }
     let mut stopping = state.stopping.subscribe();
+    if let Ok(a) = listener.local_addr() {
+        state.catalog.set_advertise(a.to_string());
+    }
     tokio::spawn(follow_primary(state.clone()));
     let serving = builder
         .layer(conn::ConnLayer)

@@ -84,6 +84,12 @@ pub fn catalog(e: CatalogError) -> Status {
             Reason::ReadOnlyReplica.referral(e.to_string(), &primary)
         }
         CatalogError::SystemDatabase => Status::permission_denied(e.to_string()),
+        CatalogError::Fenced {
+            ref newer_primary, ..
+        } => {
+            let p = newer_primary.clone();
+            Reason::StalePrimary.referral(e.to_string(), &p)
+        }
         CatalogError::Unavailable { .. } => Reason::DatabaseUnavailable.status(e.to_string()),
         CatalogError::Ledger(e) => ledger(e),
         CatalogError::File { .. }
@@ -106,6 +112,13 @@ pub fn replication(e: ReplicationError) -> Status {
         E::Concurrent { .. } => Status::aborted(e.to_string()),
         E::Gap { .. } => Status::invalid_argument(e.to_string()),
         E::NotReplicated { .. } => Reason::NotReplicated.status(e.to_string()),
+        E::StalePrimary {
+            ref newer_primary, ..
+        } => {
+            let p = newer_primary.clone();
+            Reason::StalePrimary.referral(e.to_string(), &p)
+        }
+        E::IncompatibleProtocol { .. } => Reason::IncompatibleProtocol.status(e.to_string()),
         E::Unauthorized {
             unauthenticated: true,
             ..

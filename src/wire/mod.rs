@@ -31,5 +31,12 @@ pub const MESSAGE_BYTES_MAX: usize = crate::integrity::TX_BYTES_MAX + (1 << 20);
 /// itself (docs/replication.md, "A whole server").
 pub const SYSTEM_DATABASE: &str = "systemdb";
 
+/// The replication protocol this build speaks (FollowHello/Welcome): a peer of another
+/// major version is refused; one of another minor version is followed (rolling upgrades).
+/// Minor 1 added epochs, fencing and protocol versions.
+pub const PROTOCOL_MAJOR: u32 = 1;
+/// See [`PROTOCOL_MAJOR`].
+pub const PROTOCOL_MINOR: u32 = 1;
+
 /// Most results one History or Scan call returns.
 pub const PAGE_LIMIT_MAX: u32 = 1000;

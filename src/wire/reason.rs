@@ -36,11 +36,15 @@ pub enum Reason {
     /// UNAVAILABLE: a synchronous commit is durable on the primary, but not enough replicas
     /// acknowledged it in time.
     NotReplicated,
+    /// FAILED_PRECONDITION: a primary that a newer epoch replaced; write to the newer one.
+    StalePrimary,
+    /// FAILED_PRECONDITION: the two sides' replication protocols differ in major version.
+    IncompatibleProtocol,
 }
 
 impl Reason {
     /// Every reason, for documentation checks.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 12] = [
         Reason::KeyNotFound,
         Reason::DatabaseNotFound,
         Reason::DatabaseUnavailable,
@@ -51,6 +55,8 @@ impl Reason {
         Reason::NotReplica,
         Reason::HasPrimary,
         Reason::NotReplicated,
+        Reason::StalePrimary,
+        Reason::IncompatibleProtocol,
     ];
 
     /// The metadata value, in snake case.
@@ -66,6 +72,8 @@ impl Reason {
             Reason::NotReplica => "not_replica",
             Reason::HasPrimary => "has_primary",
             Reason::NotReplicated => "not_replicated",
+            Reason::StalePrimary => "stale_primary",
+            Reason::IncompatibleProtocol => "incompatible_protocol",
         }
     }
 
@@ -79,7 +87,9 @@ impl Reason {
             | Reason::ReplicaAhead
             | Reason::ReadOnlyReplica
             | Reason::NotReplica
-            | Reason::HasPrimary => Code::FailedPrecondition,
+            | Reason::HasPrimary
+            | Reason::StalePrimary
+            | Reason::IncompatibleProtocol => Code::FailedPrecondition,
         }
     }
 
@@ -128,6 +138,12 @@ impl Reason {
             self,
             Reason::Diverged | Reason::OtherDatabase | Reason::ReplicaAhead
         )
+    }
+
+    /// Whether the other side cannot be followed as it is (a divergence, a replaced
+    /// primary, another protocol): a replicator stops rather than retry.
+    pub fn stops_a_replica(self) -> bool {
+        self.is_divergence() || matches!(self, Reason::StalePrimary | Reason::IncompatibleProtocol)
     }
 }
 

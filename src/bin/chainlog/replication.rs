@@ -77,6 +77,7 @@ fn status(r: &wire::ReplicationStatusResponse) -> (serde_json::Value, String) {
         json!({"database": r.database, "role": role_name(r.role()), "primary": r.primary, "state": state_name(r.state()),
                "last_applied_tx_id": r.last_applied_tx_id, "primary_head_tx_id": r.primary_head_tx_id,
                "lag_txs": r.lag_txs, "lag_ms": r.lag_ms, "last_error": r.last_error,
+               "epoch": r.epoch, "fenced": (!r.fenced.is_empty()).then_some(&r.fenced),
                "diverged_local": r.diverged_local.as_ref().map(header_json),
                "diverged_remote": r.diverged_remote.as_ref().map(header_json),
                "replicas": replicas}),
@@ -92,6 +93,10 @@ fn status(r: &wire::ReplicationStatusResponse) -> (serde_json::Value, String) {
                 ),
                 _ => format!("{} primary at tx {}", r.database, r.last_applied_tx_id),
             };
+            s.push_str(&format!(", epoch {}", r.epoch));
+            if !r.fenced.is_empty() {
+                s.push_str(&format!("\nFENCED: {} (refuses writes)", r.fenced));
+            }
             if !r.last_error.is_empty() {
                 s.push_str(&format!("\nlast error: {}", r.last_error));
             }

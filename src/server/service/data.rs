@@ -84,6 +84,18 @@ impl Service {
     }
 }
 
+/// A verified client knows of epoch `known` for `db`: above this database's, this primary was
+/// replaced, and fences itself (writes are refused from now on).
+fn learn_epoch(db: &Database, known: u64) {
+    let epoch = db.ledger.epoch();
+    if known > epoch
+        && !db.settings.replication.is_replica()
+        && db.hub.fence_in(Some(db.ledger.dir()), known, "")
+    {
+        tracing::error!(database = %db.name, epoch, newer = known, "a verified client knows a newer epoch: this primary was replaced, and refuses writes from now on");
+    }
+}
+
 fn puts(entries: Vec<wire::KeyValue>) -> Vec<NewEntry> {
     entries
         .into_iter()
@@ -199,6 +211,9 @@ impl data_server::Data for Service {
         &self,
         req: Request<wire::VerifiableSetRequest>,
     ) -> Result<Response<wire::VerifiableTx>, Status> {
+        if let Ok(db) = self.database(&req, &req.get_ref().database, Permission::ReadWrite) {
+            learn_epoch(&db, req.get_ref().known_epoch);
+        }
         let db = self.writable(&req, &req.get_ref().database)?;
         let r = req.into_inner();
         let entries = puts(r.entries);
@@ -213,6 +228,7 @@ impl data_server::Data for Service {
         req: Request<wire::VerifiableGetRequest>,
     ) -> Result<Response<wire::VerifiableEntry>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        learn_epoch(&db, req.get_ref().known_epoch);
         let r = req.into_inner();
         let this = self.clone();
         let v =
@@ -225,6 +241,7 @@ impl data_server::Data for Service {
         req: Request<wire::VerifiableTxByIdRequest>,
     ) -> Result<Response<wire::VerifiableTx>, Status> {
         let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        learn_epoch(&db, req.get_ref().known_epoch);
         let r = req.into_inner();
         let this = self.clone();
         let v = blocking(move || this.verifiable_tx(&db, r.id, r.trusted_tx_id, true)).await?;

@@ -62,14 +62,18 @@ impl Service {
         until_head: bool,
         authority: primary::Authority,
     ) -> Result<TxStream, Status> {
-        let (ledger, name, uuid, h) = (
+        let (ledger, name, uuid, h, hub) = (
             db.ledger.clone(),
             db.name.clone(),
             db.uuid.clone(),
             hello.clone(),
+            db.hub.clone(),
         );
         offload(
-            move || primary::check_position(&ledger, &name, &uuid, &h),
+            move || {
+                primary::check_hello(&ledger, &hub, &name, &h)?;
+                primary::check_position(&ledger, &name, &uuid, &h)
+            },
             status::replication,
         )
         .await?;
@@ -136,6 +140,11 @@ impl replication_server::Replication for Service {
         let r = req.into_inner();
         let authority = self.authority(&token, &r.database, Permission::Replication);
         let hello = wire::FollowHello {
+            protocol_major: wire::PROTOCOL_MAJOR,
+            protocol_minor: wire::PROTOCOL_MINOR,
+            epoch: r.epoch,
+            newer_primary: String::new(),
+            features: Vec::new(),
             database: r.database,
             expected_uuid: r.expected_uuid,
             tx_id: r.tx_id,
@@ -205,6 +214,14 @@ impl replication_server::Replication for Service {
             ..Default::default()
         };
         r.set_role(role_wire(role));
+        r.epoch = db.ledger.epoch();
+        if let Some((epoch, newer)) = db.hub.fenced() {
+            r.fenced = if newer.is_empty() {
+                format!("replaced by epoch {epoch}")
+            } else {
+                format!("replaced by epoch {epoch}, primary {newer}")
+            };
+        }
         if role == Role::Replica {
             r.primary = settings.primary();
             r.set_state(wire::ReplicaState::Stopped);
