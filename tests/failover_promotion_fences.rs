@@ -251,3 +251,125 @@ async fn a_replica_of_a_newer_epoch_fences_the_primary_it_contacts() {
     .await;
     assert_eq!(state(&cc, "rc").await, head);
 }
+
+/// A former primary with txs its replica never got rejoins the promoted one: without
+/// `--replication-allow-tx-discarding` it refuses, saying how many txs it would discard; with
+/// it, those txs go to an evidence file (each as stored, with both sides' headers at the fork)
+/// and it follows the new primary, whose states it then shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_primary_rejoins_with_its_unreplicated_txs_kept_as_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("state.json");
+    let a_dir = dir.path().join("a");
+    let b_dir = dir.path().join("b");
+    let a = Server::start(&a_dir, &[]);
+    let b = Server::start(&b_dir, &[]);
+    let ca = common::admin(&a).await;
+    for i in 0..10u32 {
+        ca.set(
+            "defaultdb",
+            vec![(format!("k{i}").into_bytes(), b"v".to_vec())],
+        )
+        .await
+        .unwrap();
+    }
+    follow(&b, &st, "create", "r", &a, "defaultdb");
+    let cb = common::admin(&b).await;
+    let head = state(&ca, "defaultdb").await;
+    wait_for("b catching up", Duration::from_secs(20), async || {
+        state(&cb, "r").await == head
+    })
+    .await;
+    // b stops; a takes 3 txs b never gets; a freezes; b comes back and is promoted.
+    let b_addr = b.addr.trim_start_matches("http://").to_string();
+    assert!(b.stop().success());
+    for i in 0..3u32 {
+        ca.set(
+            "defaultdb",
+            vec![(format!("lost{i}").into_bytes(), b"v".to_vec())],
+        )
+        .await
+        .unwrap();
+    }
+    a.signal("STOP");
+    let b = Server::start_at(&b_dir, &b_addr, &[]);
+    let cb = common::admin(&b).await;
+    let (code, out, err) = cli(
+        &b.addr,
+        &st,
+        &["database", "update", "r", "--replication-is-replica=false"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    cb.set("r", vec![(b"new".to_vec(), b"primary".to_vec())])
+        .await
+        .unwrap();
+    a.signal("CONT");
+    assert_eq!(state(&ca, "defaultdb").await.0, 13);
+
+    // Re-pointed without the permission to discard: it stops and says what it would lose.
+    let st2 = dir.path().join("st2.json");
+    follow(&a, &st2, "update", "defaultdb", &b, "r");
+    wait_for("the rejoin refused", Duration::from_secs(20), async || {
+        ca.replication_status("defaultdb").await.is_ok_and(|s| {
+            s.last_error
+                .contains("would discard this replica's 3 txs after tx 10")
+        })
+    })
+    .await;
+    assert_eq!(state(&ca, "defaultdb").await.0, 13, "nothing was cut");
+
+    // With it: the 3 txs go to the evidence file, and a follows b.
+    let (code, out, err) = cli(
+        &a.addr,
+        &st2,
+        &[
+            "database",
+            "update",
+            "defaultdb",
+            "--replication-allow-tx-discarding",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let head = state(&cb, "r").await;
+    wait_for("a following b", Duration::from_secs(20), async || {
+        state(&ca, "defaultdb").await == head
+    })
+    .await;
+    assert_eq!(
+        ca.get("defaultdb", b"new").await.unwrap().unwrap().value,
+        b"primary"
+    );
+    assert!(ca.get("defaultdb", b"lost0").await.unwrap().is_none());
+    let db_dir = a_dir.join("db/defaultdb");
+    let evidence = std::fs::read_dir(&db_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("rewound-")
+        })
+        .expect("the evidence file");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(evidence).unwrap()).unwrap();
+    assert_eq!(v["fork_after_tx"].as_u64(), Some(10));
+    let lost: Vec<u64> = v["discarded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tx_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lost, [11, 12, 13]);
+    // Each discarded tx is the record a stored, and the two sides' headers at the fork differ.
+    for t in v["discarded"].as_array().unwrap() {
+        let rec = chainlog::integrity::hex::decode(t["record_hex"].as_str().unwrap()).unwrap();
+        let (h, alh) = chainlog::ledger::record_header(&rec).unwrap();
+        assert_eq!(h.id, t["tx_id"].as_u64().unwrap());
+        assert_eq!(h.alh(), alh);
+        assert_eq!(h.epoch, 1);
+    }
+    let d = &v["divergence"];
+    assert_eq!(d["fork_after_tx"].as_u64(), Some(10));
+    assert_ne!(d["local"]["header"]["alh"], d["remote"]["header"]["alh"]);
+    assert_eq!(d["remote"]["header"]["epoch"].as_u64(), Some(2));
+}

@@ -701,14 +701,31 @@ async fn promotion_makes_a_replica_writable_without_a_restart() {
         .await
         .unwrap();
     assert_eq!(
-        h.id, 41,
-        "the promoted database goes on from the replicated history"
+        (h.id, h.epoch),
+        (42, 2),
+        "the promoted database goes on from the replicated history, after its epoch marker (tx 41)"
     );
     assert_eq!(status(&r, "rdb").await.role(), wire::Role::Primary);
-    // The old primary's later writes no longer reach it.
-    write(&p, "defaultdb", 5, "late").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(r.get("rdb", b"late-0").await.unwrap().is_none());
+    // The old primary is told, and takes no more writes (docs/replication.md, "Epochs").
+    let start = std::time::Instant::now();
+    loop {
+        match p
+            .set("defaultdb", vec![(b"late".to_vec(), b"v".to_vec())])
+            .await
+        {
+            Err(chainlog::client::ClientError::Status(s))
+                if wire::Reason::of(&s) == Some(wire::Reason::StalePrimary) =>
+            {
+                break
+            }
+            other => assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the old primary still takes writes: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(r.get("rdb", b"late").await.unwrap().is_none());
 }
 
 /// Checks `divergence.json` as a third party would, from the file alone: both sides' headers

@@ -24,6 +24,10 @@ pub trait Local: Send + Sync + 'static {
     /// Keeps the evidence of a divergence (the JSON document of
     /// [`super::evidence::Evidence::to_json`]) where a third party can find it.
     fn record_divergence(&self, evidence: &serde_json::Value) -> Result<(), String>;
+    /// Cuts the replica back to its first `keep` txs (the fork point with its primary),
+    /// after writing every tx past them, as stored, into an evidence file with `divergence`
+    /// (the rejoin of a former primary: `--replication-allow-tx-discarding`). Blocking.
+    fn rewind(&self, keep: integrity::TxId, divergence: serde_json::Value) -> Result<u64, String>;
 }
 
 #[derive(Clone, Debug)]
@@ -36,6 +40,9 @@ pub struct ReplicatorConfig {
     pub tls: Option<ClientTls>,
     /// How this replica names itself in the primary's status.
     pub replica_name: String,
+    /// Whether a replica whose history parts from its primary's may cut its own txs past the
+    /// fork (kept in an evidence file) to follow it: immudb's `allow-tx-discarding`.
+    pub allow_tx_discarding: bool,
 }
 
 /// Why a follow attempt ended.
@@ -136,14 +143,37 @@ pub async fn run(local_replica: Arc<dyn Local>, hub: Arc<Hub>, config: Replicato
                     evidence,
                 } = *d;
                 let mut head = None;
+                let mut reason = reason;
                 if let Some(ev) = &evidence {
                     local = ev.local.as_ref().map(|s| s.header).or(local);
                     remote = ev.remote.as_ref().map(|s| s.header).or(remote);
                     head = Some(ev.remote_state.tx_id);
                     let doc =
                         ev.to_json(&local_uuid(&*local_replica), &config.primary_url, &reason);
-                    if let Err(e) = local_replica.record_divergence(&doc) {
+                    let ours = local_replica.ledger().map_or(0, |l| l.state().tx_id);
+                    let discard = ours.saturating_sub(ev.fork_after);
+                    if config.allow_tx_discarding {
+                        let (l, keep) = (local_replica.clone(), ev.fork_after);
+                        let rewound =
+                            tokio::task::spawn_blocking(move || l.rewind(keep, doc.clone()))
+                                .await
+                                .map_err(|e| e.to_string())
+                                .and_then(|r| r);
+                        match rewound {
+                            Ok(n) => {
+                                tracing::warn!(primary = %config.primary_url, database = %config.primary_database, fork_after_tx = keep, discarded = n, "rejoined: this database's txs after the fork were moved to rewound-*.json and cut; following the primary");
+                                backoff.reset();
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "the rewind failed; the replica stops with its data as it was");
+                            }
+                        }
+                    } else if let Err(e) = local_replica.record_divergence(&doc) {
                         tracing::error!(error = %e, "could not write the divergence evidence");
+                    }
+                    if discard > 0 && !config.allow_tx_discarding {
+                        reason = format!("{reason}; following this primary would discard this replica's {discard} txs after tx {} (kept in an evidence file): allow it with --replication-allow-tx-discarding", ev.fork_after);
                     }
                 }
                 tracing::error!(

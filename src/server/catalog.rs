@@ -753,6 +753,105 @@ impl Catalog {
         Ok(db)
     }
 
+    /// Cuts replica `name` back to its first `keep` txs (a former primary rejoining the
+    /// primary that replaced it): every tx past them is written, as stored, to
+    /// `rewound-<ms>.json` in its directory with `divergence` (where the histories part and
+    /// the proofs), then the first `keep` txs are copied into a new directory, verified as a
+    /// replica verifies them, which replaces the old one (renamed aside first, so a crash
+    /// leaves the old database or the new one, never a mix). Returns how many txs were cut.
+    /// Blocking; needs a tokio runtime.
+    pub fn rewind(
+        self: &Arc<Self>,
+        name: &str,
+        keep: TxId,
+        divergence: serde_json::Value,
+    ) -> Result<u64, CatalogError> {
+        let _change = self
+            .change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.get(name)?;
+        let head = old.ledger.state().tx_id;
+        if keep >= head {
+            return Ok(0);
+        }
+        let discarded = old
+            .ledger
+            .records(keep + 1, head, usize::MAX)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| serde_json::json!({"tx_id": keep + 1 + i as u64, "record_hex": crate::integrity::hex::encode(&r)}))
+            .collect::<Vec<_>>();
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let evidence = serde_json::json!({
+            "format": "chainlog-rewind-v1",
+            "database": name,
+            "uuid": old.uuid,
+            "fork_after_tx": keep,
+            "discarded": discarded,
+            "divergence": divergence,
+        });
+        let db_dir = self.dir.join("db");
+        let building = db_dir.join(format!("{REWOUND_PREFIX}{name}-{}", new_uuid()));
+        let rt = tokio::runtime::Handle::current();
+        {
+            let new = Ledger::open(&building, old.settings.options())?;
+            let mut from = 1;
+            while from <= keep {
+                let batch = old.ledger.records(from, keep, 32 << 20)?;
+                let n = batch.len() as u64;
+                let (_, failed) = rt.block_on(new.apply_records(batch));
+                if let Some(e) = failed {
+                    let _ = new.close();
+                    let _ = fs::remove_dir_all(&building);
+                    return Err(e.into());
+                }
+                from += n;
+            }
+            new.close()?;
+        }
+        let bytes = serde_json::to_vec_pretty(&evidence).map_err(|e| CatalogError::File {
+            path: building.clone(),
+            reason: e.to_string(),
+        })?;
+        fs::replace(
+            &building.join(format!("rewound-{ms}.json")),
+            &bytes,
+            fs::FILE_MODE,
+        )?;
+        write_identity(&building, &old.uuid)?;
+        // Evidence of earlier divergences and rewinds goes along.
+        for p in fs::entries(old.ledger.dir())? {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if (n.starts_with("rewound-") || n.starts_with("divergence")) && n.ends_with(".json") {
+                let _ = fs::rename(&p, &building.join(&n));
+            }
+        }
+        old.ledger.close()?;
+        let dir = db_dir.join(name);
+        let trash = db_dir.join(format!("{TRASH_PREFIX}{name}-{}", new_uuid()));
+        fs::rename(&dir, &trash)?;
+        fs::rename(&building, &dir)?;
+        let ledger = Ledger::open(&dir, old.settings.options())?;
+        let db = Arc::new(Database {
+            name: old.name.clone(),
+            uuid: old.uuid.clone(),
+            settings: old.settings.clone(),
+            ledger: Arc::new(ledger),
+            hub: old.hub.clone(),
+        });
+        self.install(name, db)?;
+        if let Err(e) = fs::remove_dir_all(&trash) {
+            tracing::warn!(path = %trash.display(), error = %e, "could not remove the rewound database's old data; it goes at the next start");
+        }
+        Ok(head - keep)
+    }
+
     /// Replaces `name`'s entry, keeping its ledger and hub, with a new identity.
     pub(crate) fn adopt_uuid(&self, name: &str, uuid: &str) -> Result<(), CatalogError> {
         let _change = self
@@ -1064,6 +1163,7 @@ fn replicator_config(
             .unwrap_or_else(|| SecretString::from("")),
         tls,
         replica_name: replica_name.to_string(),
+        allow_tx_discarding: r.allow_tx_discarding == Some(true),
     }
 }
 
@@ -1071,17 +1171,35 @@ fn record_json(r: &DatabaseRecord) -> String {
     serde_json::to_string(r).unwrap_or_default()
 }
 
-/// Names of the directories under `db/` that hold a refreshed replica's old data.
+/// Names of the directories under `db/` that hold a refreshed or rewound replica's old data.
 const TRASH_PREFIX: &str = ".refreshed-";
+/// Names of the directories under `db/` where a rewound replica is built:
+/// `.rewound-<name>-<uuid>`. Complete once the old one was renamed aside.
+const REWOUND_PREFIX: &str = ".rewound-";
 
-/// Removes what refreshes left behind (a crash between the rename and the removal).
+/// Removes what refreshes and rewinds left behind (a crash between their renames and the
+/// removal), and finishes a rewind whose last rename a crash stopped: a built database whose
+/// old directory is already gone takes its place.
 fn remove_trash(db_dir: &Path) -> Result<(), CatalogError> {
     for path in fs::entries(db_dir)? {
-        if path
+        let name = path
             .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(TRASH_PREFIX))
-        {
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with(TRASH_PREFIX) {
             fs::remove_dir_all(&path)?;
+        } else if let Some(rest) = name.strip_prefix(REWOUND_PREFIX) {
+            // `<name>-<uuid>`: a uuid is 36 characters.
+            let db = rest
+                .get(..rest.len().saturating_sub(37))
+                .unwrap_or_default();
+            let target = db_dir.join(db);
+            if db.is_empty() || target.exists() {
+                fs::remove_dir_all(&path)?;
+            } else {
+                tracing::warn!(database = %db, "finishing a rewind a crash interrupted");
+                fs::rename(&path, &target)?;
+            }
         }
     }
     Ok(())
@@ -1118,6 +1236,12 @@ impl crate::replication::replicator::Local for LocalReplica {
     fn adopt_uuid(&self, uuid: &str) -> Result<(), String> {
         self.catalog
             .adopt_uuid(&self.name, uuid)
+            .map_err(|e| e.to_string())
+    }
+
+    fn rewind(&self, keep: TxId, divergence: serde_json::Value) -> Result<u64, String> {
+        self.catalog
+            .rewind(&self.name, keep, divergence)
             .map_err(|e| e.to_string())
     }
 }

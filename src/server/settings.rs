@@ -98,7 +98,9 @@ pub struct ReplicationSettings {
     /// pipelines its batches whatever it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_concurrency: Option<u32>,
-    /// immudb's `--replication-allow-tx-discarding`: only `false` until the failover rewind.
+    /// immudb's `--replication-allow-tx-discarding`: a replica whose history parts from its
+    /// primary's (a former primary rejoining) cuts its txs past the fork, kept in an evidence
+    /// file, and follows. Off: it stops and says how many txs it would discard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_tx_discarding: Option<bool>,
     /// immudb's `--replication-skip-integrity-check`: only `false` (never stored otherwise).
@@ -353,12 +355,6 @@ impl ReplicationSettings {
             return Err(bad(
                 "replication-wait-for-indexing",
                 "chainlog indexes every tx before a reader sees it or a replica acknowledges it; that cannot be turned off",
-            ));
-        }
-        if self.allow_tx_discarding == Some(true) {
-            return Err(bad(
-                "replication-allow-tx-discarding",
-                "chainlog does not discard a replica's txs: a replica whose history parts from its primary's stops, keeps them, and reports the divergence with evidence; `chainlog database refresh` starts it over from its primary",
             ));
         }
         Ok(())

@@ -80,8 +80,9 @@ pub struct ReplicationFlags {
     /// replicator verifies the next batch while the last is written, whatever this says
     #[arg(long, value_name = "N")]
     replication_commit_concurrency: Option<u32>,
-    /// immudb's discarding of a diverged replica's txs: only false is accepted (a diverged
-    /// replica stops and keeps its txs; `chainlog database refresh` starts it over)
+    /// A replica whose history parts from its primary's (a former primary rejoining the one
+    /// that replaced it) cuts its txs past the fork, kept in rewound-*.json in its directory,
+    /// and follows; without it, it stops and says how many txs it would discard
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     replication_allow_tx_discarding: Option<bool>,
     /// immudb's skipping of the replica's checks: only false is accepted (chainlog verifies
