@@ -339,6 +339,9 @@ async fn run(args: Settings) -> Result<(), String> {
         .map_err(|e| format!("listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %addr, tls = config.tls.is_some(), signed_states = config.signing_key.is_some(), "listening");
+    if let Some(k) = &config.signing_key {
+        tracing::info!(public_key = %chainlog::integrity::hex::encode(&k.verifying_key().to_bytes()), "signing states with this key (give it to clients: chainlog --server-key)");
+    }
     if let Some(p) = &args.ready_file {
         // Written whole and renamed, so a reader never sees half an address.
         let tmp = p.with_extension("partial");

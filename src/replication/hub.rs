@@ -32,6 +32,10 @@ pub struct ReplicaStatus {
     pub diverged: Option<(Option<TxHeader>, TxHeader)>,
     /// The replica's header where it holds a tx its primary does not (replica ahead).
     pub diverged_local_only: Option<TxHeader>,
+    /// The last of the primary's signed checkpoints verified: its tx and signing time (ms).
+    pub signed_checkpoint: Option<(TxId, u64)>,
+    /// The primary's public key checkpoints are verified with (hex), given or pinned.
+    pub primary_key: Option<String>,
 }
 
 impl ReplicaStatus {
@@ -274,6 +278,8 @@ impl Hub {
             last_error: None,
             diverged: None,
             diverged_local_only: None,
+            signed_checkpoint: None,
+            primary_key: None,
         });
         *lock(&self.runner) = Some(runner);
     }

@@ -135,6 +135,10 @@ pub struct Authority {
     pub changes: tokio::sync::watch::Receiver<u64>,
 }
 
+/// Signs the state at a tx (its id and Alh) as the server signs states: the checkpoints a
+/// primary with a signing key sends on its streams.
+pub type Signer = Arc<dyn Fn(TxId, &Digest) -> wire::State + Send + Sync>;
+
 /// A checked follow (or export) request, ready to be served.
 pub struct Follow {
     pub ledger: Arc<Ledger>,
@@ -149,6 +153,8 @@ pub struct Follow {
     /// Stop once the head at the start has been sent (an export that does not follow).
     pub until_head: bool,
     pub authority: Authority,
+    /// Set when the server signs states: every batch and heartbeat carries a checkpoint.
+    pub signer: Option<Signer>,
 }
 
 /// Serves a follow stream whose hello was checked: a task sends batches into the returned
@@ -169,6 +175,7 @@ pub fn serve(
         mut stopping,
         until_head,
         authority,
+        signer,
     } = follow;
     let Authority {
         check: still_allowed,
@@ -270,10 +277,17 @@ pub fn serve(
                 };
                 sent += txs.len() as u64;
                 sent_through.store(sent, Ordering::Release);
+                // The checkpoint: the state at the batch's last tx, whose Alh its record holds.
+                let checkpoint = signer.as_ref().and_then(|sign| {
+                    let last = txs.last()?;
+                    let (h, alh) = crate::ledger::record_header(&last.record).ok()?;
+                    Some(sign(h.id, &alh))
+                });
                 let batch = TxBatch {
                     txs,
                     head_tx_id: head,
                     head_timestamp_us: head_ts,
+                    checkpoint,
                 };
                 if out
                     .send(Ok(FollowResponse {
@@ -297,10 +311,15 @@ pub fn serve(
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(_) => {
+                    let checkpoint = signer.as_ref().map(|sign| {
+                        let s = ledger.state();
+                        sign(s.tx_id, &s.alh)
+                    });
                     let beat = TxBatch {
                         txs: Vec::new(),
                         head_tx_id: head,
                         head_timestamp_us: head_ts,
+                        checkpoint,
                     };
                     if out
                         .send(Ok(FollowResponse {

@@ -28,6 +28,10 @@ pub trait Local: Send + Sync + 'static {
     /// after writing every tx past them, as stored, into an evidence file with `divergence`
     /// (the rejoin of a former primary: `--replication-allow-tx-discarding`). Blocking.
     fn rewind(&self, keep: integrity::TxId, divergence: serde_json::Value) -> Result<u64, String>;
+    /// The primary's public key pinned on first contact (hex), if any.
+    fn pinned_key(&self) -> Option<String>;
+    /// Pins the primary's public key (hex): its checkpoints must verify with it from now on.
+    fn pin_key(&self, key: &str) -> Result<(), String>;
 }
 
 #[derive(Clone, Debug)]
@@ -43,6 +47,93 @@ pub struct ReplicatorConfig {
     /// Whether a replica whose history parts from its primary's may cut its own txs past the
     /// fork (kept in an evidence file) to follow it: immudb's `allow-tx-discarding`.
     pub allow_tx_discarding: bool,
+    /// The primary's public key (hex) its signed checkpoints must verify with; `None`: the
+    /// first key it signs with is pinned.
+    pub primary_public_key: Option<String>,
+}
+
+/// A signed checkpoint of the primary's, its signature verified: the tx, its Alh, and when
+/// the primary signed it.
+#[derive(Clone, Copy)]
+struct Checkpoint {
+    tx: integrity::TxId,
+    alh: integrity::Digest,
+    timestamp_ms: u64,
+}
+
+/// Verifies the signature of a checkpoint the primary sent (`None` when it sends none):
+/// with the configured key, else the pinned one, else the key it names, pinned then (trust
+/// on first use). Unsigned checkpoints from a primary whose key is known, another key, a
+/// signature that does not verify or another database's state stop the replica.
+fn verify_checkpoint(
+    local: &dyn Local,
+    hub: &Hub,
+    config: &ReplicatorConfig,
+    state: Option<&wire::State>,
+) -> Result<Option<Checkpoint>, End> {
+    let known = config
+        .primary_public_key
+        .clone()
+        .or_else(|| local.pinned_key());
+    let Some(s) = state.filter(|s| !s.signature.is_empty()) else {
+        return match known {
+            Some(k) => Err(End::Stop(format!(
+                "the primary sends no signed checkpoints, but this replica checks them with key {k}"
+            ))),
+            None => Ok(None),
+        };
+    };
+    let key_hex = match &known {
+        Some(k) => k.clone(),
+        None => integrity::hex::encode(&s.public_key),
+    };
+    let key = integrity::Digest::from_hex(&key_hex)
+        .and_then(|d| ed25519_dalek::VerifyingKey::from_bytes(&d.0).ok())
+        .ok_or_else(|| End::Stop(format!("the primary's key {key_hex} is not an Ed25519 key")))?;
+    let alh = integrity::Digest::from_slice_lossy(&s.alh);
+    if !integrity::signing::verify_state(&key, &s.uuid, s.tx_id, &alh, s.timestamp_ms, &s.signature)
+    {
+        return Err(End::Stop(format!(
+            "a signed checkpoint of the primary (tx {}) does not verify with its key {key_hex}: forged, or signed by another server",
+            s.tx_id
+        )));
+    }
+    if s.uuid != local.uuid() {
+        return Err(End::Stop(format!(
+            "a signed checkpoint is of database {}, this replica holds {}",
+            s.uuid,
+            local.uuid()
+        )));
+    }
+    if known.is_none() {
+        local.pin_key(&key_hex).map_err(End::Retry)?;
+        tracing::info!(primary = %config.primary_url, key = %key_hex, "pinned the primary's signing key");
+    }
+    hub.update_status(|st| st.primary_key = Some(key_hex.clone()));
+    Ok(Some(Checkpoint {
+        tx: s.tx_id,
+        alh,
+        timestamp_ms: s.timestamp_ms,
+    }))
+}
+
+/// Checks a verified checkpoint against this replica's own history, if it holds its tx yet.
+fn match_checkpoint(hub: &Hub, ledger: &Ledger, c: Checkpoint) -> Result<(), End> {
+    if c.tx == 0 || c.tx > ledger.state().tx_id {
+        return Ok(());
+    }
+    let ours = ledger
+        .header(c.tx)
+        .map_err(|e| End::Retry(e.to_string()))?
+        .alh();
+    if ours != c.alh {
+        return Err(End::Stop(format!(
+            "the primary signed tx {} with Alh {}, but this replica holds Alh {ours} there: the primary showed it another history",
+            c.tx, c.alh
+        )));
+    }
+    hub.update_status(|st| st.signed_checkpoint = Some((c.tx, c.timestamp_ms)));
+    Ok(())
 }
 
 /// Why a follow attempt ended.
@@ -307,7 +398,7 @@ async fn follow_inner(
     // for the writer to store it, then acknowledges it. So the next batch is verified while the
     // writer stores this one.
     let (queued, completions) = tokio::sync::mpsc::channel(APPLY_PIPELINE_BATCHES);
-    let reader = read_batches(local, hub, &ledger, &mut stream, queued, progressed);
+    let reader = read_batches(local, hub, config, &ledger, &mut stream, queued, progressed);
     let completer = complete(hub, &ledger, completions, acks);
     // The reader ends first (the stream ended or failed, or the completer stopped taking
     // batches); the completer then drains what was queued, so that the next connection starts
@@ -347,11 +438,14 @@ struct InFlight {
     remote: Vec<integrity::TxHeader>,
     head: u64,
     head_ts: u64,
+    /// The batch's signed checkpoint, checked once the batch is stored.
+    checkpoint: Option<Checkpoint>,
 }
 
 async fn read_batches(
     local: &dyn Local,
     hub: &Hub,
+    config: &ReplicatorConfig,
     ledger: &Arc<Ledger>,
     stream: &mut tonic::Streaming<wire::FollowResponse>,
     queued: tokio::sync::mpsc::Sender<InFlight>,
@@ -413,6 +507,9 @@ async fn read_batches(
                 });
             }
             Some(Msg::Heartbeat(b)) => {
+                if let Some(c) = verify_checkpoint(local, hub, config, b.checkpoint.as_ref())? {
+                    match_checkpoint(hub, ledger, c)?;
+                }
                 let applied = ledger.state().tx_id;
                 hub.update_status(|s| {
                     s.primary_head = b.head_tx_id;
@@ -422,6 +519,7 @@ async fn read_batches(
                 });
             }
             Some(Msg::Batch(b)) => {
+                let checkpoint = verify_checkpoint(local, hub, config, b.checkpoint.as_ref())?;
                 let mut records = Vec::with_capacity(b.txs.len());
                 let mut remote = Vec::with_capacity(b.txs.len());
                 for tx in b.txs {
@@ -435,6 +533,7 @@ async fn read_batches(
                     remote,
                     head: b.head_tx_id,
                     head_ts: b.head_timestamp_us,
+                    checkpoint,
                 };
                 if queued.send(batch).await.is_err() {
                     return Ok(());
@@ -459,6 +558,7 @@ async fn complete(
             remote,
             head,
             head_ts,
+            checkpoint,
         } = batch;
         let (applied, error) = queued.wait().await;
         let last = applied.last().copied();
@@ -485,6 +585,9 @@ async fn complete(
                 ));
             }
             Some(e) => return Err(End::Retry(e.to_string())),
+        }
+        if let Some(c) = checkpoint {
+            match_checkpoint(hub, ledger, c)?;
         }
         if let Some(h) = last {
             hub.update_status(|s| {

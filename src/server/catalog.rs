@@ -1164,6 +1164,7 @@ fn replicator_config(
         tls,
         replica_name: replica_name.to_string(),
         allow_tx_discarding: r.allow_tx_discarding == Some(true),
+        primary_public_key: r.primary_public_key.clone(),
     }
 }
 
@@ -1205,6 +1206,9 @@ fn remove_trash(db_dir: &Path) -> Result<(), CatalogError> {
     Ok(())
 }
 
+/// The file in a replica database's directory that pins its primary's public key (hex).
+pub const PRIMARY_KEY_FILE: &str = "PRIMARY_KEY";
+
 /// A replica database as its replicator sees it.
 struct LocalReplica {
     catalog: Arc<Catalog>,
@@ -1237,6 +1241,22 @@ impl crate::replication::replicator::Local for LocalReplica {
         self.catalog
             .adopt_uuid(&self.name, uuid)
             .map_err(|e| e.to_string())
+    }
+
+    fn pinned_key(&self) -> Option<String> {
+        let db = self.catalog.get(&self.name).ok()?;
+        let b = fs::read(&db.ledger.dir().join(PRIMARY_KEY_FILE)).ok()??;
+        Some(String::from_utf8_lossy(&b).trim().to_string())
+    }
+
+    fn pin_key(&self, key: &str) -> Result<(), String> {
+        let db = self.catalog.get(&self.name).map_err(|e| e.to_string())?;
+        fs::replace(
+            &db.ledger.dir().join(PRIMARY_KEY_FILE),
+            format!("{key}\n").as_bytes(),
+            fs::FILE_MODE,
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn rewind(&self, keep: TxId, divergence: serde_json::Value) -> Result<u64, String> {

@@ -93,6 +93,7 @@ pub(crate) fn settings_of(s: Option<&wire::DatabaseSettings>) -> Result<Settings
             allow_tx_discarding: r.allow_tx_discarding,
             skip_integrity_check: r.skip_integrity_check,
             wait_for_indexing: r.wait_for_indexing,
+            primary_public_key: r.primary_public_key.clone(),
         },
     };
     Ok(Settings {
@@ -138,6 +139,7 @@ fn replication_wire(r: &ReplicationSettings) -> wire::ReplicationSettings {
         allow_tx_discarding: Some(r.allow_tx_discarding == Some(true)),
         skip_integrity_check: Some(false),
         wait_for_indexing: Some(true),
+        primary_public_key: r.primary_public_key.clone(),
     }
 }
 

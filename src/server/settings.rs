@@ -109,6 +109,9 @@ pub struct ReplicationSettings {
     /// immudb's `--replication-wait-for-indexing`: only `true` (never stored otherwise).
     #[serde(default, skip)]
     pub wait_for_indexing: Option<bool>,
+    /// The primary's Ed25519 public key (hex) its signed checkpoints must verify with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_public_key: Option<String>,
 }
 
 /// Default wait of a synchronous commit for its acknowledgements.
@@ -208,6 +211,7 @@ impl ReplicationSettings {
             || self.primary_tls_ca_pem.is_some()
             || self.primary_tls_cert_pem.is_some()
             || self.primary_tls_key_pem.is_some()
+            || self.primary_public_key.is_some()
     }
 
     /// These settings with `u`'s set fields applied. Moving the connection (another host,
@@ -256,6 +260,7 @@ impl ReplicationSettings {
             allow_tx_discarding: u.allow_tx_discarding.or(self.allow_tx_discarding),
             skip_integrity_check: u.skip_integrity_check,
             wait_for_indexing: u.wait_for_indexing,
+            primary_public_key: pick(&u.primary_public_key, &self.primary_public_key),
         })
     }
 
@@ -335,6 +340,16 @@ impl ReplicationSettings {
                 "replication-primary-tls-ca",
                 "a client certificate is for TLS: give the primary's CA (--replication-primary-tls-ca) too",
             ));
+        }
+        if let Some(k) = &self.primary_public_key {
+            let ok = crate::integrity::Digest::from_hex(k)
+                .is_some_and(|d| ed25519_dalek::VerifyingKey::from_bytes(&d.0).is_ok());
+            if !ok {
+                return Err(bad(
+                    "replication-primary-public-key",
+                    "not an Ed25519 public key (64 hex characters)",
+                ));
+            }
         }
         if self
             .commit_concurrency

@@ -76,6 +76,10 @@ pub struct ReplicationFlags {
     /// PEM key of that client certificate; never shown again
     #[arg(long, value_name = "FILE")]
     replication_primary_tls_key: Option<PathBuf>,
+    /// The primary's Ed25519 public key (64 hex, as `chainlogd` logs it): its signed
+    /// checkpoints must verify with it [default: the first key it signs with is pinned]
+    #[arg(long, value_name = "HEX")]
+    replication_primary_public_key: Option<String>,
     /// immudb's replicated txs applied at once, 1 to 1024: kept and shown; chainlog's
     /// replicator verifies the next batch while the last is written, whatever this says
     #[arg(long, value_name = "N")]
@@ -149,6 +153,7 @@ impl ReplicationFlags {
             allow_tx_discarding: self.replication_allow_tx_discarding,
             skip_integrity_check: self.replication_skip_integrity_check,
             wait_for_indexing: self.replication_wait_for_indexing,
+            primary_public_key: self.replication_primary_public_key.clone(),
         };
         Ok((r != wire::ReplicationSettings::default()).then_some(r))
     }

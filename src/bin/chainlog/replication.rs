@@ -78,6 +78,9 @@ fn status(r: &wire::ReplicationStatusResponse) -> (serde_json::Value, String) {
                "last_applied_tx_id": r.last_applied_tx_id, "primary_head_tx_id": r.primary_head_tx_id,
                "lag_txs": r.lag_txs, "lag_ms": r.lag_ms, "last_error": r.last_error,
                "epoch": r.epoch, "fenced": (!r.fenced.is_empty()).then_some(&r.fenced),
+               "signed_checkpoint_tx_id": r.signed_checkpoint_tx_id,
+               "signed_checkpoint_timestamp_ms": r.signed_checkpoint_timestamp_ms,
+               "primary_public_key": (!r.primary_public_key.is_empty()).then_some(&r.primary_public_key),
                "diverged_local": r.diverged_local.as_ref().map(header_json),
                "diverged_remote": r.diverged_remote.as_ref().map(header_json),
                "replicas": replicas}),
@@ -94,6 +97,12 @@ fn status(r: &wire::ReplicationStatusResponse) -> (serde_json::Value, String) {
                 _ => format!("{} primary at tx {}", r.database, r.last_applied_tx_id),
             };
             s.push_str(&format!(", epoch {}", r.epoch));
+            if r.signed_checkpoint_tx_id > 0 {
+                s.push_str(&format!(
+                    "\nlast signed checkpoint verified: tx {} (key {})",
+                    r.signed_checkpoint_tx_id, r.primary_public_key
+                ));
+            }
             if !r.fenced.is_empty() {
                 s.push_str(&format!("\nFENCED: {} (refuses writes)", r.fenced));
             }

@@ -81,9 +81,14 @@ impl Service {
 
     /// The state of `db` at tx `tx_id`, signed when the server has a key.
     fn state_wire(&self, db: &Database, tx_id: TxId, alh: &Digest) -> wire::State {
+        self.state_wire_of(&db.name, &db.uuid, tx_id, alh)
+    }
+
+    /// [`Service::state_wire`] of the database `name` with identity `uuid`.
+    fn state_wire_of(&self, name: &str, uuid: &str, tx_id: TxId, alh: &Digest) -> wire::State {
         let mut s = wire::State {
-            database: db.name.clone(),
-            uuid: db.uuid.clone(),
+            database: name.to_string(),
+            uuid: uuid.to_string(),
             tx_id,
             alh: alh.0.to_vec(),
             ..wire::State::default()
@@ -92,10 +97,19 @@ impl Service {
             s.timestamp_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            s.signature = signing::sign_state(key, &db.uuid, tx_id, alh, s.timestamp_ms).to_vec();
+            s.signature = signing::sign_state(key, uuid, tx_id, alh, s.timestamp_ms).to_vec();
             s.public_key = key.verifying_key().to_bytes().to_vec();
         }
         s
+    }
+
+    /// The checkpoint signer of `db`'s follow streams, when the server signs states.
+    fn signer(&self, db: &Database) -> Option<crate::replication::primary::Signer> {
+        self.state.signing_key.as_ref()?;
+        let (this, db) = (self.clone(), (db.name.clone(), db.uuid.clone()));
+        Some(Arc::new(move |tx: TxId, alh: &Digest| {
+            this.state_wire_of(&db.0, &db.1, tx, alh)
+        }))
     }
 
     fn info(&self, db: &Database) -> wire::DatabaseInfo {

@@ -91,6 +91,7 @@ impl Service {
                 stopping: self.state.stopping.subscribe(),
                 until_head,
                 authority,
+                signer: self.signer(db),
             },
             inbound,
         );
@@ -233,6 +234,11 @@ impl replication_server::Replication for Service {
             r.lag_txs = r.primary_head_tx_id.saturating_sub(head);
             r.lag_ms = if r.lag_txs == 0 { 0 } else { s.lag_ms() };
             r.last_error = s.last_error.clone().unwrap_or_default();
+            if let Some((tx, ms)) = s.signed_checkpoint {
+                r.signed_checkpoint_tx_id = tx;
+                r.signed_checkpoint_timestamp_ms = ms;
+            }
+            r.primary_public_key = s.primary_key.clone().unwrap_or_default();
             if let Some((local, remote)) = &s.diverged {
                 r.diverged_local = local.as_ref().map(Into::into);
                 r.diverged_remote = Some(remote.into());
