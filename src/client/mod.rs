@@ -9,8 +9,8 @@
 mod verified;
 
 pub use verified::{
-    read_trusted_states, TamperError, TamperReason, TrustedState, VerifiedClient, VerifiedEntry,
-    VerifiedRead,
+    read_trusted_states, CosignedState, TamperError, TamperReason, TrustedState, VerifiedClient,
+    VerifiedEntry, VerifiedRead,
 };
 
 use crate::wire::{
@@ -50,6 +50,14 @@ pub enum ClientError {
     /// A call that needs a session was made before [`Client::login`].
     #[error("not logged in")]
     NotLoggedIn,
+    /// Fewer of the trusted witnesses cosigned a state than asked for.
+    #[error("only {have} of the {needed} witnesses asked for cosigned a state of this database")]
+    NotCosigned {
+        /// Witnesses whose cosignature verified.
+        have: usize,
+        /// How many were asked for.
+        needed: usize,
+    },
 }
 
 /// The SDK's result type.
@@ -414,6 +422,20 @@ impl Client {
 
     /// The replication state of database `db`: on a replica its replicator, on a primary its
     /// connected replicas.
+    /// The newest state each replica with a signing key cosigned for `db`, unchecked
+    /// ([`VerifiedClient::cosigned_state`] checks them).
+    pub async fn cosignatures(&self, db: &str) -> Result<Vec<wire::State>> {
+        Ok(self
+            .replication()
+            .cosignatures(wire::CosignaturesRequest {
+                database: db.to_string(),
+            })
+            .await?
+            .into_inner()
+            .cosigned)
+    }
+
+    /// The replication state of `db`.
     pub async fn replication_status(&self, db: &str) -> Result<wire::ReplicationStatusResponse> {
         Ok(self
             .replication()

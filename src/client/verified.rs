@@ -117,6 +117,17 @@ pub enum TamperReason {
         /// The answer's.
         claimed: u64,
     },
+    /// A witness cosigned a state the trusted history does not hold: the primary showed
+    /// different histories to different replicas.
+    #[error("witness {witness} cosigned tx {tx} with Alh {alh}, which is not a state of the trusted history")]
+    ForkedWitness {
+        /// The witness's key (hex).
+        witness: String,
+        /// The tx it cosigned.
+        tx: TxId,
+        /// The Alh it cosigned.
+        alh: Digest,
+    },
     /// The answer is as of another tx than asked.
     #[error("the answer is as of tx {answered}, not tx {asked}")]
     WrongTx {
@@ -125,6 +136,18 @@ pub enum TamperReason {
         /// The tx the answer is as of.
         answered: TxId,
     },
+}
+
+/// A state that replicas vouch for: `k` witnesses (replicas whose keys the client trusts)
+/// each cosigned this state or a later one of the same history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CosignedState {
+    /// The state: tx id and Alh (hex), of the trusted database.
+    pub tx_id: TxId,
+    /// Its Alh, as hex.
+    pub alh: String,
+    /// The witnesses (public keys, hex) that cosigned it or a later state.
+    pub witnesses: Vec<String>,
 }
 
 /// A value read and verified.
@@ -708,5 +731,94 @@ impl VerifiedClient {
             return Err(ev.of(TamperReason::WrongAnswer));
         }
         self.trusted(db).await.ok_or(ClientError::NotLoggedIn)
+    }
+
+    /// A state of `db` that at least `k` of the `witnesses` (replicas' public keys the
+    /// client trusts) cosigned: the current state is verified and trusted first (as
+    /// [`VerifiedClient::state`]); then each witness's newest cosignature must verify with
+    /// its key and be a state of that same history (a consistency proof either way); the
+    /// answer is the newest state that `k` of them cosigned, or a later one. A witness that
+    /// cosigned another history is tamper evidence (a primary showing different histories to
+    /// different replicas); fewer than `k` is [`ClientError::NotCosigned`].
+    pub async fn cosigned_state(
+        &self,
+        db: &str,
+        k: usize,
+        witnesses: &[ed25519_dalek::VerifyingKey],
+    ) -> Result<CosignedState> {
+        let trusted = self.state(db).await?;
+        let trusted_alh = Digest::from_hex(&trusted.alh)
+            .ok_or_else(|| state_file_error(&self.path, "bad Alh"))?;
+        let mut ev = self.evidence(db, Some(trusted.clone()));
+        ev.claimed_tx = trusted.tx_id;
+        ev.claimed_alh = trusted_alh;
+        let mut valid: Vec<(TxId, Digest, String)> = Vec::new();
+        for s in self.client.cosignatures(db).await? {
+            let Some(w) = witnesses
+                .iter()
+                .find(|w| w.to_bytes()[..] == s.public_key[..])
+            else {
+                continue;
+            };
+            let alh = Digest::from_slice_lossy(&s.alh);
+            if s.uuid != trusted.uuid
+                || !integrity::signing::verify_state(
+                    w,
+                    &s.uuid,
+                    s.tx_id,
+                    &alh,
+                    s.timestamp_ms,
+                    &s.signature,
+                )
+            {
+                continue;
+            }
+            let key = integrity::hex::encode(&s.public_key);
+            let (old, old_alh, new, new_alh) = if s.tx_id <= trusted.tx_id {
+                (s.tx_id, alh, trusted.tx_id, trusted_alh)
+            } else {
+                (trusted.tx_id, trusted_alh, s.tx_id, alh)
+            };
+            let holds = if old == new {
+                old_alh == new_alh
+            } else if old == 0 {
+                true
+            } else {
+                let p = self
+                    .client
+                    .data()
+                    .consistency_proof(wire::ConsistencyProofRequest {
+                        database: db.to_string(),
+                        old_tx_id: old,
+                        new_tx_id: new,
+                    })
+                    .await
+                    .map_err(|e| ev.status(e))?
+                    .into_inner();
+                let p: integrity::StateProof = ev.need((&p).try_into())?;
+                p.verify(old, &old_alh, new, &new_alh).is_ok()
+            };
+            if !holds {
+                return Err(ev.of(TamperReason::ForkedWitness {
+                    witness: key,
+                    tx: s.tx_id,
+                    alh,
+                }));
+            }
+            valid.push((s.tx_id, alh, key));
+        }
+        valid.sort_by_key(|v| std::cmp::Reverse(v.0));
+        if k == 0 || valid.len() < k {
+            return Err(ClientError::NotCosigned {
+                have: valid.len(),
+                needed: k,
+            });
+        }
+        let (tx_id, alh, _) = valid[k - 1].clone();
+        Ok(CosignedState {
+            tx_id,
+            alh: alh.to_hex(),
+            witnesses: valid[..k].iter().map(|v| v.2.clone()).collect(),
+        })
     }
 }

@@ -72,6 +72,8 @@ pub struct Hub {
     /// Set once this database, a primary, learned of a newer epoch: the epoch, and where
     /// its primary is if known. Writes are refused from then on.
     fenced: Mutex<Option<(u64, String)>>,
+    /// The newest state each replica key cosigned (checked), by key (hex).
+    cosignatures: Mutex<BTreeMap<String, crate::wire::State>>,
 }
 
 impl Default for Hub {
@@ -83,6 +85,7 @@ impl Default for Hub {
             status: Mutex::default(),
             runner: Mutex::default(),
             fenced: Mutex::default(),
+            cosignatures: Mutex::default(),
         }
     }
 }
@@ -182,6 +185,19 @@ impl Hub {
     /// The newer epoch that replaced this primary, and where its primary is (may be empty).
     pub fn fenced(&self) -> Option<(u64, String)> {
         lock(&self.fenced).clone()
+    }
+
+    /// Keeps `state`, a checked cosignature by `key`, if it is that key's newest.
+    pub fn cosign(&self, key: String, state: crate::wire::State) {
+        let mut c = lock(&self.cosignatures);
+        if c.get(&key).is_none_or(|old| old.tx_id <= state.tx_id) {
+            c.insert(key, state);
+        }
+    }
+
+    /// The newest cosignature of every replica key.
+    pub fn cosignatures(&self) -> Vec<crate::wire::State> {
+        lock(&self.cosignatures).values().cloned().collect()
     }
 
     /// Lifts the fence: the database became a replica of the newer primary, or a primary of

@@ -79,6 +79,45 @@ pub fn check_hello(
     Ok(())
 }
 
+/// Checks a replica's cosignature: it signs a state of this database, at a tx sent on the
+/// stream, whose Alh is this history's there, with the key it names. Returns the key (hex).
+pub fn check_cosignature(
+    ledger: &Ledger,
+    uuid: &str,
+    s: &wire::State,
+    sent: TxId,
+) -> Result<String, String> {
+    if s.uuid != uuid || s.tx_id == 0 || s.tx_id > sent {
+        return Err(format!(
+            "a state of another database or tx ({} at tx {})",
+            s.uuid, s.tx_id
+        ));
+    }
+    let key = <[u8; 32]>::try_from(s.public_key.as_slice())
+        .ok()
+        .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
+        .ok_or("no Ed25519 public key")?;
+    let alh = Digest::from_slice_lossy(&s.alh);
+    if !crate::integrity::signing::verify_state(
+        &key,
+        uuid,
+        s.tx_id,
+        &alh,
+        s.timestamp_ms,
+        &s.signature,
+    ) {
+        return Err("its signature does not verify".into());
+    }
+    let ours = ledger.header(s.tx_id).map_err(|e| e.to_string())?.alh();
+    if ours != alh {
+        return Err(format!(
+            "it signs Alh {alh} at tx {}, this history has {ours}",
+            s.tx_id
+        ));
+    }
+    Ok(crate::integrity::hex::encode(&s.public_key))
+}
+
 /// Whether the replica's position `(hello.tx_id, hello.alh)` is in this history.
 pub fn check_position(
     ledger: &Ledger,
@@ -184,11 +223,25 @@ pub fn serve(
     let (out, rx) = tokio::sync::mpsc::channel(prefetch_batches.max(1));
     // The last tx sent on this stream: no acknowledgement may go past it.
     let sent_through = Arc::new(AtomicU64::new(hello.tx_id));
+    let (cosign_ledger, cosign_uuid, cosign_hub, cosign_name) = (
+        ledger.clone(),
+        uuid.clone(),
+        hub.clone(),
+        hello.replica.clone(),
+    );
     let registration = inbound.map(|mut inbound| {
         let registration = Arc::new(hub.register(hello.replica.clone(), peer, hello.tx_id));
         let (acks, sent_through, out) = (registration.clone(), sent_through.clone(), out.clone());
         tokio::spawn(async move {
             while let Ok(Some(msg)) = inbound.message().await {
+                if let Some(wire::follow_request::Msg::Cosignature(s)) = msg.msg {
+                    let sent = sent_through.load(Ordering::Acquire);
+                    match check_cosignature(&cosign_ledger, &cosign_uuid, &s, sent) {
+                        Ok(key) => cosign_hub.cosign(key, s),
+                        Err(why) => tracing::warn!(replica = %cosign_name, %why, "a cosignature was refused"),
+                    }
+                    continue;
+                }
                 if let Some(wire::follow_request::Msg::AckTxId(tx)) = msg.msg {
                     let sent = sent_through.load(Ordering::Acquire);
                     if tx > sent {

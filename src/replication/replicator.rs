@@ -50,6 +50,9 @@ pub struct ReplicatorConfig {
     /// The primary's public key (hex) its signed checkpoints must verify with; `None`: the
     /// first key it signs with is pinned.
     pub primary_public_key: Option<String>,
+    /// This server's signing key, if it has one: the replica cosigns every state it
+    /// acknowledges with it.
+    pub cosign_key: Option<ed25519_dalek::SigningKey>,
 }
 
 /// A signed checkpoint of the primary's, its signature verified: the tx, its Alh, and when
@@ -115,6 +118,27 @@ fn verify_checkpoint(
         alh,
         timestamp_ms: s.timestamp_ms,
     }))
+}
+
+/// This replica's cosignature of the state at tx `tx` (Alh `alh`) of database `uuid`.
+fn cosignature(
+    key: &ed25519_dalek::SigningKey,
+    uuid: &str,
+    tx: integrity::TxId,
+    alh: &integrity::Digest,
+) -> wire::State {
+    let timestamp_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    wire::State {
+        uuid: uuid.to_string(),
+        tx_id: tx,
+        alh: alh.0.to_vec(),
+        timestamp_ms,
+        signature: integrity::signing::sign_state(key, uuid, tx, alh, timestamp_ms).to_vec(),
+        public_key: key.verifying_key().to_bytes().to_vec(),
+        ..wire::State::default()
+    }
 }
 
 /// Checks a verified checkpoint against this replica's own history, if it holds its tx yet.
@@ -399,7 +423,8 @@ async fn follow_inner(
     // writer stores this one.
     let (queued, completions) = tokio::sync::mpsc::channel(APPLY_PIPELINE_BATCHES);
     let reader = read_batches(local, hub, config, &ledger, &mut stream, queued, progressed);
-    let completer = complete(hub, &ledger, completions, acks);
+    let cosign = config.cosign_key.as_ref().map(|k| (k, local));
+    let completer = complete(hub, &ledger, completions, acks, cosign);
     // The reader ends first (the stream ended or failed, or the completer stopped taking
     // batches); the completer then drains what was queued, so that the next connection starts
     // from a position that includes it.
@@ -551,6 +576,7 @@ async fn complete(
     ledger: &Ledger,
     mut completions: tokio::sync::mpsc::Receiver<InFlight>,
     acks: tokio::sync::mpsc::Sender<FollowRequest>,
+    cosign: Option<(&ed25519_dalek::SigningKey, &dyn Local)>,
 ) -> Result<(), End> {
     while let Some(batch) = completions.recv().await {
         let InFlight {
@@ -568,6 +594,18 @@ async fn complete(
                     msg: Some(wire::follow_request::Msg::AckTxId(h.id)),
                 })
                 .await;
+            if let Some((key, local)) = cosign {
+                let _ = acks
+                    .send(FollowRequest {
+                        msg: Some(wire::follow_request::Msg::Cosignature(cosignature(
+                            key,
+                            &local.uuid(),
+                            h.id,
+                            &h.alh(),
+                        ))),
+                    })
+                    .await;
+            }
         }
         match error {
             None => {}

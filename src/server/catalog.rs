@@ -229,6 +229,8 @@ pub struct Catalog {
     /// The address this server listens on (`host:port`), told to a former primary when a
     /// database here is promoted.
     advertise: std::sync::OnceLock<String>,
+    /// The server's signing key: its replicas cosign what they acknowledge with it.
+    signing_key: std::sync::OnceLock<ed25519_dalek::SigningKey>,
     /// What the system database and `secrets.json` last recorded (a primary server).
     recorded: std::sync::Mutex<(BTreeMap<String, String>, Secrets)>,
     dbs: RwLock<BTreeMap<String, Arc<Database>>>,
@@ -377,6 +379,7 @@ impl Catalog {
             dir: dir.to_path_buf(),
             replica,
             advertise: std::sync::OnceLock::new(),
+            signing_key: std::sync::OnceLock::new(),
             recorded: std::sync::Mutex::new((recorded, secrets)),
             dbs: RwLock::new(dbs),
             unavailable: RwLock::new(unavailable),
@@ -384,6 +387,12 @@ impl Catalog {
             change: std::sync::Mutex::new(()),
         };
         Ok((catalog, content, first_start))
+    }
+
+    /// The server's signing key, for its replicas' cosignatures (set once, before the
+    /// replicators start).
+    pub fn set_signing_key(&self, key: ed25519_dalek::SigningKey) {
+        let _ = self.signing_key.set(key);
     }
 
     /// Records the address the server listens on (once).
@@ -688,7 +697,8 @@ impl Catalog {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let config = replicator_config(r, &host, &db.name);
+        let mut config = replicator_config(r, &host, &db.name);
+        config.cosign_key = self.signing_key.get().cloned();
         let local = Arc::new(LocalReplica {
             catalog: self.clone(),
             name: db.name.clone(),
@@ -1165,6 +1175,7 @@ fn replicator_config(
         replica_name: replica_name.to_string(),
         allow_tx_discarding: r.allow_tx_discarding == Some(true),
         primary_public_key: r.primary_public_key.clone(),
+        cosign_key: None,
     }
 }
 

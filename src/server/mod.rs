@@ -162,6 +162,9 @@ pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
     if let Some(r) = &config.replica {
         tracing::info!(primary = %r.primary(), "this server replicates its primary: its users and databases follow the primary's");
     }
+    if let Some(k) = &config.signing_key {
+        catalog.set_signing_key(k.clone());
+    }
     catalog.start_replicators();
     Ok(Arc::new(ServerState {
         catalog,

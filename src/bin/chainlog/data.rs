@@ -219,6 +219,37 @@ pub async fn vtx(session: &Session, out: &Out, id: u64) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The newest state `k` of the witnesses cosigned.
+pub async fn cosigned_state(
+    session: &Session,
+    out: &Out,
+    k: usize,
+    witness_keys: &[String],
+) -> Result<(), Failure> {
+    let mut witnesses = Vec::new();
+    for w in witness_keys {
+        let key = chainlog::integrity::Digest::from_hex(w)
+            .and_then(|d| ed25519_dalek::VerifyingKey::from_bytes(&d.0).ok())
+            .ok_or_else(|| {
+                Failure::Error(format!(
+                    "--witness-key {w}: not an Ed25519 public key (64 hex)"
+                ))
+            })?;
+        witnesses.push(key);
+    }
+    let db = &session.db;
+    let s = session
+        .verified()
+        .await?
+        .cosigned_state(db, k, &witnesses)
+        .await?;
+    out.print(
+        json!({"database": db, "tx_id": s.tx_id, "alh": s.alh, "cosigned_by": s.witnesses, "verified": true}),
+        || format!("{db} tx {} alh {} (cosigned by {} of the witnesses)", s.tx_id, s.alh, s.witnesses.len()),
+    );
+    Ok(())
+}
+
 pub async fn state(session: &Session, out: &Out) -> Result<(), Failure> {
     let db = &session.db;
     let s = session.verified().await?.state(db).await?;

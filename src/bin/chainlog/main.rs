@@ -163,8 +163,17 @@ enum Command {
     },
     /// Transaction ID, verified against the trusted state
     Vtx { id: u64 },
-    /// The database's current state, verified to extend the trusted one
-    State,
+    /// The database's current state, verified to extend the trusted one; with --cosigned K,
+    /// the newest state K of the --witness-key replicas cosigned (each checked to be of the
+    /// same history)
+    State {
+        /// How many witnesses must vouch for the state
+        #[arg(long, value_name = "K")]
+        cosigned: Option<usize>,
+        /// A witness replica's Ed25519 public key (hex, as its chainlogd logs it); repeat
+        #[arg(long = "witness-key", value_name = "HEX")]
+        witness_keys: Vec<String>,
+    },
     /// Replication status
     #[command(subcommand)]
     Replication(ReplicationCmd),
@@ -239,7 +248,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Vset { key, value } => data::vset(s, &out, key, value).await,
         Command::Vget { key, at_tx } => data::vget(s, &out, key, *at_tx).await,
         Command::Vtx { id } => data::vtx(s, &out, *id).await,
-        Command::State => data::state(s, &out).await,
+        Command::State {
+            cosigned: None,
+            witness_keys,
+        } if witness_keys.is_empty() => data::state(s, &out).await,
+        Command::State {
+            cosigned,
+            witness_keys,
+        } => data::cosigned_state(s, &out, cosigned.unwrap_or(1), witness_keys).await,
     }
 }
 

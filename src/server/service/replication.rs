@@ -189,6 +189,16 @@ impl replication_server::Replication for Service {
         Ok(Response::new(self.state_wire(&db, st.tx_id, &st.alh)))
     }
 
+    async fn cosignatures(
+        &self,
+        req: Request<wire::CosignaturesRequest>,
+    ) -> Result<Response<wire::CosignaturesResponse>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        Ok(Response::new(wire::CosignaturesResponse {
+            cosigned: db.hub.cosignatures(),
+        }))
+    }
+
     async fn replication_status(
         &self,
         req: Request<wire::ReplicationStatusRequest>,
