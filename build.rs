@@ -18,5 +18,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Records arrive by the thousand on a replica: kept as slices of the receive buffer.
         .bytes(".chainlog.v1.ReplicatedTx.record")
         .compile_fds(fds)?;
+    // The failover coordinator's client of etcd (a server's, never the SDK's).
+    if std::env::var_os("CARGO_FEATURE_SERVER").is_some() {
+        let etcd = protox::compile(["etcd/rpc.proto"], ["proto"])?;
+        tonic_prost_build::configure()
+            .build_server(false)
+            .compile_fds(etcd)?;
+    }
     Ok(())
 }

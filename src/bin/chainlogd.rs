@@ -144,6 +144,37 @@ struct Settings {
     /// Follow only these of the primary's databases (comma-separated) [default: all]
     #[arg(long, env = "CHAINLOG_REPLICATION_DATABASES", value_name = "NAMES")]
     replication_databases: Option<String>,
+    /// Automatic failover: etcd's client URLs (comma-separated, http://host:port). The
+    /// servers of a cluster elect, per database, a primary that holds a lease-backed key
+    /// there; the others follow it [default: no failover]
+    #[arg(long, env = "CHAINLOG_HA_ETCD_ENDPOINTS", value_name = "URLS")]
+    ha_etcd_endpoints: Option<String>,
+    /// The cluster's name (its keys in etcd are under /chainlog/<NAME>/) [default: chainlog]
+    #[arg(long, env = "CHAINLOG_HA_CLUSTER", value_name = "NAME")]
+    ha_cluster: Option<String>,
+    /// Databases under failover (comma-separated) [default: defaultdb]
+    #[arg(long, env = "CHAINLOG_HA_DATABASES", value_name = "NAMES")]
+    ha_databases: Option<String>,
+    /// host:port at which the other servers reach this one [default: the address it listens on]
+    #[arg(long, env = "CHAINLOG_HA_ADVERTISE", value_name = "ADDR")]
+    ha_advertise: Option<String>,
+    /// The leadership lease's time to live, 2 to 60; a primary takes writes only until half
+    /// of it after its last renewal [default: 3]
+    #[arg(long, env = "CHAINLOG_HA_LEASE_TTL_SECS", value_name = "SECS")]
+    ha_lease_ttl_secs: Option<u64>,
+    /// The user replicas log in to the primary as (the same on every server) [default: admin]
+    #[arg(long, env = "CHAINLOG_HA_REPLICATION_USERNAME", value_name = "USER")]
+    ha_replication_username: Option<String>,
+    /// File holding that user's password (first line)
+    #[arg(
+        long,
+        env = "CHAINLOG_HA_REPLICATION_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    ha_replication_password_file: Option<PathBuf>,
+    /// Replicas that must hold a tx before the primary acknowledges it, 0 to 16 [default: 0]
+    #[arg(long, env = "CHAINLOG_HA_SYNC_ACKS", value_name = "K")]
+    ha_sync_acks: Option<u32>,
 }
 
 impl Settings {
@@ -191,7 +222,73 @@ impl Settings {
                 .replication_primary_tls_key
                 .or(file.replication_primary_tls_key),
             replication_databases: self.replication_databases.or(file.replication_databases),
+            ha_etcd_endpoints: self.ha_etcd_endpoints.or(file.ha_etcd_endpoints),
+            ha_cluster: self.ha_cluster.or(file.ha_cluster),
+            ha_databases: self.ha_databases.or(file.ha_databases),
+            ha_advertise: self.ha_advertise.or(file.ha_advertise),
+            ha_lease_ttl_secs: self.ha_lease_ttl_secs.or(file.ha_lease_ttl_secs),
+            ha_replication_username: self
+                .ha_replication_username
+                .or(file.ha_replication_username),
+            ha_replication_password_file: self
+                .ha_replication_password_file
+                .or(file.ha_replication_password_file),
+            ha_sync_acks: self.ha_sync_acks.or(file.ha_sync_acks),
         }
+    }
+
+    /// The failover coordinator's settings, if failover is on (`bound`: the address this
+    /// server listens on, the default to advertise).
+    fn ha(&self, bound: &str) -> Result<Option<server::ha::HaConfig>, String> {
+        let Some(endpoints) = &self.ha_etcd_endpoints else {
+            return Ok(None);
+        };
+        let list = |s: &str| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let password = match &self.ha_replication_password_file {
+            Some(f) => String::from_utf8_lossy(&read(f)?)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            None => {
+                return Err("--ha-etcd-endpoints needs --ha-replication-password-file (the password replicas log in to the primary with)".into())
+            }
+        };
+        let ttl = bounded(
+            "ha-lease-ttl-secs",
+            self.ha_lease_ttl_secs.unwrap_or(3),
+            2..=60,
+        )?;
+        Ok(Some(server::ha::HaConfig {
+            endpoints: list(endpoints),
+            cluster: self.ha_cluster.clone().unwrap_or_else(|| "chainlog".into()),
+            databases: self
+                .ha_databases
+                .as_deref()
+                .map_or_else(|| vec![server::DEFAULT_DATABASE.to_string()], list),
+            advertise: self
+                .ha_advertise
+                .clone()
+                .unwrap_or_else(|| bound.to_string()),
+            lease_ttl: Duration::from_secs(ttl),
+            username: self
+                .ha_replication_username
+                .clone()
+                .unwrap_or_else(|| "admin".into()),
+            password: password.into(),
+            sync_acks: u32::try_from(bounded(
+                "ha-sync-acks",
+                u64::from(self.ha_sync_acks.unwrap_or(0)),
+                0..=16,
+            )?)
+            .unwrap_or(0),
+        }))
     }
 
     /// The primary this server replicates, if it is a replica server.
@@ -350,6 +447,10 @@ async fn run(args: Settings) -> Result<(), String> {
             .map_err(|e| format!("--ready-file {}: {e}", p.display()))?;
     }
 
+    if let Some(ha) = args.ha(&addr.to_string())? {
+        tracing::info!(cluster = %ha.cluster, advertise = %ha.advertise, databases = ?ha.databases, "automatic failover on etcd");
+        tokio::spawn(server::ha::run(state.clone(), ha));
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

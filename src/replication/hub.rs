@@ -74,6 +74,9 @@ pub struct Hub {
     fenced: Mutex<Option<(u64, String)>>,
     /// The newest state each replica key cosigned (checked), by key (hex).
     cosignatures: Mutex<BTreeMap<String, crate::wire::State>>,
+    /// For a primary whose leadership is a lease (automatic failover): writes are taken
+    /// only until this instant, which each renewal of the lease moves on.
+    write_deadline: Mutex<Option<std::time::Instant>>,
 }
 
 impl Default for Hub {
@@ -86,6 +89,7 @@ impl Default for Hub {
             runner: Mutex::default(),
             fenced: Mutex::default(),
             cosignatures: Mutex::default(),
+            write_deadline: Mutex::default(),
         }
     }
 }
@@ -185,6 +189,16 @@ impl Hub {
     /// The newer epoch that replaced this primary, and where its primary is (may be empty).
     pub fn fenced(&self) -> Option<(u64, String)> {
         lock(&self.fenced).clone()
+    }
+
+    /// Takes writes only until `deadline` (`None`: no lease, always).
+    pub fn set_write_deadline(&self, deadline: Option<std::time::Instant>) {
+        *lock(&self.write_deadline) = deadline;
+    }
+
+    /// Whether a lease deadline has passed: the primary may have been replaced meanwhile.
+    pub fn lease_lapsed(&self) -> bool {
+        lock(&self.write_deadline).is_some_and(|d| std::time::Instant::now() >= d)
     }
 
     /// Keeps `state`, a checked cosignature by `key`, if it is that key's newest.

@@ -49,6 +49,8 @@ pub enum CatalogError {
     ReadOnlyReplica { name: String, primary: String },
     #[error("this server replicates {primary}: databases are created and changed there")]
     ReplicaServer { primary: String },
+    #[error("database {name} is a primary whose leadership lease is not confirmed (the failover coordinator cannot reach etcd, or another server may lead): it takes no writes until it is")]
+    LeaseLapsed { name: String },
     #[error("database {name} was the primary of epoch {epoch}, but epoch {newer} replaced it{}: it takes no more writes; write to the newer primary, or re-point this database to it as a replica", if newer_primary.is_empty() { String::new() } else { format!(" (its primary is {newer_primary})") })]
     Fenced {
         name: String,
@@ -636,6 +638,11 @@ impl Catalog {
                 primary: db.settings.replication.primary(),
             });
         }
+        if db.hub.lease_lapsed() {
+            return Err(CatalogError::LeaseLapsed {
+                name: name.to_string(),
+            });
+        }
         if let Some((newer, newer_primary)) = db.hub.fenced() {
             return Err(CatalogError::Fenced {
                 name: name.to_string(),
@@ -1035,6 +1042,17 @@ impl Catalog {
         name: &str,
         update: &Settings,
     ) -> Result<Arc<Database>, CatalogError> {
+        self.update_with_epoch(name, update, 0)
+    }
+
+    /// [`Catalog::update`]; a promotion it makes starts epoch `epoch` if that is above the
+    /// next one (the failover coordinator's, fenced by etcd's revision).
+    pub fn update_with_epoch(
+        self: &Arc<Self>,
+        name: &str,
+        update: &Settings,
+        epoch: u64,
+    ) -> Result<Arc<Database>, CatalogError> {
         self.check_primary()?;
         if name == SYSTEM_DATABASE {
             return Err(CatalogError::SystemDatabase);
@@ -1074,7 +1092,7 @@ impl Catalog {
             db.hub.unfence_in(db.ledger.dir());
         }
         if promoted {
-            self.promote(&db, &old.settings.replication)?;
+            self.promote(&db, &old.settings.replication, epoch)?;
         }
         self.apply_replication(&db);
         Ok(db)
@@ -1084,8 +1102,13 @@ impl Catalog {
     /// chain, so the former primary's txs after this point are refused everywhere), lifts any
     /// fence, and tells the former primary (`former`), if it had one, so that it fences
     /// itself at once.
-    fn promote(&self, db: &Database, former: &ReplicationSettings) -> Result<(), CatalogError> {
-        let epoch = db.ledger.epoch() + 1;
+    fn promote(
+        &self,
+        db: &Database,
+        former: &ReplicationSettings,
+        at_least: u64,
+    ) -> Result<(), CatalogError> {
+        let epoch = (db.ledger.epoch() + 1).max(at_least);
         let marker = db.ledger.start_epoch(epoch)?;
         db.hub.unfence_in(db.ledger.dir());
         tracing::warn!(database = %db.name, epoch, at_tx = marker.id, "promoted to primary: a new epoch starts");

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod catalog;
 pub mod conn;
 mod convert;
+pub mod ha;
 mod metrics;
 mod service;
 pub mod settings;

@@ -84,6 +84,7 @@ pub fn catalog(e: CatalogError) -> Status {
             Reason::ReadOnlyReplica.referral(e.to_string(), &primary)
         }
         CatalogError::SystemDatabase => Status::permission_denied(e.to_string()),
+        CatalogError::LeaseLapsed { .. } => Status::unavailable(e.to_string()),
         CatalogError::Fenced {
             ref newer_primary, ..
         } => {
