@@ -149,7 +149,7 @@ struct Settings {
     /// there; the others follow it [default: no failover]
     #[arg(long, env = "CHAINLOG_HA_ETCD_ENDPOINTS", value_name = "URLS")]
     ha_etcd_endpoints: Option<String>,
-    /// The cluster's name (its keys in etcd are under /chainlog/<NAME>/) [default: chainlog]
+    /// The cluster's name (its keys in etcd are under `/chainlog/NAME/`) [default: chainlog]
     #[arg(long, env = "CHAINLOG_HA_CLUSTER", value_name = "NAME")]
     ha_cluster: Option<String>,
     /// Databases under failover (comma-separated) [default: defaultdb]
