@@ -292,6 +292,22 @@ async fn twenty_failovers_under_load_lose_no_acknowledged_write() {
             }
         }
     }
+    // Status says what the coordinator sees: one leads, the others follow it.
+    let leads = nodes[leader].listen.clone();
+    for (i, a) in addrs.iter().enumerate() {
+        let s = client(a)
+            .await
+            .unwrap()
+            .replication_status("defaultdb")
+            .await
+            .unwrap();
+        let want = if i == leader {
+            "this server leads".to_string()
+        } else {
+            format!("{leads} leads")
+        };
+        assert!(s.coordinator.contains(&want), "{a}: {}", s.coordinator);
+    }
     failovers.sort();
     eprintln!(
         "failover (kill or freeze to the first write another server acknowledged), 20 rounds: min {:?}, median {:?}, max {:?}; {} writes acknowledged",

@@ -74,6 +74,13 @@ async fn a_client_gets_a_state_two_replicas_cosigned() {
         assert!(start.elapsed() < Duration::from_secs(20), "{c:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(
+        p.replication_status("defaultdb")
+            .await
+            .unwrap()
+            .cosignatures,
+        2
+    );
     let (code, out, err) = cli(
         &primary.addr,
         &st,

@@ -77,6 +77,8 @@ pub struct Hub {
     /// For a primary whose leadership is a lease (automatic failover): writes are taken
     /// only until this instant, which each renewal of the lease moves on.
     write_deadline: Mutex<Option<std::time::Instant>>,
+    /// What the failover coordinator last saw for this database, for status.
+    coordinator: Mutex<Option<String>>,
 }
 
 impl Default for Hub {
@@ -90,6 +92,7 @@ impl Default for Hub {
             fenced: Mutex::default(),
             cosignatures: Mutex::default(),
             write_deadline: Mutex::default(),
+            coordinator: Mutex::default(),
         }
     }
 }
@@ -189,6 +192,16 @@ impl Hub {
     /// The newer epoch that replaced this primary, and where its primary is (may be empty).
     pub fn fenced(&self) -> Option<(u64, String)> {
         lock(&self.fenced).clone()
+    }
+
+    /// Records what the failover coordinator sees for this database.
+    pub fn set_coordinator_view(&self, view: String) {
+        *lock(&self.coordinator) = Some(view);
+    }
+
+    /// What the failover coordinator last saw, if one runs.
+    pub fn coordinator_view(&self) -> Option<String> {
+        lock(&self.coordinator).clone()
     }
 
     /// Takes writes only until `deadline` (`None`: no lease, always).

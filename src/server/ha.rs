@@ -247,6 +247,12 @@ pub async fn run(state: Arc<ServerState>, config: HaConfig) {
         }
         .await;
         if let Err(err) = outcome {
+            for db in &config.databases {
+                if let Ok(d) = state.catalog.get(db) {
+                    d.hub
+                        .set_coordinator_view(format!("etcd unreachable: {err}"));
+                }
+            }
             if err != last_error {
                 tracing::warn!(error = %err, "failover coordinator: etcd failed; retrying");
                 last_error = err;
@@ -302,6 +308,17 @@ async fn step(
         let l: Leader = serde_json::from_slice(&kv.value).ok()?;
         Some((l, kv.create_revision, kv.lease))
     });
+    let view = match &leader {
+        Some((l, revision, _)) if l.advertise == config.advertise => {
+            format!("etcd: this server leads (revision {revision})")
+        }
+        Some((l, _, _)) => format!("etcd: {} leads", l.advertise),
+        None => format!(
+            "etcd: no leader; this server is at epoch {} tx {}",
+            me.epoch, me.tx_id
+        ),
+    };
+    local.hub.set_coordinator_view(view);
     match leader {
         Some((l, revision, held)) if l.advertise == config.advertise && held == lease => {
             round.leaderless = 0;

@@ -4,43 +4,109 @@ use super::{ServerError, ServerState};
 use std::future::Future;
 use std::sync::Arc;
 
-/// Prometheus text for every database.
-pub fn metrics_text(state: &ServerState) -> String {
-    let mut out = String::from(
-        "# HELP chainlog_database_tx_id Id of the last committed transaction.\n# TYPE chainlog_database_tx_id gauge\n",
-    );
-    for db in state.catalog.list() {
-        out.push_str(&format!(
-            "chainlog_database_tx_id{{database=\"{}\"}} {}\n",
-            db.name,
-            db.ledger.state().tx_id
+/// One metric family: its help, type and samples, written together.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<String>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            samples: Vec::new(),
+        }
+    }
+
+    fn db(&mut self, database: &str, value: impl std::fmt::Display) {
+        self.samples.push(format!(
+            "{}{{database=\"{database}\"}} {value}\n",
+            self.name
         ));
     }
-    out.push_str("# HELP chainlog_replica_lag_txs Txs the primary has that this replica has not applied.\n# TYPE chainlog_replica_lag_txs gauge\n");
-    out.push_str("# HELP chainlog_replica_lag_ms Commit-time distance from the primary's head.\n# TYPE chainlog_replica_lag_ms gauge\n");
-    out.push_str("# HELP chainlog_replica_diverged 1 if the replicator stopped on a divergence.\n# TYPE chainlog_replica_diverged gauge\n");
-    out.push_str("# HELP chainlog_replicas_connected Replicas following this database.\n# TYPE chainlog_replicas_connected gauge\n");
-    for db in state.catalog.list() {
-        if let Some(s) = db.hub.status() {
-            let d = &db.name;
-            out.push_str(&format!(
-                "chainlog_replica_lag_txs{{database=\"{d}\"}} {}\n",
-                s.lag_txs()
-            ));
-            out.push_str(&format!(
-                "chainlog_replica_lag_ms{{database=\"{d}\"}} {}\n",
-                s.lag_ms()
-            ));
-            let diverged = u8::from(s.state == crate::replication::ReplicaState::Diverged);
-            out.push_str(&format!(
-                "chainlog_replica_diverged{{database=\"{d}\"}} {diverged}\n"
-            ));
-        }
+
+    fn write(&self, out: &mut String) {
         out.push_str(&format!(
-            "chainlog_replicas_connected{{database=\"{}\"}} {}\n",
-            db.name,
-            db.hub.followers().len()
+            "# HELP {n} {h}\n# TYPE {n} gauge\n",
+            n = self.name,
+            h = self.help
         ));
+        for s in &self.samples {
+            out.push_str(s);
+        }
+    }
+}
+
+/// Prometheus text for every database: each family's samples under its own header.
+pub fn metrics_text(state: &ServerState) -> String {
+    let mut tx = Family::new(
+        "chainlog_database_tx_id",
+        "Id of the last committed transaction.",
+    );
+    let mut epoch = Family::new(
+        "chainlog_database_epoch",
+        "Epoch of the last committed transaction.",
+    );
+    let mut fenced = Family::new(
+        "chainlog_database_fenced",
+        "1 if this database was a primary that a newer epoch replaced (it refuses writes).",
+    );
+    let mut lag_txs = Family::new(
+        "chainlog_replica_lag_txs",
+        "Txs the primary has that this replica has not applied.",
+    );
+    let mut lag_ms = Family::new(
+        "chainlog_replica_lag_ms",
+        "Commit-time distance from the primary's head.",
+    );
+    let mut diverged = Family::new(
+        "chainlog_replica_diverged",
+        "1 if the replicator stopped on a divergence.",
+    );
+    let mut checkpoint = Family::new(
+        "chainlog_replica_signed_checkpoint_tx_id",
+        "Tx of the primary's last signed checkpoint the replica verified.",
+    );
+    let mut connected = Family::new(
+        "chainlog_replicas_connected",
+        "Replicas following this database.",
+    );
+    let mut cosignatures = Family::new(
+        "chainlog_cosignatures_held",
+        "Replica keys whose cosignature of a state this primary holds.",
+    );
+    for db in state.catalog.list() {
+        let d = &db.name;
+        tx.db(d, db.ledger.state().tx_id);
+        epoch.db(d, db.ledger.epoch());
+        fenced.db(d, u8::from(db.hub.fenced().is_some()));
+        if let Some(s) = db.hub.status() {
+            lag_txs.db(d, s.lag_txs());
+            lag_ms.db(d, s.lag_ms());
+            diverged.db(
+                d,
+                u8::from(s.state == crate::replication::ReplicaState::Diverged),
+            );
+            checkpoint.db(d, s.signed_checkpoint.map_or(0, |c| c.0));
+        }
+        connected.db(d, db.hub.followers().len());
+        cosignatures.db(d, db.hub.cosignatures().len());
+    }
+    let mut out = String::new();
+    for f in [
+        &tx,
+        &epoch,
+        &fenced,
+        &lag_txs,
+        &lag_ms,
+        &diverged,
+        &checkpoint,
+        &connected,
+        &cosignatures,
+    ] {
+        f.write(&mut out);
     }
     out.push_str("# HELP chainlog_databases Databases held.\n# TYPE chainlog_databases gauge\n");
     out.push_str(&format!(

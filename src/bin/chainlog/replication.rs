@@ -81,6 +81,8 @@ fn status(r: &wire::ReplicationStatusResponse) -> (serde_json::Value, String) {
                "signed_checkpoint_tx_id": r.signed_checkpoint_tx_id,
                "signed_checkpoint_timestamp_ms": r.signed_checkpoint_timestamp_ms,
                "primary_public_key": (!r.primary_public_key.is_empty()).then_some(&r.primary_public_key),
+               "coordinator": (!r.coordinator.is_empty()).then_some(&r.coordinator),
+               "cosignatures": r.cosignatures,
                "diverged_local": r.diverged_local.as_ref().map(header_json),
                "diverged_remote": r.diverged_remote.as_ref().map(header_json),
                "replicas": replicas}),
@@ -102,6 +104,12 @@ fn status(r: &wire::ReplicationStatusResponse) -> (serde_json::Value, String) {
                     "\nlast signed checkpoint verified: tx {} (key {})",
                     r.signed_checkpoint_tx_id, r.primary_public_key
                 ));
+            }
+            if !r.coordinator.is_empty() {
+                s.push_str(&format!("\n{}", r.coordinator));
+            }
+            if r.cosignatures > 0 {
+                s.push_str(&format!("\ncosignatures held: {}", r.cosignatures));
             }
             if !r.fenced.is_empty() {
                 s.push_str(&format!("\nFENCED: {} (refuses writes)", r.fenced));

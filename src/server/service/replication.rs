@@ -226,6 +226,8 @@ impl replication_server::Replication for Service {
         };
         r.set_role(role_wire(role));
         r.epoch = db.ledger.epoch();
+        r.coordinator = db.hub.coordinator_view().unwrap_or_default();
+        r.cosignatures = u32::try_from(db.hub.cosignatures().len()).unwrap_or(u32::MAX);
         if let Some((epoch, newer)) = db.hub.fenced() {
             r.fenced = if newer.is_empty() {
                 format!("replaced by epoch {epoch}")
