@@ -182,10 +182,24 @@ async fn main() -> ExitCode {
         }
     };
     let copy = external::run(&config, report);
+    // SIGTERM (a service manager stopping it) ends it as Ctrl-C does: what was applied is
+    // durable on the target, and the next run resumes from there.
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
     let outcome = tokio::select! {
         r = copy => r,
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted; the copy resumes from the target's state next time");
+            return ExitCode::SUCCESS;
+        }
+        () = term => {
+            tracing::info!("terminated; the copy resumes from the target's state next time");
             return ExitCode::SUCCESS;
         }
     };

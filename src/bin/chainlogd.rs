@@ -468,6 +468,17 @@ async fn run(args: Settings) -> Result<(), String> {
         });
     }
     let drain = config.drain;
+    // SIGHUP, which would end the process by default (status 129), is logged and otherwise
+    // ignored: TLS material and the log filter are read at start.
+    tokio::spawn(async {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: nothing is reloaded (TLS and the log filter are read at start; restart to change them); serving on");
+        }
+    });
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
