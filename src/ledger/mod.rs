@@ -37,6 +37,7 @@ mod prepare;
 mod prove;
 mod read;
 mod recovery;
+pub mod stats;
 mod writer;
 
 pub use crate::index::Order;
@@ -179,6 +180,8 @@ pub(crate) struct Shared {
     done_signal: Condvar,
     /// The last committed tx id, for async waiters (replication streams).
     published: tokio::sync::watch::Sender<TxId>,
+    /// The writer's counters, for metrics.
+    stats: stats::WriteStats,
 }
 
 impl Shared {
@@ -275,6 +278,32 @@ impl Ledger {
     /// The current state: id and Alh of the last committed tx.
     pub fn state(&self) -> State {
         lock_poisoned(self.shared.view.read()).state
+    }
+
+    /// What the writer has counted since the database was opened (commits, group sizes,
+    /// fsync times).
+    pub fn write_stats(&self) -> &stats::WriteStats {
+        &self.shared.stats
+    }
+
+    /// Bytes the database's files take on disk (allocated blocks, so free space written
+    /// ahead in the last segment counts, and sparse holes do not).
+    pub fn disk_bytes(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            use std::os::unix::fs::MetadataExt;
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.blocks() * 512,
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.shared.dir)
     }
 
     /// Follows the last committed tx id as it changes, without polling.

@@ -394,6 +394,7 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         done_generation: Mutex::new(0),
         done_signal: Condvar::new(),
         published: tokio::sync::watch::Sender::new(replay_last_id),
+        stats: super::stats::WriteStats::default(),
     });
     let ledger = Ledger {
         shared: shared.clone(),

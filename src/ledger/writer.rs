@@ -429,7 +429,9 @@ impl Writer {
         }
         self.segment.append(&buf)?;
         if self.shared.options.durability == super::Durability::Synced {
+            let started = std::time::Instant::now();
             self.segment.sync()?;
+            self.shared.stats.fsync(started.elapsed());
         }
         // Only now the derived records: a record in history.nodes or tx.idx is then evidence
         // that its tx's frame was synced, which recovery relies on to tell a committed tx
@@ -455,6 +457,7 @@ impl Writer {
         };
         drop(view);
         self.shared.published.send_replace(self.last_id);
+        self.shared.stats.group(written);
         Ok(results)
     }
 

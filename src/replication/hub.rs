@@ -36,6 +36,11 @@ pub struct ReplicaStatus {
     pub signed_checkpoint: Option<(TxId, u64)>,
     /// The primary's public key checkpoints are verified with (hex), given or pinned.
     pub primary_key: Option<String>,
+    /// Connections to the primary lost and tried again since the replicator started.
+    pub reconnects: u64,
+    /// Times what the primary sent failed verification (a divergence, a forged or
+    /// mismatched checkpoint) since the replicator started.
+    pub verification_failures: u64,
 }
 
 impl ReplicaStatus {
@@ -323,6 +328,8 @@ impl Hub {
             diverged_local_only: None,
             signed_checkpoint: None,
             primary_key: None,
+            reconnects: 0,
+            verification_failures: 0,
         });
         *lock(&self.runner) = Some(runner);
     }

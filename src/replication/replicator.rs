@@ -80,7 +80,7 @@ fn verify_checkpoint(
         .or_else(|| local.pinned_key());
     let Some(s) = state.filter(|s| !s.signature.is_empty()) else {
         return match known {
-            Some(k) => Err(End::Stop(format!(
+            Some(k) => Err(End::Unverified(format!(
                 "the primary sends no signed checkpoints, but this replica checks them with key {k}"
             ))),
             None => Ok(None),
@@ -96,13 +96,13 @@ fn verify_checkpoint(
     let alh = integrity::Digest::from_slice_lossy(&s.alh);
     if !integrity::signing::verify_state(&key, &s.uuid, s.tx_id, &alh, s.timestamp_ms, &s.signature)
     {
-        return Err(End::Stop(format!(
+        return Err(End::Unverified(format!(
             "a signed checkpoint of the primary (tx {}) does not verify with its key {key_hex}: forged, or signed by another server",
             s.tx_id
         )));
     }
     if s.uuid != local.uuid() {
-        return Err(End::Stop(format!(
+        return Err(End::Unverified(format!(
             "a signed checkpoint is of database {}, this replica holds {}",
             s.uuid,
             local.uuid()
@@ -151,7 +151,7 @@ fn match_checkpoint(hub: &Hub, ledger: &Ledger, c: Checkpoint) -> Result<(), End
         .map_err(|e| End::Retry(e.to_string()))?
         .alh();
     if ours != c.alh {
-        return Err(End::Stop(format!(
+        return Err(End::Unverified(format!(
             "the primary signed tx {} with Alh {}, but this replica holds Alh {ours} there: the primary showed it another history",
             c.tx, c.alh
         )));
@@ -169,6 +169,10 @@ enum End {
     /// The primary cannot be followed (replaced by a newer epoch, another protocol): stop,
     /// keeping the data, until the replica is re-pointed.
     Stop(String),
+    /// What the primary sent does not verify (a signed checkpoint forged, of another
+    /// database or of another history; signatures withheld): stop as for `Stop`, counted
+    /// as a verification failure.
+    Unverified(String),
 }
 
 struct Divergence {
@@ -249,6 +253,7 @@ pub async fn run(local_replica: Arc<dyn Local>, hub: Arc<Hub>, config: Replicato
     loop {
         hub.update_status(|s| s.state = ReplicaState::Connecting);
         let (end, progressed) = follow(&*local_replica, &hub, &config).await;
+        let unverified = matches!(end, End::Unverified(_));
         match end {
             End::Diverged(d) => {
                 let Divergence {
@@ -299,6 +304,7 @@ pub async fn run(local_replica: Arc<dyn Local>, hub: Arc<Hub>, config: Replicato
                 );
                 hub.update_status(|s| {
                     s.state = ReplicaState::Diverged;
+                    s.verification_failures += 1;
                     s.last_error = Some(reason.clone());
                     if let Some(h) = head {
                         s.primary_head = h;
@@ -311,9 +317,12 @@ pub async fn run(local_replica: Arc<dyn Local>, hub: Arc<Hub>, config: Replicato
                 });
                 return;
             }
-            End::Stop(reason) => {
+            End::Stop(reason) | End::Unverified(reason) => {
                 tracing::error!(primary = %config.primary_url, database = %config.primary_database, %reason, "replication stopped");
                 hub.update_status(|s| {
+                    if unverified {
+                        s.verification_failures += 1;
+                    }
                     s.state = ReplicaState::Stopped;
                     s.last_error = Some(reason.clone());
                 });
@@ -327,6 +336,7 @@ pub async fn run(local_replica: Arc<dyn Local>, hub: Arc<Hub>, config: Replicato
                 tracing::warn!(primary = %config.primary_url, error = %e, retry_in_ms = delay.as_millis() as u64, "replication interrupted");
                 hub.update_status(|s| {
                     s.state = ReplicaState::Connecting;
+                    s.reconnects += 1;
                     s.last_error = Some(e.clone());
                 });
                 tokio::time::sleep(delay).await;

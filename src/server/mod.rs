@@ -6,7 +6,7 @@
 //! - `service`: the tonic services, one file each: adapters over the two above.
 //! - [`status`]: the one mapping from domain errors to gRPC statuses.
 //! - `convert`: wire <-> server and ledger types.
-//! - `metrics`: the Prometheus endpoint.
+//! - `metrics`: the metrics listener (Prometheus, health, readiness) and the request metrics.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the server in-process
 //! or as the real binary alike.
@@ -22,7 +22,7 @@ pub mod settings;
 pub mod status;
 pub mod system;
 
-pub use metrics::{metrics_text, serve_metrics};
+pub use metrics::{serve_metrics, Metrics};
 
 use crate::fs;
 use crate::wire::{
@@ -117,6 +117,10 @@ pub struct ServerState {
     /// Set when the server shuts down: ends the follow streams, which would otherwise keep
     /// their connections, and the shutdown, open forever.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Set while the gRPC endpoint accepts requests (`/readyz`).
+    pub ready: std::sync::atomic::AtomicBool,
+    /// What `/metrics` exposes.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Opens (creating on first start) the data directory: the system database with the users
@@ -167,8 +171,11 @@ pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
         catalog.set_signing_key(k.clone());
     }
     catalog.start_replicators();
+    let metrics = Arc::new(Metrics::new(catalog.clone()));
     Ok(Arc::new(ServerState {
         catalog,
+        ready: std::sync::atomic::AtomicBool::new(false),
+        metrics,
         auth,
         signing_key: config.signing_key.clone(),
         stopping: tokio::sync::watch::Sender::new(false),
@@ -236,17 +243,29 @@ pub async fn serve(
     let svc = service::Service {
         state: state.clone(),
     };
+    // The listener is bound: connections wait in its backlog until the services below run.
+    state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    set_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
+    let reflection_error = |e: tonic_reflection::server::Error| ServerError::Config {
+        path: PathBuf::from("proto"),
+        reason: e.to_string(),
+    };
+    // Both versions of reflection: v1alpha is what Python's stock client, Postman and older
+    // grpcurl ask for.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::wire::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ServerError::Config {
-            path: PathBuf::from("proto"),
-            reason: e.to_string(),
-        })?;
+        .map_err(reflection_error)?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::wire::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(reflection_error)?;
+    let gzip = tonic::codec::CompressionEncoding::Gzip;
     let mut builder = tonic::transport::Server::builder()
         // A peer that stops answering (frozen, or gone without a FIN) is found by pings.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -270,18 +289,24 @@ pub async fn serve(
     tokio::spawn(follow_primary(state.clone()));
     let serving = builder
         .layer(conn::ConnLayer)
+        .layer(metrics::RequestLayer {
+            metrics: state.metrics.clone(),
+        })
         .add_service(health)
         .add_service(reflection)
-        .add_service(auth_server::AuthServer::new(svc.clone()))
-        .add_service(users_server::UsersServer::new(svc.clone()))
-        .add_service(databases_server::DatabasesServer::new(svc.clone()))
+        .add_service(reflection_v1alpha)
+        .add_service(auth_server::AuthServer::new(svc.clone()).accept_compressed(gzip))
+        .add_service(users_server::UsersServer::new(svc.clone()).accept_compressed(gzip))
+        .add_service(databases_server::DatabasesServer::new(svc.clone()).accept_compressed(gzip))
         .add_service(
             replication_server::ReplicationServer::new(svc.clone())
+                .accept_compressed(gzip)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
         .add_service(
             data_server::DataServer::new(svc)
+                .accept_compressed(gzip)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
@@ -289,6 +314,10 @@ pub async fn serve(
             let state = state.clone();
             async move {
                 shutdown.await;
+                state
+                    .ready
+                    .store(false, std::sync::atomic::Ordering::Release);
+                set_health(&health_reporter, tonic_health::ServingStatus::NotServing).await;
                 // End the follow streams, the synchronous-commit waits and the replicators,
                 // or the connections they hold would keep the shutdown waiting.
                 state.stopping.send_replace(true);
@@ -315,6 +344,23 @@ pub async fn serve(
         return Err(ServerError::Close(failed));
     }
     Ok(())
+}
+
+/// Sets the health of the whole server ("") and of each of its services to `status`.
+async fn set_health(
+    reporter: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    for name in [
+        "",
+        auth_server::SERVICE_NAME,
+        users_server::SERVICE_NAME,
+        databases_server::SERVICE_NAME,
+        replication_server::SERVICE_NAME,
+        data_server::SERVICE_NAME,
+    ] {
+        reporter.set_service_status(name, status).await;
+    }
 }
 
 /// How often the server pings an HTTP/2 connection, and how long it waits for the answer.
