@@ -60,16 +60,48 @@ pub mod server;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-/// Sends `tracing` logs at `filter` (env-filter syntax) to stderr, coloured only on a
-/// terminal: the one logging set-up of `chainlogd` and `chainlog-replicator`.
+/// How `chainlogd` and `chainlog-replicator` write their logs.
 #[cfg(feature = "cli")]
-pub fn init_logging(filter: &str) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| format!("--log {filter:?}: {e}"))?;
-    tracing_subscriber::fmt()
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event, coloured only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the event's
+    /// fields at the top level, for log collectors.
+    Json,
+}
+
+/// Sends `tracing` logs to stderr: the one logging set-up of `chainlogd` and
+/// `chainlog-replicator`. The filter (env-filter syntax) is `filter` when given (`--log`),
+/// else `RUST_LOG` when set, else `info`.
+#[cfg(feature = "cli")]
+pub fn init_logging(filter: Option<&str>, format: LogFormat) -> Result<(), String> {
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = filter.filter(|f| !f.trim().is_empty());
+    let (source, text) = match (filter, &rust_log) {
+        (Some(f), _) => ("--log", f.to_string()),
+        (None, Some(v)) => ("RUST_LOG", v.clone()),
+        (None, None) => ("the default", "info".to_string()),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&text)
+        .map_err(|e| format!("{source} {text:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .init();
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
     Ok(())
 }

@@ -42,14 +42,17 @@ struct Cli {
     /// Failed attempts in a row before giving up [default: 5 with --once, else never]
     #[arg(long, env = "CHAINLOG_REPLICATOR_RETRIES", value_name = "N")]
     retries: Option<u32>,
-    /// Log filter (tracing env-filter syntax)
+    /// Log filter (tracing env-filter syntax) [default: RUST_LOG if set, else info]
+    #[arg(long, env = "CHAINLOG_LOG", value_name = "FILTER")]
+    log: Option<String>,
+    /// Log format: text (a line per event) or json (an object per line)
     #[arg(
         long,
-        env = "CHAINLOG_LOG",
-        default_value = "info",
-        value_name = "FILTER"
+        env = "CHAINLOG_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
     )]
-    log: String,
+    log_format: chainlog::LogFormat,
 }
 
 /// Declares the flags of one end (`source` or `target`) with their variables.
@@ -152,7 +155,7 @@ fn endpoint(a: EndpointArgs<'_>) -> Result<Endpoint, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = chainlog::init_logging(&cli.log) {
+    if let Err(e) = chainlog::init_logging(cli.log.as_deref(), cli.log_format) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

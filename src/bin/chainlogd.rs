@@ -64,9 +64,13 @@ struct Settings {
     /// [default: 300]
     #[arg(long, env = "CHAINLOG_IDLE_TIMEOUT_SECS", value_name = "SECS")]
     idle_timeout_secs: Option<u64>,
-    /// Log filter (tracing env-filter syntax) [default: info]
+    /// Log filter (tracing env-filter syntax, e.g. `info,chainlog::replication=debug`)
+    /// [default: RUST_LOG if set, else info]
     #[arg(long, env = "CHAINLOG_LOG", value_name = "FILTER")]
     log: Option<String>,
+    /// Log format: text (a line per event) or json (an object per line) [default: text]
+    #[arg(long, env = "CHAINLOG_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<chainlog::LogFormat>,
     /// Once listening, write the bound gRPC address (host:port) to FILE, for scripts that
     /// start chainlogd on port 0 [default: none]
     #[arg(long, env = "CHAINLOG_READY_FILE", value_name = "FILE")]
@@ -194,6 +198,7 @@ impl Settings {
             handshake_timeout_ms: self.handshake_timeout_ms.or(file.handshake_timeout_ms),
             idle_timeout_secs: self.idle_timeout_secs.or(file.idle_timeout_secs),
             log: self.log.or(file.log),
+            log_format: self.log_format.or(file.log_format),
             ready_file: self.ready_file.or(file.ready_file),
             admin_user: self.admin_user.or(file.admin_user),
             replication_is_replica: self.replication_is_replica.or(file.replication_is_replica),
@@ -373,8 +378,7 @@ async fn run(args: Settings) -> Result<(), String> {
         None => Settings::default(),
     };
     let args = args.or(file);
-    let filter = args.log.clone().unwrap_or_else(|| "info".into());
-    chainlog::init_logging(&filter)?;
+    chainlog::init_logging(args.log.as_deref(), args.log_format.unwrap_or_default())?;
 
     let mut config = ServerConfig::new(
         args.data_dir

@@ -1030,7 +1030,6 @@ impl Catalog {
             hub: Arc::default(),
         });
         self.install(name, db.clone())?;
-        tracing::info!(database = %name, uuid = %db.uuid, replica = db.settings.replication.is_replica(), "database created");
         self.apply_replication(&db);
         Ok(db)
     }

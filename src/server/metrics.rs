@@ -434,8 +434,9 @@ struct Outcome {
 
 impl Drop for Outcome {
     fn drop(&mut self) {
-        self.metrics
-            .record(&self.method, self.code, self.started.elapsed());
+        let elapsed = self.started.elapsed();
+        tracing::debug!(method = %self.method, code = self.code.map_or("CANCELLED", code_name), elapsed_us = elapsed.as_micros() as u64, "request");
+        self.metrics.record(&self.method, self.code, elapsed);
     }
 }
 

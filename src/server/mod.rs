@@ -161,7 +161,8 @@ pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
             tracing::info!(user = %config.admin_user, "created the first superuser with the password from CHAINLOG_ADMIN_PASSWORD");
         }
         if catalog.get(DEFAULT_DATABASE).is_err() {
-            catalog.create(DEFAULT_DATABASE, catalog::Settings::default())?;
+            let db = catalog.create(DEFAULT_DATABASE, catalog::Settings::default())?;
+            tracing::info!(database = %db.name, uuid = %db.uuid, "database created at the first start");
         }
     }
     if let Some(r) = &config.replica {

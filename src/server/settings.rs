@@ -415,6 +415,59 @@ impl ReplicationSettings {
 }
 
 impl Settings {
+    /// The settings as one line for the log: what was set, never a password or a key.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(b) = self.buffered {
+            parts.push(format!("buffered={b}"));
+        }
+        if let Some(n) = self.segment_bytes_max {
+            parts.push(format!("segment_bytes_max={n}"));
+        }
+        if let Some(n) = self.checkpoint_txs {
+            parts.push(format!("checkpoint_txs={n}"));
+        }
+        let r = &self.replication;
+        if r.is_replica == Some(true) {
+            let primary = match (&r.primary_host, r.primary_port) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.clone(),
+                _ => "(no primary: external replication)".to_string(),
+            };
+            parts.push(format!(
+                "replica of {}{primary}/{}{}",
+                r.primary_username
+                    .as_ref()
+                    .map_or(String::new(), |u| format!("{u}@")),
+                r.primary_database.as_deref().unwrap_or("(same name)"),
+                if r.primary_tls_ca_pem.is_some() {
+                    " over TLS"
+                } else {
+                    ""
+                }
+            ));
+        } else if r.is_replica == Some(false) {
+            parts.push("primary".to_string());
+        }
+        if let Some(k) = r.sync_acks {
+            parts.push(format!("sync_acks={k}"));
+        }
+        if let Some(t) = r.sync_timeout_ms {
+            parts.push(format!("sync_timeout_ms={t}"));
+        }
+        if let Some(a) = r.allow_tx_discarding {
+            parts.push(format!("allow_tx_discarding={a}"));
+        }
+        if r.primary_public_key.is_some() {
+            parts.push("primary_public_key set".to_string());
+        }
+        if parts.is_empty() {
+            "defaults".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     /// These settings with `update`'s set fields applied (see
     /// [`ReplicationSettings::merged`]).
     pub fn merged(&self, update: &Settings) -> Result<Settings, SettingError> {

@@ -12,10 +12,19 @@ impl auth_server::Auth for Service {
         &self,
         req: Request<wire::LoginRequest>,
     ) -> Result<Response<wire::LoginResponse>, Status> {
+        let peer = crate::server::conn::peer_of(&req);
         let r = req.into_inner();
+        let user = r.user.clone();
         let state = self.state.clone();
         let (token, expires) =
-            offload(move || state.auth.login(&r.user, &r.password), status::auth).await?;
+            match offload(move || state.auth.login(&r.user, &r.password), status::auth).await {
+                Ok(t) => t,
+                Err(s) => {
+                    tracing::info!(%user, %peer, code = ?s.code(), "login refused");
+                    return Err(s);
+                }
+            };
+        tracing::debug!(%user, %peer, "logged in");
         let expires_at_ms = expires
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -29,8 +38,9 @@ impl auth_server::Auth for Service {
         &self,
         req: Request<wire::LogoutRequest>,
     ) -> Result<Response<wire::LogoutResponse>, Status> {
-        self.caller(&req)?;
+        let user = self.caller(&req)?;
         self.state.auth.logout(bearer(&req)?);
+        tracing::debug!(%user, "logged out");
         Ok(Response::new(wire::LogoutResponse {}))
     }
 }

@@ -13,15 +13,17 @@ impl databases_server::Databases for Service {
         &self,
         req: Request<wire::CreateDatabaseRequest>,
     ) -> Result<Response<wire::DatabaseInfo>, Status> {
-        self.superuser(&req)?;
+        let caller = self.superuser(&req)?;
         let r = req.into_inner();
         let settings = settings_of(r.settings.as_ref())?;
+        let described = settings.describe();
         let state = self.state.clone();
         let db = offload(
             move || state.catalog.create(&r.name, settings),
             status::catalog,
         )
         .await?;
+        tracing::info!(database = %db.name, uuid = %db.uuid, by = %caller, settings = %described, "database created");
         Ok(Response::new(self.info(&db)))
     }
 
@@ -70,12 +72,14 @@ impl databases_server::Databases for Service {
                 .require_superuser(&caller)
                 .map_err(status::auth)?;
         }
+        let described = settings.describe();
         let state = self.state.clone();
         let db = offload(
             move || state.catalog.update(&r.name, &settings),
             status::catalog,
         )
         .await?;
+        tracing::info!(database = %db.name, by = %caller, settings = %described, "database settings updated");
         Ok(Response::new(self.info(&db)))
     }
 

@@ -50,6 +50,7 @@ impl users_server::Users for Service {
         let caller = self.caller(&req)?;
         let r = req.into_inner();
         let state = self.state.clone();
+        let (user, by) = (r.name.clone(), caller.clone());
         offload(
             move || {
                 state
@@ -59,6 +60,7 @@ impl users_server::Users for Service {
             status::auth,
         )
         .await?;
+        tracing::info!(%user, %by, "password changed; the user's sessions ended");
         Ok(Response::new(wire::ChangePasswordResponse {}))
     }
 
