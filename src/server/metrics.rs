@@ -2,8 +2,8 @@
 //! at `/readyz` (docs/operations.md lists every metric).
 //!
 //! Metrics are kept and encoded by `prometheus-client`: the gRPC requests by a tower layer
-//! around the services ([`RequestLayer`]), everything about a database read from it at
-//! scrape time ([`DatabaseCollector`]), so a database created, dropped or replaced never
+//! around the services (`RequestLayer`), everything about a database read from it at
+//! scrape time (`DatabaseCollector`), so a database created, dropped or replaced never
 //! leaves a stale series. `/metrics` answers in OpenMetrics text when the scraper asks for it
 //! (`Accept: application/openmetrics-text`), in Prometheus text 0.0.4 otherwise.
 
