@@ -146,6 +146,66 @@ pub fn replace_with(
     sync_dir(parent_of(path))
 }
 
+/// A file written in steps (a backup, say) that appears at its path only once whole: it is
+/// written under a unique temporary name, and [`Staged::commit`] syncs it, renames it over
+/// `path` and syncs the directory. Dropped uncommitted, the temporary file is removed.
+pub struct Staged {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<BufWriter<File>>,
+}
+
+impl Staged {
+    /// Starts `path` with permissions `mode`.
+    pub fn create(path: &Path, mode: u32) -> Result<Staged> {
+        let tmp = temp_name(path);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| FsError::io(&tmp, e))?;
+        Ok(Staged {
+            path: path.to_path_buf(),
+            tmp,
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// Appends `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| FsError::io(&self.tmp, std::io::Error::other("already committed")))?;
+        w.write_all(bytes).map_err(|e| FsError::io(&self.tmp, e))
+    }
+
+    /// Makes the file durable at its path.
+    pub fn commit(mut self) -> Result<()> {
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
+        w.into_inner()
+            .map_err(std::io::IntoInnerError::into_error)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| FsError::io(&self.tmp, e))?;
+        if let Err(e) = std::fs::rename(&self.tmp, &self.path) {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(FsError::io(&self.path, e));
+        }
+        sync_dir(parent_of(&self.path))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// [`replace_with`] for bytes in memory.
 pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     replace_with(path, mode, |w| w.write_all(bytes))

@@ -17,6 +17,8 @@
 //!   commit order, group commit, checkpoints, recovery and the offline check.
 //! - [`replication`]: replica databases following a primary: the stream's two sides, the
 //!   replicator task, status and acknowledgements.
+//! - [`backup`]: backup files: taking one from a server, verifying one offline, restoring one
+//!   onto a server.
 //! - [`server`]: `chainlogd`: the catalog of databases, users, and the gRPC services.
 //!
 //! # Features
@@ -50,6 +52,8 @@ pub mod ledger;
 #[cfg(feature = "engine")]
 mod storage;
 
+#[cfg(all(feature = "client", feature = "engine"))]
+pub mod backup;
 #[cfg(feature = "server")]
 pub mod replication;
 #[cfg(feature = "server")]

@@ -1,6 +1,7 @@
 //! chainlog: the command-line client. Parses arguments, calls the SDK, prints the answer:
 //! one file per group of commands, each a thin layer over `chainlog::client`.
 
+mod backup;
 mod data;
 mod databases;
 mod out;
@@ -177,18 +178,77 @@ enum Command {
     /// Replication status
     #[command(subcommand)]
     Replication(ReplicationCmd),
-    /// Check a database directory offline (no server; the server must be stopped)
+    /// Take a backup of a database while it runs (hot), over the API
     ///
-    /// Checks every database of the data directory (--db: one), each from its files alone:
-    /// every frame, chain link, entries root and value hash; the history tree, tx locations
-    /// and every index run record against the log; and that nothing the derived files show
-    /// was committed is missing. With --state-file, also that every state a client trusted
-    /// (the verified commands' state file) is a state of its database's log: a copy rolled
-    /// back or forked since then fails. Exit 3 on any damage.
+    /// Writes every tx of --db, up to the server's head when the backup starts, to FILE (mode
+    /// 0600; it appears only once complete, so an interrupted backup leaves nothing). Writes
+    /// go on meanwhile. With --since, only the txs after that earlier backup's end: an
+    /// incremental backup, restored after the ones before it. Each tx's chain link is checked
+    /// as it arrives; the end state is signed when the server signs states. Needs read
+    /// permission. The file format: docs/format.md, "Backup files".
+    ///
+    /// Example: chainlog backup --db sales --out sales-full.clbk
+    ///          chainlog backup --db sales --out sales-inc1.clbk --since sales-full.clbk
+    Backup {
+        /// The backup file to write (must not be a directory)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// An earlier backup of the same database: take only the txs after its end
+        #[arg(long, value_name = "FILE", visible_alias = "incremental")]
+        since: Option<PathBuf>,
+    },
+    /// Create a database (--db, required) from backup files
+    ///
+    /// Give the full backup and then each incremental one, in order (--from repeated). The
+    /// files are verified whole first (every tx replayed through the chain check in a scratch
+    /// database; exit 3 and nothing created if one does not verify), then the database is
+    /// created with the backup's identity and states, the server verifying every tx again
+    /// before it is visible, and promoted to primary (a new epoch starts with a marker tx).
+    /// With --replica it stays read-only at exactly the backup's last state, and later
+    /// incremental backups can be restored onto it. Needs a superuser.
+    ///
+    /// Example: chainlog restore --db sales --from sales-full.clbk --from sales-inc1.clbk
+    Restore {
+        /// A backup file; repeat: the full one first, then each incremental one in order
+        #[arg(long = "from", value_name = "FILE", required = true)]
+        from: Vec<PathBuf>,
+        /// Give the database a new identity (trusted states and replicas of the original
+        /// then do not take it for the original)
+        #[arg(long)]
+        new_identity: bool,
+        /// Keep it a replica without a primary host instead of promoting it
+        #[arg(long)]
+        replica: bool,
+        /// Where the files are verified before anything is sent (needs about the database's
+        /// size) [default: the first file's directory]
+        #[arg(long, value_name = "DIR")]
+        scratch_dir: Option<PathBuf>,
+    },
+    /// Check a database directory, or backup files, offline (no server)
+    ///
+    /// With --data-dir: checks every database of the data directory (--db: one), each from
+    /// its files alone (the server must be stopped): every frame, chain link, entries root and
+    /// value hash; the history tree, tx locations and every index run record against the
+    /// log; and that nothing the derived files show was committed is missing. With
+    /// --state-file, also that every state a client trusted (the verified commands' state
+    /// file) is a state of its database's log: a copy rolled back or forked since then fails.
+    ///
+    /// With --backup (repeat: the full backup, then each incremental one in order): replays
+    /// every tx through the chain check in a scratch database, and checks each file's end
+    /// state and its signature (with --server-key, the end state must be signed by that key).
+    ///
+    /// Exit 3 on any damage.
     Verify {
         /// The server's data directory (or one database's directory)
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[arg(long, conflicts_with = "backup", required_unless_present = "backup")]
+        data_dir: Option<PathBuf>,
+        /// A backup file; repeat for a full backup and its incremental ones, in order
+        #[arg(long, value_name = "FILE")]
+        backup: Vec<PathBuf>,
+        /// Where backup files are replayed (needs about the database's size) [default: the
+        /// first file's directory]
+        #[arg(long, value_name = "DIR", requires = "backup")]
+        scratch_dir: Option<PathBuf>,
     },
 }
 
@@ -223,8 +283,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     };
     let s = &session;
     match &cli.command {
-        Command::Verify { data_dir } => {
-            verify::run(data_dir, cli.db.as_deref(), cli.state_file.as_deref(), &out)
+        Command::Verify {
+            data_dir: Some(data_dir),
+            ..
+        } => verify::run(data_dir, cli.db.as_deref(), cli.state_file.as_deref(), &out),
+        Command::Verify {
+            data_dir: None,
+            backup,
+            scratch_dir,
+        } => backup::verify(s, &out, backup, scratch_dir.as_deref()).await,
+        Command::Backup { out: file, since } => backup::take(s, &out, file, since.as_deref()).await,
+        Command::Restore {
+            from,
+            new_identity,
+            replica,
+            scratch_dir,
+        } => {
+            backup::restore(
+                s,
+                &out,
+                cli.db.as_deref(),
+                from,
+                *new_identity,
+                *replica,
+                scratch_dir.as_deref(),
+            )
+            .await
         }
         Command::Database(cmd) => databases::run(cmd, s, &out).await,
         Command::User(cmd) => users::run(cmd, s, &out).await,

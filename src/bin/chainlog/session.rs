@@ -62,19 +62,22 @@ impl Session {
             })
     }
 
+    /// The server's public key given with --server-key, parsed.
+    pub fn server_key(&self) -> Result<Option<ed25519_dalek::VerifyingKey>, Failure> {
+        let Some(h) = &self.server_key else {
+            return Ok(None);
+        };
+        let d = chainlog::integrity::Digest::from_hex(h)
+            .ok_or_else(|| Failure::Error("--server-key: 64 hex characters".into()))?;
+        Ok(Some(
+            ed25519_dalek::VerifyingKey::from_bytes(&d.0)
+                .map_err(|e| Failure::Error(format!("--server-key: {e}")))?,
+        ))
+    }
+
     /// Connects, logs in, and loads the trusted states.
     pub async fn verified(&self) -> Result<VerifiedClient, Failure> {
-        let key = match &self.server_key {
-            Some(h) => {
-                let d = chainlog::integrity::Digest::from_hex(h)
-                    .ok_or_else(|| Failure::Error("--server-key: 64 hex characters".into()))?;
-                Some(
-                    ed25519_dalek::VerifyingKey::from_bytes(&d.0)
-                        .map_err(|e| Failure::Error(format!("--server-key: {e}")))?,
-                )
-            }
-            None => None,
-        };
+        let key = self.server_key()?;
         Ok(VerifiedClient::new(
             self.connect().await?,
             self.state_file(),
