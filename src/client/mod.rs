@@ -321,6 +321,15 @@ impl Client {
             .into_inner())
     }
 
+    /// Drops the values of old txs of database `name` (admin of it): see `TruncateDatabase`
+    /// in the proto.
+    pub async fn truncate_database(
+        &self,
+        req: wire::TruncateDatabaseRequest,
+    ) -> Result<wire::TruncateDatabaseResponse> {
+        Ok(self.databases().truncate_database(req).await?.into_inner())
+    }
+
     /// Wipes replica `name`'s data and copies its primary's again (admin of it).
     pub async fn refresh_database(&self, name: &str) -> Result<wire::DatabaseInfo> {
         Ok(self

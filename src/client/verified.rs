@@ -178,6 +178,16 @@ pub enum VerifiedRead {
         /// The state it was verified in (now trusted).
         state_tx: TxId,
     },
+    /// The key's latest version is proven, but its value was dropped (a truncation on the
+    /// server, or a digest-only replica): only its hash is left.
+    Truncated {
+        /// The tx that wrote it.
+        tx: TxId,
+        /// The tx the read is as of.
+        at_tx: TxId,
+        /// The state it was verified in (now trusted).
+        state_tx: TxId,
+    },
     /// The key had never been written.
     Absent {
         /// The tx the read is as of (0: the empty database).
@@ -510,7 +520,7 @@ impl VerifiedClient {
             (Latest::Absent, None) => None,
             (Latest::Version(leaf), Some(e)) => {
                 let meta = EntryMeta { deleted: e.deleted };
-                let d = entry_digest(&e.key, meta, &value_hash(&e.value));
+                let d = entry_digest(&e.key, meta, &ev.need(wire::entry_value_hash(e))?);
                 if e.key != key
                     || e.tx != leaf.tx_id
                     || e.deleted != leaf.deleted
@@ -558,6 +568,11 @@ impl VerifiedClient {
                 state_tx,
             },
             Some((e, _)) if e.deleted => VerifiedRead::Deleted {
+                tx: h.id,
+                at_tx: at.id,
+                state_tx,
+            },
+            Some((e, _)) if e.value_truncated => VerifiedRead::Truncated {
                 tx: h.id,
                 at_tx: at.id,
                 state_tx,
@@ -671,13 +686,10 @@ impl VerifiedClient {
             .entries
             .iter()
             .map(|e| {
-                entry_digest(
-                    &e.key,
-                    EntryMeta { deleted: e.deleted },
-                    &value_hash(&e.value),
-                )
+                let vh = ev.need(wire::entry_value_hash(e))?;
+                Ok(entry_digest(&e.key, EntryMeta { deleted: e.deleted }, &vh))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         if integrity::tx::entries_root(&digests) != header.entries_root
             || digests.len() != header.entry_count as usize
         {

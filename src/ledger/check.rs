@@ -342,7 +342,11 @@ fn found_alh(dir: &Path, paths: &[(u32, PathBuf)], lock: &fs::DirLock, tx: TxId)
 /// The runs must hold exactly the log's entries up to the checkpoint: each record equal to
 /// its entry (key, tx, flags, location, length), none missing, none extra. Returns the
 /// records checked.
+///
+/// For txs a truncation rewrote (below `TRUNCATED`'s tx), the runs keep the locations the
+/// values had: only key, tx and flags are compared.
 fn check_runs(dir: &Path, runs: &[Run], mut log: Vec<IndexedEntry>) -> Result<u64> {
+    let values_from = super::truncate::values_from(dir)?;
     let mut held: Vec<(IndexedEntry, PathBuf, u64)> = Vec::new();
     for r in runs {
         for i in 0..r.len() {
@@ -369,7 +373,8 @@ fn check_runs(dir: &Path, runs: &[Run], mut log: Vec<IndexedEntry>) -> Result<u6
     while li < log.len() || hi < held.len() {
         match (log.get(li), held.get(hi)) {
             (Some(l), Some((h, path, offset))) if key_of(l) == key_of(h) => {
-                if l != h {
+                let moved = l.1 < values_from;
+                if (moved && l.2 != h.2) || (!moved && l != h) {
                     return Err(LedgerError::Damaged {
                         path: path.clone(),
                         offset: *offset,

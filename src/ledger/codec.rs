@@ -7,12 +7,18 @@
 //!         [32] map_root | [32] alh                                                 (198 bytes)
 //! entry   u16 key_len | u8 flags | u32 value_len | key | [32] value_hash | value   (repeated)
 //! ```
+//!
+//! A `value_len` of [`VALUE_DROPPED`] marks an entry whose value was dropped (by a
+//! truncation, or on a digest-only replica): its value hash is kept, its value bytes are not.
 
 use crate::integrity::{Digest, EntryMeta, TxHeader};
 
 pub const HEADER_BYTES: usize = 198;
 /// key_len, flags, value_len.
 pub const ENTRY_FIXED_BYTES: usize = 7;
+/// The `value_len` of an entry whose value was dropped: the value hash stays (so the entry
+/// digest, the entries root and every proof are unchanged), the value bytes are gone.
+pub const VALUE_DROPPED: u32 = u32::MAX;
 
 pub fn encode_header(h: &TxHeader, alh: &Digest, out: &mut Vec<u8>) {
     out.extend_from_slice(&h.version.to_le_bytes());
@@ -48,13 +54,44 @@ pub fn encode_entry(
     at
 }
 
+/// Appends one entry whose value is dropped (docs/format.md, "Dropped values").
+pub fn encode_entry_dropped(key: &[u8], meta: EntryMeta, value_hash: &Digest, out: &mut Vec<u8>) {
+    out.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.push(meta.to_flags());
+    out.extend_from_slice(&VALUE_DROPPED.to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&value_hash.0);
+}
+
+/// The record `payload` with the value of every entry that has one dropped: the same header,
+/// Alh, keys, flags and value hashes. `None` if no entry holds a value.
+pub fn drop_values(payload: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
+    let rec = decode(payload)?;
+    if rec.entries.iter().all(|e| e.dropped || e.value.is_empty()) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(payload.len());
+    encode_header(&rec.header, &rec.alh, &mut out);
+    for e in &rec.entries {
+        if e.meta.deleted || (e.value.is_empty() && !e.dropped) {
+            encode_entry(e.key, e.meta, &e.value_hash, e.value, &mut out);
+        } else {
+            encode_entry_dropped(e.key, e.meta, &e.value_hash, &mut out);
+        }
+    }
+    Ok(Some(out))
+}
+
 /// One entry as stored, borrowed from the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredEntry<'a> {
     pub key: &'a [u8],
     pub meta: EntryMeta,
     pub value_hash: Digest,
+    /// Empty when dropped.
     pub value: &'a [u8],
+    /// The value was dropped (`value_len` [`VALUE_DROPPED`]); `value_hash` is what it hashed to.
+    pub dropped: bool,
     /// Offset of `value_hash` within the record payload.
     pub value_hash_at: usize,
 }
@@ -158,16 +195,25 @@ pub fn decode(payload: &[u8]) -> Result<TxRecord<'_>, &'static str> {
     for _ in 0..header.entry_count {
         let key_len = r.u16()? as usize;
         let meta = EntryMeta::from_flags(r.take(1)?[0]).ok_or("unknown entry flags")?;
-        let value_len = r.u32()? as usize;
+        let value_len = r.u32()?;
+        let dropped = value_len == VALUE_DROPPED;
+        if dropped && meta.deleted {
+            return Err("a delete with a dropped value");
+        }
         let key = r.take(key_len)?;
         let value_hash_at = r.at;
         let value_hash = r.digest()?;
-        let value = r.take(value_len)?;
+        let value = if dropped {
+            &[][..]
+        } else {
+            r.take(value_len as usize)?
+        };
         entries.push(StoredEntry {
             key,
             meta,
             value_hash,
             value,
+            dropped,
             value_hash_at,
         });
     }

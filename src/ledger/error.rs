@@ -127,6 +127,10 @@ pub enum LedgerError {
     DeleteWithValue { index: usize },
     #[error("key not found")]
     KeyNotFound,
+    /// The version asked for is in a tx whose values were dropped (a truncation, or a
+    /// digest-only replica): its hash, and every proof, remain.
+    #[error("value truncated: the value written by tx {tx} was dropped (values are kept from tx {values_from} on)")]
+    ValueTruncated { tx: TxId, values_from: TxId },
     /// A replicated tx record that cannot be decoded.
     #[error("malformed tx record: {reason}")]
     BadRecord { reason: &'static str },

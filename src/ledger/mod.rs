@@ -38,6 +38,7 @@ mod prove;
 mod read;
 mod recovery;
 pub mod stats;
+mod truncate;
 mod writer;
 
 pub use crate::index::Order;
@@ -46,6 +47,7 @@ pub use check::{check, check_and_collect, check_with_progress, CheckReport};
 pub use error::{ChainBreak, Damage, LedgerError, Result, TxFault};
 pub use options::{Durability, Options, Recovery};
 pub use recovery::RecoveryReport;
+pub use truncate::{truncate, would_drop, Truncation};
 
 use crate::index::Index;
 use crate::integrity::{Digest, EntryMeta, TxHeader, TxId};
@@ -98,8 +100,12 @@ pub struct State {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
     pub key: Vec<u8>,
+    /// Empty when `value_truncated`.
     pub value: Vec<u8>,
     pub tx: TxId,
+    /// The value was dropped by a truncation (in a scan; a get fails with
+    /// [`LedgerError::ValueTruncated`] instead).
+    pub value_truncated: bool,
 }
 
 /// One version in the history of a key.
@@ -107,7 +113,10 @@ pub struct KeyValue {
 pub struct KeyVersion {
     pub tx: TxId,
     pub deleted: bool,
+    /// Empty when `value_truncated`.
     pub value: Vec<u8>,
+    /// The value was dropped by a truncation: the version is still in the history.
+    pub value_truncated: bool,
 }
 
 /// A committed transaction with its entries.
@@ -122,8 +131,12 @@ pub struct Tx {
 pub struct TxEntry {
     pub key: Vec<u8>,
     pub meta: EntryMeta,
+    /// Empty when `dropped`.
     pub value: Vec<u8>,
     pub value_hash: Digest,
+    /// The value was dropped (a truncation, or a digest-only replica): only its hash is left,
+    /// which is all the entry's digest needs.
+    pub dropped: bool,
 }
 
 impl TxEntry {
@@ -182,6 +195,10 @@ pub(crate) struct Shared {
     published: tokio::sync::watch::Sender<TxId>,
     /// The writer's counters, for metrics.
     stats: stats::WriteStats,
+    /// Values of txs below this one were dropped by a truncation ([`truncate()`]).
+    values_from: TxId,
+    /// Replicated txs are stored with their values dropped (a digest-only replica).
+    digest_only: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -264,6 +281,20 @@ impl Ledger {
             return Err(StorageError::io(segments, std::io::ErrorKind::NotFound.into()).into());
         }
         Ledger::open(dir, options)
+    }
+
+    /// Values of txs below this one were dropped by a truncation (1 when none were).
+    pub fn values_from(&self) -> TxId {
+        self.shared.values_from
+    }
+
+    /// Makes [`Ledger::apply_records`] store replicated txs with their values dropped (after
+    /// checking them): a digest-only replica, which keeps the chain and every proof but no
+    /// value.
+    pub fn set_digest_only(&self, on: bool) {
+        self.shared
+            .digest_only
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// What opening found and repaired.
@@ -408,10 +439,19 @@ impl Ledger {
     /// writer stores this one. Batches queued one after another are applied in that order.
     pub async fn apply_records_queued(&self, records: Vec<Bytes>) -> Queued {
         let inline = records.len() <= Self::APPLY_INLINE_TXS_MAX;
+        let digest_only = self
+            .shared
+            .digest_only
+            .load(std::sync::atomic::Ordering::Relaxed);
         let prepare = move || {
             let mut out = Vec::with_capacity(records.len());
             for r in records {
-                match prepare::prepare_record(r) {
+                let prepared = if digest_only {
+                    prepare::prepare_record_digest_only(r)
+                } else {
+                    prepare::prepare_record(r)
+                };
+                match prepared {
                     Ok(p) => out.push(p),
                     Err(e) => return (out, Some(e)),
                 }

@@ -73,6 +73,16 @@ pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
     })
 }
 
+/// [`prepare_record`], then the same record with its values dropped, to be stored instead
+/// (a digest-only replica): the values are checked against their hashes before they go.
+pub(crate) fn prepare_record_digest_only(record: Bytes) -> Result<Prepared> {
+    let checked = prepare_record(record.clone())?;
+    match codec::drop_values(&record).map_err(|reason| LedgerError::BadRecord { reason })? {
+        Some(dropped) => prepare_record(Bytes::from(dropped)),
+        None => Ok(checked),
+    }
+}
+
 /// Checks one entry against the limits; returns its encoded size.
 fn check_entry<'a>(
     index: usize,

@@ -36,6 +36,7 @@ impl Ledger {
                 key: key.to_vec(),
                 value: self.value(key, &v)?,
                 tx: v.tx,
+                value_truncated: false,
             })),
             _ => Ok(None),
         }
@@ -54,10 +55,12 @@ impl Ledger {
         versions
             .iter()
             .map(|v| {
+                let (value, value_truncated) = self.value_or_truncated(key, v)?;
                 Ok(KeyVersion {
                     tx: v.tx,
                     deleted: v.deleted,
-                    value: self.value(key, v)?,
+                    value,
+                    value_truncated,
                 })
             })
             .collect()
@@ -78,10 +81,12 @@ impl Ledger {
         found
             .into_iter()
             .map(|(key, v)| {
+                let (value, value_truncated) = self.value_or_truncated(&key, &v)?;
                 Ok(KeyValue {
-                    value: self.value(&key, &v)?,
+                    value,
                     key,
                     tx: v.tx,
+                    value_truncated,
                 })
             })
             .collect()
@@ -101,12 +106,34 @@ impl Ledger {
         })
     }
 
+    /// [`Ledger::value`], with a dropped value as `(empty, true)`.
+    fn value_or_truncated(&self, key: &[u8], v: &Version) -> Result<(Vec<u8>, bool)> {
+        match self.value(key, v) {
+            Ok(value) => Ok((value, false)),
+            Err(LedgerError::ValueTruncated { .. }) => Ok((Vec::new(), true)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads the value an index version points at, checking everything on the way: the
     /// version's tx is committed and located where `tx.idx` says, its frame's checksums hold,
     /// its record decodes with that tx id, the location falls on an entry of that record, the
     /// entry is `key`'s with the version's flags and length, and the value matches its stored
     /// hash. Anything else is damage named by file and offset, never another key's value.
     fn value(&self, key: &[u8], v: &Version) -> Result<Vec<u8>> {
+        let truncated = |tx| LedgerError::ValueTruncated {
+            tx,
+            values_from: self.values_from(),
+        };
+        // A truncation moved these txs' frames: the index's locations are stale, and the
+        // values gone.
+        if v.tx < self.values_from() {
+            return if v.deleted {
+                Ok(Vec::new())
+            } else {
+                Err(truncated(v.tx))
+            };
+        }
         let seg = self.segment(v.value.segment)?;
         let misplaced = || LedgerError::Damaged {
             path: seg.path().to_path_buf(),
@@ -145,6 +172,9 @@ impl Ledger {
             .ok_or_else(misplaced)?;
         if e.key != key || e.meta.deleted != v.deleted || e.value.len() != v.value.len as usize {
             return Err(misplaced());
+        }
+        if e.dropped {
+            return Err(truncated(v.tx));
         }
         if value_hash(e.value) != e.value_hash {
             return Err(LedgerError::Damaged {
@@ -242,6 +272,21 @@ impl Ledger {
         Ok(out)
     }
 
+    /// The first tx committed at or after `timestamp_us` (one past the last if none was):
+    /// a binary search over the headers, whose timestamps never decrease.
+    pub fn first_tx_since(&self, timestamp_us: u64) -> Result<TxId> {
+        let (mut lo, mut hi) = (1, self.state().tx_id + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.header(mid)?.timestamp_us < timestamp_us {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
     /// The header of tx `id`.
     pub fn header(&self, id: TxId) -> Result<TxHeader> {
         self.read_tx(id, |r| r.header)
@@ -260,6 +305,7 @@ impl Ledger {
                     meta: e.meta,
                     value: e.value.to_vec(),
                     value_hash: e.value_hash,
+                    dropped: e.dropped,
                 })
                 .collect(),
         })?
@@ -273,7 +319,7 @@ impl Tx {
         let digests: Vec<Digest> = self.entries.iter().map(TxEntry::digest).collect();
         let root_ok = crate::integrity::tx::entries_root(&digests) == self.header.entries_root;
         for e in &self.entries {
-            if !root_ok || value_hash(&e.value) != e.value_hash {
+            if !root_ok || (!e.dropped && value_hash(&e.value) != e.value_hash) {
                 let (segment, offset, _) =
                     decode_location(&ledger.shared.locations.read(self.header.id - 1)?);
                 let seg = ledger.segment(segment)?;

@@ -189,6 +189,8 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
     fs::create_dir_all(&index_dir)?;
     let lock = fs::DirLock::acquire(dir)?;
     fs::remove_temps(dir)?;
+    super::truncate::finish(dir, &lock)?;
+    let values_from = super::truncate::values_from(dir)?;
     let cp = Checkpoint::read(dir)?.unwrap_or_else(Checkpoint::empty);
     let mut report = RecoveryReport {
         checkpoint_tx: cp.tx_id,
@@ -395,6 +397,8 @@ pub(crate) fn open(dir: &Path, options: Options) -> Result<Ledger> {
         done_signal: Condvar::new(),
         published: tokio::sync::watch::Sender::new(replay_last_id),
         stats: super::stats::WriteStats::default(),
+        values_from,
+        digest_only: std::sync::atomic::AtomicBool::new(false),
     });
     let ledger = Ledger {
         shared: shared.clone(),

@@ -552,16 +552,47 @@ impl Catalog {
         name: &str,
         accept_loss: bool,
     ) -> Result<Arc<Database>, CatalogError> {
+        self.reopen_around(name, accept_loss, |_| Ok(()))
+            .map(|(db, _)| db)
+    }
+
+    /// Drops the values of `name`'s txs before `before_tx` (`ledger::truncate`): the
+    /// database is closed, truncated and opened again. A replica's replicator is stopped
+    /// meanwhile and started again.
+    pub fn truncate(
+        self: &Arc<Self>,
+        name: &str,
+        before_tx: crate::integrity::TxId,
+    ) -> Result<(Arc<Database>, crate::ledger::Truncation), CatalogError> {
+        self.get(name)?;
+        let (db, t) =
+            self.reopen_around(name, false, |dir| crate::ledger::truncate(dir, before_tx))?;
+        Ok((db, t?))
+    }
+
+    /// Closes `name`, runs `between` on its directory if it closed cleanly, and opens it
+    /// again (whatever `between` answered).
+    fn reopen_around<T>(
+        self: &Arc<Self>,
+        name: &str,
+        accept_loss: bool,
+        between: impl FnOnce(&Path) -> Result<T, LedgerError>,
+    ) -> Result<(Arc<Database>, Result<T, LedgerError>), CatalogError> {
         let change = self
             .change
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut outcome = Err(LedgerError::Closed);
         let (uuid, settings, hub) = match self.get(name) {
             Ok(db) => {
                 db.hub.stop_replicator();
                 // A poisoned ledger says so on close; it is reopened all the same.
-                if let Err(e) = db.ledger.close() {
-                    tracing::warn!(database = %name, error = %e, "closing before the reopen failed");
+                match db.ledger.close() {
+                    Ok(()) => outcome = between(&self.dir.join("db").join(name)),
+                    Err(e) => {
+                        tracing::warn!(database = %name, error = %e, "closing before the reopen failed");
+                        outcome = Err(e);
+                    }
                 }
                 (db.uuid.clone(), db.settings.clone(), db.hub.clone())
             }
@@ -623,7 +654,7 @@ impl Catalog {
         tracing::info!(database = %name, accept_loss, tx_id = db.ledger.state().tx_id, "database reopened");
         drop(change);
         self.apply_replication(&db);
-        Ok(db)
+        Ok((db, outcome))
     }
 
     /// The database `name`, if it takes writes from clients.
@@ -697,6 +728,7 @@ impl Catalog {
     /// (Re)starts or stops `db`'s replicator to match its settings.
     fn apply_replication(self: &Arc<Self>, db: &Database) {
         let r = &db.settings.replication;
+        db.ledger.set_digest_only(r.digest_only());
         let (Role::Replica, Some(host)) = (r.role(), r.primary_host.clone()) else {
             db.hub.clear_replicator();
             return;

@@ -94,6 +94,7 @@ pub(crate) fn settings_of(s: Option<&wire::DatabaseSettings>) -> Result<Settings
             skip_integrity_check: r.skip_integrity_check,
             wait_for_indexing: r.wait_for_indexing,
             primary_public_key: r.primary_public_key.clone(),
+            digest_only: r.digest_only,
         },
     };
     Ok(Settings {
@@ -101,6 +102,9 @@ pub(crate) fn settings_of(s: Option<&wire::DatabaseSettings>) -> Result<Settings
         segment_bytes_max: s.segment_bytes_max,
         checkpoint_txs: s.checkpoint_txs,
         replication,
+        retention_period_secs: s.retention_period_secs,
+        retention_txs: s.retention_txs,
+        truncation_interval_secs: s.truncation_interval_secs,
     })
 }
 
@@ -115,6 +119,9 @@ pub(crate) fn settings_wire(s: &Settings) -> wire::DatabaseSettings {
         segment_bytes_max: Some(o.segment_bytes_max),
         checkpoint_txs: Some(o.checkpoint_txs),
         replication: Some(replication_wire(&s.replication)),
+        retention_period_secs: Some(s.retention_period_secs.unwrap_or(0)),
+        retention_txs: Some(s.retention_txs.unwrap_or(0)),
+        truncation_interval_secs: Some(s.truncation_interval().as_secs()),
     }
 }
 
@@ -140,6 +147,7 @@ fn replication_wire(r: &ReplicationSettings) -> wire::ReplicationSettings {
         skip_integrity_check: Some(false),
         wait_for_indexing: Some(true),
         primary_public_key: r.primary_public_key.clone(),
+        digest_only: Some(r.digest_only()),
     }
 }
 
@@ -168,6 +176,8 @@ pub(crate) fn entry_wire(kv: KeyValue) -> wire::Entry {
         value: kv.value,
         tx: kv.tx,
         deleted: false,
+        value_truncated: kv.value_truncated,
+        value_hash: Vec::new(),
     }
 }
 
@@ -184,6 +194,12 @@ pub(crate) fn tx_wire(tx: ledger::Tx) -> wire::Tx {
                 value: e.value,
                 tx: id,
                 deleted: e.meta.deleted,
+                value_truncated: e.dropped,
+                value_hash: if e.dropped {
+                    e.value_hash.0.to_vec()
+                } else {
+                    Vec::new()
+                },
             })
             .collect(),
     }

@@ -17,6 +17,7 @@ pub mod conn;
 mod convert;
 pub mod ha;
 mod metrics;
+pub mod retention;
 mod service;
 pub mod settings;
 pub mod status;
@@ -288,6 +289,10 @@ pub async fn serve(
         state.catalog.set_advertise(a.to_string());
     }
     tokio::spawn(follow_primary(state.clone()));
+    tokio::spawn(retention::run(
+        state.catalog.clone(),
+        state.stopping.subscribe(),
+    ));
     let serving = builder
         .layer(conn::ConnLayer)
         .layer(metrics::RequestLayer {

@@ -46,7 +46,21 @@ pub struct Settings {
     pub checkpoint_txs: Option<u64>,
     #[serde(default)]
     pub replication: ReplicationSettings,
+    /// Drop the values of txs older than this (seconds; 0: keep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_period_secs: Option<u64>,
+    /// Drop the values of all but the newest this many txs (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_txs: Option<u64>,
+    /// How often the retention runs, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation_interval_secs: Option<u64>,
 }
+
+/// Default interval of the background retention.
+pub const TRUNCATION_INTERVAL_SECS_DEFAULT: u64 = 3600;
+/// Longest interval of the background retention (30 days).
+pub const TRUNCATION_INTERVAL_SECS_MAX: u64 = 30 * 86_400;
 
 /// How a database replicates. Kept in `catalog.json` (mode 0600: it holds the password and
 /// the TLS key).
@@ -112,6 +126,9 @@ pub struct ReplicationSettings {
     /// The primary's Ed25519 public key (hex) its signed checkpoints must verify with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_public_key: Option<String>,
+    /// Store replicated txs without their values (after verifying them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_only: Option<bool>,
 }
 
 /// Default wait of a synchronous commit for its acknowledgements.
@@ -261,6 +278,7 @@ impl ReplicationSettings {
             skip_integrity_check: u.skip_integrity_check,
             wait_for_indexing: u.wait_for_indexing,
             primary_public_key: pick(&u.primary_public_key, &self.primary_public_key),
+            digest_only: u.digest_only.or(self.digest_only),
         })
     }
 
@@ -379,6 +397,11 @@ impl ReplicationSettings {
         self.is_replica == Some(true)
     }
 
+    /// Whether replicated txs are stored without their values.
+    pub fn digest_only(&self) -> bool {
+        self.digest_only == Some(true)
+    }
+
     /// `host:port/database`, for status output.
     pub fn primary(&self) -> String {
         format!(
@@ -461,6 +484,18 @@ impl Settings {
         if r.primary_public_key.is_some() {
             parts.push("primary_public_key set".to_string());
         }
+        if r.digest_only == Some(true) {
+            parts.push("digest_only".to_string());
+        }
+        if let Some(s) = self.retention_period_secs {
+            parts.push(format!("retention_period_secs={s}"));
+        }
+        if let Some(n) = self.retention_txs {
+            parts.push(format!("retention_txs={n}"));
+        }
+        if let Some(s) = self.truncation_interval_secs {
+            parts.push(format!("truncation_interval_secs={s}"));
+        }
         if parts.is_empty() {
             "defaults".to_string()
         } else {
@@ -476,6 +511,11 @@ impl Settings {
             segment_bytes_max: update.segment_bytes_max.or(self.segment_bytes_max),
             checkpoint_txs: update.checkpoint_txs.or(self.checkpoint_txs),
             replication: self.replication.merged(&update.replication)?,
+            retention_period_secs: update.retention_period_secs.or(self.retention_period_secs),
+            retention_txs: update.retention_txs.or(self.retention_txs),
+            truncation_interval_secs: update
+                .truncation_interval_secs
+                .or(self.truncation_interval_secs),
         })
     }
 
@@ -492,7 +532,29 @@ impl Settings {
             ),
             other => bad("settings", other.to_string()),
         })?;
+        if self
+            .truncation_interval_secs
+            .is_some_and(|s| !(1..=TRUNCATION_INTERVAL_SECS_MAX).contains(&s))
+        {
+            return Err(bad(
+                "truncation-frequency",
+                format!("must be from 1 to {TRUNCATION_INTERVAL_SECS_MAX} seconds"),
+            ));
+        }
         self.replication.validate()
+    }
+
+    /// Whether a retention is set.
+    pub fn retains(&self) -> bool {
+        self.retention_period_secs.unwrap_or(0) > 0 || self.retention_txs.unwrap_or(0) > 0
+    }
+
+    /// How often the retention runs.
+    pub fn truncation_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.truncation_interval_secs
+                .unwrap_or(TRUNCATION_INTERVAL_SECS_DEFAULT),
+        )
     }
 
     pub fn options(&self) -> Options {

@@ -26,6 +26,7 @@ pub fn ledger(e: LedgerError) -> Status {
         | E::InvalidOption { .. } => Code::InvalidArgument,
         E::EpochOrder { .. } => Code::FailedPrecondition,
         E::KeyNotFound => return Reason::KeyNotFound.status(e.to_string()),
+        E::ValueTruncated { .. } => return Reason::ValueTruncated.status(e.to_string()),
         E::TxNotFound { .. } => Code::NotFound,
         E::NotNext { .. } => Code::FailedPrecondition,
         E::BadTx { .. }

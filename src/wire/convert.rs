@@ -27,6 +27,21 @@ pub fn digests(field: &'static str, v: &[Vec<u8>]) -> Result<Vec<Digest>, WireEr
     v.iter().map(|b| digest(field, b)).collect()
 }
 
+/// The value hash an entry's digest takes: its value's hash, or the hash it carries when
+/// its value was truncated (then it carries no value).
+pub fn entry_value_hash(e: &pb::Entry) -> Result<Digest, WireError> {
+    if !e.value_truncated {
+        return Ok(integrity::value_hash(&e.value));
+    }
+    if !e.value.is_empty() {
+        return Err(WireError {
+            field: "entry.value",
+            reason: "a truncated value with bytes",
+        });
+    }
+    digest("entry.value_hash", &e.value_hash)
+}
+
 /// A required message field.
 pub fn required<'a, T>(field: &'static str, v: &'a Option<T>) -> Result<&'a T, WireError> {
     v.as_ref().ok_or(WireError {

@@ -40,11 +40,14 @@ pub enum Reason {
     StalePrimary,
     /// FAILED_PRECONDITION: the two sides' replication protocols differ in major version.
     IncompatibleProtocol,
+    /// FAILED_PRECONDITION: the value asked for was dropped by a truncation (or the database
+    /// is a digest-only replica); its hash and every proof remain.
+    ValueTruncated,
 }
 
 impl Reason {
     /// Every reason, for documentation checks.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::KeyNotFound,
         Reason::DatabaseNotFound,
         Reason::DatabaseUnavailable,
@@ -57,6 +60,7 @@ impl Reason {
         Reason::NotReplicated,
         Reason::StalePrimary,
         Reason::IncompatibleProtocol,
+        Reason::ValueTruncated,
     ];
 
     /// The metadata value, in snake case.
@@ -74,6 +78,7 @@ impl Reason {
             Reason::NotReplicated => "not_replicated",
             Reason::StalePrimary => "stale_primary",
             Reason::IncompatibleProtocol => "incompatible_protocol",
+            Reason::ValueTruncated => "value_truncated",
         }
     }
 
@@ -89,7 +94,8 @@ impl Reason {
             | Reason::NotReplica
             | Reason::HasPrimary
             | Reason::StalePrimary
-            | Reason::IncompatibleProtocol => Code::FailedPrecondition,
+            | Reason::IncompatibleProtocol
+            | Reason::ValueTruncated => Code::FailedPrecondition,
         }
     }
 

@@ -72,6 +72,8 @@ pub async fn history(
             .map(|e| {
                 if e.deleted {
                     format!("tx {}\t(deleted)", e.tx)
+                } else if e.value_truncated {
+                    format!("tx {}\t(value truncated)", e.tx)
                 } else {
                     format!("tx {}\t{}", e.tx, text(&e.value))
                 }
@@ -104,7 +106,14 @@ pub async fn scan(
         .await?;
     out.print(json!(es.iter().map(entry_json).collect::<Vec<_>>()), || {
         es.iter()
-            .map(|e| format!("{}\t{}", text(&e.key), text(&e.value)))
+            .map(|e| {
+                let v = if e.value_truncated {
+                    "(value truncated)".to_string()
+                } else {
+                    text(&e.value)
+                };
+                format!("{}\t{v}", text(&e.key))
+            })
             .collect::<Vec<_>>()
             .join("\n")
     });
@@ -127,6 +136,8 @@ pub async fn tx(session: &Session, out: &Out, id: u64) -> Result<(), Failure> {
                     text(&e.key),
                     if e.deleted {
                         "(deleted)".into()
+                    } else if e.value_truncated {
+                        "(value truncated)".into()
                     } else {
                         text(&e.value)
                     }
@@ -176,6 +187,24 @@ pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result
             o.insert("verified".into(), json!(true));
             out.print(serde_json::Value::Object(o), || {
                 format!("not found (proven): deleted by tx {tx}, as of tx {at_tx}, verified in state {state_tx}")
+            });
+            return Err(Failure::NotFound);
+        }
+        VerifiedRead::Truncated {
+            tx,
+            at_tx,
+            state_tx,
+        } => {
+            let mut o = serde_json::Map::new();
+            put_bytes(&mut o, "key", key.as_bytes());
+            o.insert("found".into(), json!(true));
+            o.insert("value_truncated".into(), json!(true));
+            o.insert("tx_id".into(), json!(tx));
+            o.insert("at_tx_id".into(), json!(at_tx));
+            o.insert("state_tx_id".into(), json!(state_tx));
+            o.insert("verified".into(), json!(true));
+            out.print(serde_json::Value::Object(o), || {
+                format!("value truncated (proven): the latest version is tx {tx}'s, whose value was dropped; as of tx {at_tx}, verified in state {state_tx}")
             });
             return Err(Failure::NotFound);
         }

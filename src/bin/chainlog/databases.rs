@@ -97,6 +97,60 @@ pub struct ReplicationFlags {
     /// always indexes a tx before it is read or acknowledged)
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     replication_wait_for_indexing: Option<bool>,
+    /// A digest-only replica: verify every replicated tx whole, then store it without its
+    /// values (headers, keys and value hashes kept: the chain and every proof verify, value
+    /// reads answer "value truncated"), for an auditor that needs no values
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    replication_digest_only: Option<bool>,
+}
+
+/// A database's retention: how long, or how many txs, values are kept. Older values are
+/// dropped in the background (as `database truncate` does); headers, keys, value hashes and
+/// proofs stay.
+#[derive(Debug, clap::Args, Default)]
+pub struct RetentionFlags {
+    /// Drop the values of txs committed longer ago than this (immudb's flag): a duration
+    /// such as 90d, 24h, 30m or 3600s; 0 keeps every value [default: 0]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    retention_period: Option<u64>,
+    /// Keep the values of only the newest N txs; 0: no limit by count [default: 0]
+    #[arg(long, value_name = "N")]
+    retention_txs: Option<u64>,
+    /// How often the retention runs (immudb's flag), from 1s to 30d [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    truncation_frequency: Option<u64>,
+}
+
+/// A duration in seconds from `90d`, `24h`, `30m`, `45s`, `1h30m` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a duration (say 90d, 24h, 30m, 45s or 1h30m)");
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let (mut total, mut num) = (0u64, String::new());
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        num.clear();
+    }
+    if !num.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
 }
 
 impl ReplicationFlags {
@@ -154,6 +208,7 @@ impl ReplicationFlags {
             skip_integrity_check: self.replication_skip_integrity_check,
             wait_for_indexing: self.replication_wait_for_indexing,
             primary_public_key: self.replication_primary_public_key.clone(),
+            digest_only: self.replication_digest_only,
         };
         Ok((r != wire::ReplicationSettings::default()).then_some(r))
     }
@@ -172,6 +227,8 @@ pub enum DatabaseCmd {
         #[arg(long)]
         checkpoint_txs: Option<u64>,
         #[command(flatten)]
+        retention: RetentionFlags,
+        #[command(flatten)]
         replication: Box<ReplicationFlags>,
     },
     /// List databases with settings and state
@@ -185,6 +242,8 @@ pub enum DatabaseCmd {
         segment_bytes_max: Option<u64>,
         #[arg(long)]
         checkpoint_txs: Option<u64>,
+        #[command(flatten)]
+        retention: RetentionFlags,
         #[command(flatten)]
         replication: Box<ReplicationFlags>,
     },
@@ -202,6 +261,29 @@ pub enum DatabaseCmd {
         #[arg(long)]
         accept_tx_loss: bool,
     },
+    /// Drop the values of old txs of NAME to reclaim space (immudb's truncate)
+    ///
+    /// Every header, Alh, key and value hash stays, so every state and proof still verifies;
+    /// a dropped value reads as "value truncated". Works on whole sealed segments (64 MiB by
+    /// default), so values from a little before the cut may stay: the answer says from which
+    /// tx on values are kept. The database is closed and reopened around it. A replica keeps
+    /// its own values until it is truncated itself. Needs admin on the database.
+    ///
+    /// Example: chainlog database truncate sales --retention-period 90d
+    Truncate {
+        name: String,
+        /// Drop the values of txs below this one
+        #[arg(
+            long,
+            value_name = "TX",
+            conflicts_with = "retention_period",
+            required_unless_present = "retention_period"
+        )]
+        before_tx: Option<u64>,
+        /// Drop the values of txs committed longer ago than this (90d, 24h, 30m, 3600s)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        retention_period: Option<u64>,
+    },
 }
 
 /// A PEM file's content, read on this side.
@@ -218,10 +300,13 @@ fn info_json(i: &wire::DatabaseInfo) -> serde_json::Value {
            "unavailable": (!i.unavailable.is_empty()).then_some(&i.unavailable),
            "settings": {"durability": if s.durability == Some(wire::Durability::Buffered as i32) {"buffered"} else {"synced"},
                         "segment_bytes_max": s.segment_bytes_max, "checkpoint_txs": s.checkpoint_txs,
+                        "retention_period_secs": s.retention_period_secs, "retention_txs": s.retention_txs,
+                        "truncation_interval_secs": s.truncation_interval_secs,
                         "replication": s.replication.as_ref().map(|r| json!({
                             "is_replica": r.is_replica, "primary_host": r.primary_host, "primary_port": r.primary_port,
                             "primary_database": r.primary_database, "primary_username": r.primary_username,
-                            "primary_password_set": r.primary_password_set, "sync_acks": r.sync_acks}))}})
+                            "primary_password_set": r.primary_password_set, "sync_acks": r.sync_acks,
+                            "digest_only": r.digest_only}))}})
 }
 
 fn durability(buffered: Option<bool>) -> Option<i32> {
@@ -242,6 +327,7 @@ pub async fn run(cmd: &DatabaseCmd, session: &Session, out: &Out) -> Result<(), 
             buffered,
             segment_bytes_max,
             checkpoint_txs,
+            retention,
             replication,
         } => {
             let settings = wire::DatabaseSettings {
@@ -249,6 +335,9 @@ pub async fn run(cmd: &DatabaseCmd, session: &Session, out: &Out) -> Result<(), 
                 segment_bytes_max: *segment_bytes_max,
                 checkpoint_txs: *checkpoint_txs,
                 replication: replication.settings()?,
+                retention_period_secs: retention.retention_period,
+                retention_txs: retention.retention_txs,
+                truncation_interval_secs: retention.truncation_frequency,
             };
             let i = c.create_database(name, settings).await?;
             out.print(info_json(&i), || {
@@ -280,6 +369,7 @@ pub async fn run(cmd: &DatabaseCmd, session: &Session, out: &Out) -> Result<(), 
             buffered,
             segment_bytes_max,
             checkpoint_txs,
+            retention,
             replication,
         } => {
             let settings = wire::DatabaseSettings {
@@ -287,6 +377,9 @@ pub async fn run(cmd: &DatabaseCmd, session: &Session, out: &Out) -> Result<(), 
                 segment_bytes_max: *segment_bytes_max,
                 checkpoint_txs: *checkpoint_txs,
                 replication: replication.settings()?,
+                retention_period_secs: retention.retention_period,
+                retention_txs: retention.retention_txs,
+                truncation_interval_secs: retention.truncation_frequency,
             };
             let i = c.update_database(name, settings).await?;
             out.print(info_json(&i), || format!("updated database {}", i.name));
@@ -303,6 +396,34 @@ pub async fn run(cmd: &DatabaseCmd, session: &Session, out: &Out) -> Result<(), 
                     i.state.as_ref().map_or(0, |s| s.tx_id)
                 )
             });
+        }
+        DatabaseCmd::Truncate {
+            name,
+            before_tx,
+            retention_period,
+        } => {
+            let t = c
+                .truncate_database(wire::TruncateDatabaseRequest {
+                    name: name.clone(),
+                    before_tx: before_tx.unwrap_or(0),
+                    retention_period_secs: retention_period.unwrap_or(0),
+                })
+                .await?;
+            out.print(
+                json!({"database": t.database, "values_from_tx": t.values_from_tx,
+                       "segments_rewritten": t.segments_rewritten,
+                       "bytes_before": t.bytes_before, "bytes_after": t.bytes_after}),
+                || {
+                    if t.values_from_tx <= 1 {
+                        format!("truncated {}: nothing to drop yet (values are dropped a whole sealed segment at a time)", t.database)
+                    } else {
+                        format!(
+                            "truncated {}: values of txs below {} dropped; {} segment(s) rewritten, {} -> {} bytes",
+                            t.database, t.values_from_tx, t.segments_rewritten, t.bytes_before, t.bytes_after
+                        )
+                    }
+                },
+            );
         }
         DatabaseCmd::Refresh { name } => {
             let i = c.refresh_database(name).await?;

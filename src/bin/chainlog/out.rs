@@ -47,12 +47,17 @@ pub fn header_json(h: &wire::TxHeader) -> serde_json::Value {
            "epoch": h.epoch, "map_root": hex(&h.map_root)})
 }
 
-/// An entry as JSON: `key`/`value` (or `key_hex`/`value_hex`), `tx_id`, `deleted`.
+/// An entry as JSON: `key`/`value` (or `key_hex`/`value_hex`), `tx_id`, `deleted`, and
+/// `value_truncated` with `value_hash` for a value a truncation dropped.
 pub fn entry_json(e: &wire::Entry) -> serde_json::Value {
     let mut o = serde_json::Map::new();
     put_bytes(&mut o, "key", &e.key);
     put_bytes(&mut o, "value", &e.value);
     o.insert("tx_id".into(), json!(e.tx));
     o.insert("deleted".into(), json!(e.deleted));
+    if e.value_truncated {
+        o.insert("value_truncated".into(), json!(true));
+        o.insert("value_hash".into(), json!(hex(&e.value_hash)));
+    }
     serde_json::Value::Object(o)
 }

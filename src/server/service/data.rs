@@ -170,6 +170,8 @@ impl data_server::Data for Service {
                 value: v.value,
                 tx: v.tx,
                 deleted: v.deleted,
+                value_truncated: v.value_truncated,
+                value_hash: Vec::new(),
             })
             .collect();
         Ok(Response::new(wire::HistoryResponse { entries }))

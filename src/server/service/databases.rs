@@ -112,6 +112,53 @@ impl databases_server::Databases for Service {
         Ok(Response::new(self.info(&db)))
     }
 
+    async fn truncate_database(
+        &self,
+        req: Request<wire::TruncateDatabaseRequest>,
+    ) -> Result<Response<wire::TruncateDatabaseResponse>, Status> {
+        let caller = self.caller(&req)?;
+        let r = req.into_inner();
+        let db = self.database_for(&caller, &r.name, Permission::Admin)?;
+        let head = db.ledger.state().tx_id;
+        if r.before_tx > head {
+            return Err(Status::invalid_argument(format!(
+                "before_tx {} is past the database's last tx ({head})",
+                r.before_tx
+            )));
+        }
+        if r.before_tx == 0 && r.retention_period_secs == 0 {
+            return Err(Status::invalid_argument(
+                "give before_tx or retention_period_secs",
+            ));
+        }
+        let state = self.state.clone();
+        let name = r.name.clone();
+        let (db, t) = offload(
+            move || {
+                let before = if r.before_tx > 0 {
+                    r.before_tx
+                } else {
+                    let period = std::time::Duration::from_secs(r.retention_period_secs);
+                    crate::server::retention::cutoff(&db.ledger, Some(period), None)?
+                };
+                drop(db);
+                state.catalog.truncate(&name, before)
+            },
+            status::catalog,
+        )
+        .await?;
+        tracing::info!(database = %db.name, by = %caller, values_from_tx = t.values_from_tx,
+            segments_rewritten = t.segments_rewritten, bytes_before = t.bytes_before,
+            bytes_after = t.bytes_after, "database truncated");
+        Ok(Response::new(wire::TruncateDatabaseResponse {
+            database: db.name.clone(),
+            values_from_tx: t.values_from_tx,
+            segments_rewritten: t.segments_rewritten,
+            bytes_before: t.bytes_before,
+            bytes_after: t.bytes_after,
+        }))
+    }
+
     async fn refresh_database(
         &self,
         req: Request<wire::RefreshDatabaseRequest>,

@@ -192,6 +192,12 @@ impl Service {
                     value: entry.value,
                     tx: leaf.tx_id,
                     deleted: entry.meta.deleted,
+                    value_truncated: entry.dropped,
+                    value_hash: if entry.dropped {
+                        entry.value_hash.0.to_vec()
+                    } else {
+                        Vec::new()
+                    },
                 });
                 out.entry_index = p.index;
                 out.entry_path = p.path.iter().map(|d| d.0.to_vec()).collect();
