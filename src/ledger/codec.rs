@@ -67,7 +67,11 @@ pub fn encode_entry_dropped(key: &[u8], meta: EntryMeta, value_hash: &Digest, ou
 /// Alh, keys, flags and value hashes. `None` if no entry holds a value.
 pub fn drop_values(payload: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
     let rec = decode(payload)?;
-    if rec.entries.iter().all(|e| e.dropped || e.value.is_empty()) {
+    if rec
+        .entries
+        .iter()
+        .all(|e| e.dropped || e.meta.deleted || e.value.is_empty())
+    {
         return Ok(None);
     }
     let mut out = Vec::with_capacity(payload.len());
@@ -261,6 +265,26 @@ mod tests {
             }
             let cut = cut % out.len();
             prop_assert!(decode(&out[..cut]).is_err());
+            // Dropping the values keeps the header, keys, flags and value hashes, and only
+            // those: each entry with a value is marked dropped and the record shrinks by
+            // exactly the value bytes. Dropping twice changes nothing more.
+            match drop_values(&out).unwrap() {
+                None => prop_assert!(entries.iter().all(|(_, d, v)| *d || v.is_empty())),
+                Some(dropped) => {
+                    let values: usize = entries.iter().filter(|(_, d, _)| !*d).map(|(_, _, v)| v.len()).sum();
+                    prop_assert_eq!(dropped.len(), out.len() - values);
+                    let r = decode(&dropped).unwrap();
+                    prop_assert_eq!(r.header, h);
+                    for (e, (k, d, v)) in r.entries.iter().zip(&entries) {
+                        prop_assert_eq!(e.key, &k[..]);
+                        prop_assert_eq!(e.meta.deleted, *d);
+                        prop_assert_eq!(e.value_hash, value_hash(v));
+                        prop_assert_eq!(e.dropped, !*d && !v.is_empty());
+                        prop_assert!(e.value.is_empty() || *d);
+                    }
+                    prop_assert_eq!(drop_values(&dropped).unwrap(), None);
+                }
+            }
         }
     }
 }

@@ -283,6 +283,12 @@ impl Ledger {
         Ledger::open(dir, options)
     }
 
+    /// Whether [`Ledger::close`] was called (the server may have opened the database again
+    /// as another `Ledger`: streams on this one should end).
+    pub fn is_closed(&self) -> bool {
+        lock_poisoned(self.shared.lock.lock()).is_none()
+    }
+
     /// Values of txs below this one were dropped by a truncation (1 when none were).
     pub fn values_from(&self) -> TxId {
         self.shared.values_from

@@ -283,6 +283,14 @@ pub fn serve(
             if *stopping.borrow() || (until_head && sent >= start_head) {
                 return;
             }
+            // Closed (reopened or truncated meanwhile): the follower reconnects to the
+            // database as it is now.
+            if ledger.is_closed() {
+                let _ = out
+                    .send(Err(crate::ledger::LedgerError::Closed.into()))
+                    .await;
+                return;
+            }
             if let Err(e) = still_allowed() {
                 if let Some(r) = &registration {
                     r.distrust();
