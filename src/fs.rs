@@ -290,6 +290,22 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
+/// An exclusive advisory lock on a file (created if absent, mode 0600), waited for and held
+/// for as long as this value lives: for read-modify-write cycles of a file that several
+/// processes share (the CLI's trusted-state file).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    pub fn exclusive(path: &Path) -> Result<FileLock> {
+        let file = open_rw(path, true)?;
+        file.lock().map_err(|e| FsError::io(path, e))?;
+        Ok(FileLock { _file: file })
+    }
+}
+
 /// An exclusive advisory lock on a directory, held for as long as this value lives. Keeps two
 /// processes from opening one database.
 #[derive(Debug)]

@@ -444,22 +444,69 @@ impl VerifiedClient {
         alh: &Digest,
         epoch: u64,
     ) -> Result<()> {
-        states.databases.insert(
-            slot,
-            TrustedState {
-                uuid: state.uuid.clone(),
-                tx_id: state.tx_id,
-                alh: alh.to_hex(),
-                epoch,
-            },
-        );
-        let bytes =
-            serde_json::to_vec_pretty(&*states).map_err(|e| state_file_error(&self.path, e))?;
+        let ours = TrustedState {
+            uuid: state.uuid.clone(),
+            tx_id: state.tx_id,
+            alh: alh.to_hex(),
+            epoch,
+        };
+        states.databases.insert(slot.clone(), ours.clone());
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::fs::create_dir_all(dir).map_err(|e| state_file_error(&self.path, e))?;
         }
+        // Other processes share the file: under its lock, read it again and change only this
+        // slot, keeping a newer state another command trusted meanwhile (both were verified
+        // to extend what the file held; the newer one extends the older).
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let _lock = crate::fs::FileLock::exclusive(std::path::Path::new(&lock_path))
+            .map_err(|e| state_file_error(&self.path, e))?;
+        let mut on_disk = load(&self.path)?;
+        let keep = match on_disk.databases.get(&slot) {
+            Some(d) if d.uuid == ours.uuid && d.tx_id > ours.tx_id => d.clone(),
+            _ => ours,
+        };
+        on_disk.databases.insert(slot.clone(), keep.clone());
+        states.databases.insert(slot, keep);
+        let bytes =
+            serde_json::to_vec_pretty(&on_disk).map_err(|e| state_file_error(&self.path, e))?;
         crate::fs::replace(&self.path, &bytes, crate::fs::PRIVATE_MODE)
             .map_err(|e| state_file_error(&self.path, e))
+    }
+
+    /// Forgets the trusted state of `db` (all databases of this server with `None`), in the
+    /// file too: the next verified call trusts what the server then shows, as on first use.
+    /// For an operator who knows why the old state no longer verifies (a database restored
+    /// from an older backup, say). Returns the states forgotten.
+    pub async fn forget(&self, db: Option<&str>) -> Result<Vec<(String, TrustedState)>> {
+        let mut states = self.states.lock().await;
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let _lock = crate::fs::FileLock::exclusive(std::path::Path::new(&lock_path))
+            .map_err(|e| state_file_error(&self.path, e))?;
+        let mut on_disk = load(&self.path)?;
+        let prefix = format!("{}/", self.client.addr());
+        let chosen: Vec<String> = on_disk
+            .databases
+            .keys()
+            .filter(|k| match db {
+                Some(d) => **k == self.slot(d),
+                None => k.starts_with(&prefix),
+            })
+            .cloned()
+            .collect();
+        let mut gone = Vec::new();
+        for k in chosen {
+            if let Some(s) = on_disk.databases.remove(&k) {
+                gone.push((k.clone(), s));
+            }
+            states.databases.remove(&k);
+        }
+        let bytes =
+            serde_json::to_vec_pretty(&on_disk).map_err(|e| state_file_error(&self.path, e))?;
+        crate::fs::replace(&self.path, &bytes, crate::fs::PRIVATE_MODE)
+            .map_err(|e| state_file_error(&self.path, e))?;
+        Ok(gone)
     }
 
     /// Reads `key`'s latest version as of tx `at_tx` (0: as of the state the server answers

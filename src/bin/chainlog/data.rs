@@ -288,3 +288,22 @@ pub async fn state(session: &Session, out: &Out) -> Result<(), Failure> {
     );
     Ok(())
 }
+
+/// `state forget`: drops trusted states from the state file.
+pub async fn forget(session: &Session, out: &Out, db: Option<&str>) -> Result<(), Failure> {
+    let gone = session.verified().await?.forget(db).await?;
+    out.print(
+        json!({"forgotten": gone.iter().map(|(slot, s)| json!({"database": slot, "uuid": s.uuid, "tx_id": s.tx_id, "alh": s.alh})).collect::<Vec<_>>()}),
+        || {
+            if gone.is_empty() {
+                "no trusted state to forget".to_string()
+            } else {
+                gone.iter()
+                    .map(|(slot, s)| format!("forgot {slot}: {s}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        },
+    );
+    Ok(())
+}

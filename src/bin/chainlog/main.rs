@@ -174,6 +174,8 @@ enum Command {
         /// A witness replica's Ed25519 public key (hex, as its chainlogd logs it); repeat
         #[arg(long = "witness-key", value_name = "HEX")]
         witness_keys: Vec<String>,
+        #[command(subcommand)]
+        action: Option<StateCmd>,
     },
     /// Replication status
     #[command(subcommand)]
@@ -252,6 +254,17 @@ enum Command {
     },
 }
 
+/// What `chainlog state` can do besides showing the state.
+#[derive(Debug, Subcommand)]
+enum StateCmd {
+    /// Forget the trusted state of --db (without --db: of every database of this server)
+    ///
+    /// The next verified command then trusts what the server shows, as on first use. Only
+    /// for a state you know no longer verifies for a good reason (the database was restored
+    /// from an older backup, or recreated): a tamper error is otherwise evidence to keep.
+    Forget,
+}
+
 /// How a command failed: an error (exit 1), a key proven to have no value (exit 1, the
 /// answer already printed) or a failed verification (exit 3).
 pub enum Failure {
@@ -263,7 +276,12 @@ pub enum Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
         match e {
-            ClientError::Tamper(t) => Failure::Verification(t.to_string()),
+            ClientError::Tamper(t) => Failure::Verification(format!(
+                "{t}. If the trusted state is known to be stale for a good reason (the \
+                 database was restored from an older backup or recreated), reset it with \
+                 `chainlog state forget --db {}`; otherwise keep the state file as evidence",
+                t.database
+            )),
             e => Failure::Error(e.to_string()),
         }
     }
@@ -333,12 +351,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Vget { key, at_tx } => data::vget(s, &out, key, *at_tx).await,
         Command::Vtx { id } => data::vtx(s, &out, *id).await,
         Command::State {
+            action: Some(StateCmd::Forget),
+            ..
+        } => data::forget(s, &out, cli.db.as_deref()).await,
+        Command::State {
             cosigned: None,
             witness_keys,
+            action: None,
         } if witness_keys.is_empty() => data::state(s, &out).await,
         Command::State {
             cosigned,
             witness_keys,
+            action: None,
         } => data::cosigned_state(s, &out, cosigned.unwrap_or(1), witness_keys).await,
     }
 }
