@@ -321,6 +321,40 @@ impl Client {
             .into_inner())
     }
 
+    /// Deactivates (`active` false) or reactivates user `name` (superuser).
+    pub async fn set_active_user(&self, name: &str, active: bool) -> Result<wire::User> {
+        Ok(self
+            .users()
+            .set_active_user(wire::SetActiveUserRequest {
+                name: name.to_string(),
+                active,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Deletes user `name` (superuser).
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        self.users()
+            .delete_user(wire::DeleteUserRequest {
+                name: name.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Makes user `name` a superuser or demotes it (superuser).
+    pub async fn set_superuser(&self, name: &str, superuser: bool) -> Result<wire::User> {
+        Ok(self
+            .users()
+            .set_superuser(wire::SetSuperuserRequest {
+                name: name.to_string(),
+                superuser,
+            })
+            .await?
+            .into_inner())
+    }
+
     /// Drops the values of old txs of database `name` (admin of it): see `TruncateDatabase`
     /// in the proto.
     pub async fn truncate_database(

@@ -76,6 +76,13 @@ pub enum AuthError {
     },
     #[error("superuser permission required")]
     NotSuperuser,
+    /// A deactivated user's correct password: it may not log in.
+    #[error("user {0:?} is deactivated")]
+    Inactive(String),
+    /// A change that would leave no active superuser, or a user acting on themselves where
+    /// that would lock them out.
+    #[error("{0}")]
+    Refused(String),
     #[error("user {0:?} already exists")]
     Exists(String),
     #[error("user {0:?} not found")]
@@ -137,6 +144,9 @@ pub struct UserRecord {
     password: String,
     pub superuser: bool,
     pub grants: BTreeMap<String, Permission>,
+    /// A deactivated user keeps its record but cannot log in, and its sessions ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inactive: bool,
 }
 
 fn hash_password(password: &str) -> Result<String, AuthError> {
@@ -208,6 +218,7 @@ impl Auth {
                     password: hash,
                     superuser: true,
                     grants: BTreeMap::new(),
+                    inactive: false,
                 },
             );
             Ok(())
@@ -283,6 +294,9 @@ impl Auth {
         if !ok {
             return Err(AuthError::BadCredentials);
         }
+        if self.users().get(user).is_some_and(|u| u.inactive) {
+            return Err(AuthError::Inactive(user.to_string()));
+        }
         let mut token = [0u8; 32];
         random_bytes(&mut token);
         let token = crate::integrity::hex::encode(&token);
@@ -315,7 +329,7 @@ impl Auth {
             Some((stored, s))
                 if bool::from(stored.ct_eq(&key)) && s.expires > SystemTime::now() =>
             {
-                if self.users().contains_key(&s.user) {
+                if self.users().get(&s.user).is_some_and(|u| !u.inactive) {
                     Ok(s.user.clone())
                 } else {
                     Err(AuthError::NoSession)
@@ -344,7 +358,9 @@ impl Auth {
     }
 
     pub fn is_superuser(&self, user: &str) -> bool {
-        self.users().get(user).is_some_and(|u| u.superuser)
+        self.users()
+            .get(user)
+            .is_some_and(|u| u.superuser && !u.inactive)
     }
 
     pub fn require_superuser(&self, user: &str) -> Result<(), AuthError> {
@@ -358,7 +374,7 @@ impl Auth {
     /// The caller's permission on `database`, if any.
     pub fn permission(&self, user: &str, database: &str) -> Option<Permission> {
         let users = self.users();
-        let u = users.get(user)?;
+        let u = users.get(user).filter(|u| !u.inactive)?;
         if u.superuser {
             return Some(Permission::Admin);
         }
@@ -423,6 +439,7 @@ impl Auth {
                     password: hash,
                     superuser,
                     grants: BTreeMap::new(),
+                    inactive: false,
                 },
             );
             Ok(())
@@ -464,6 +481,100 @@ impl Auth {
             .retain(|_, s| s.user != name);
         self.changed();
         Ok(())
+    }
+
+    /// Ends every session of `name`: its tokens stop working at once, and the streams they
+    /// opened end at their next check (each change wakes them).
+    fn end_sessions(&self, name: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, s| s.user != name);
+        self.changed();
+    }
+
+    /// Refuses a change to `name` by `caller` that would leave the server without an active
+    /// superuser, or lock the caller out of their own account.
+    fn guard(
+        users: &BTreeMap<String, UserRecord>,
+        caller: &str,
+        name: &str,
+        what: &str,
+    ) -> Result<(), AuthError> {
+        if caller == name {
+            return Err(AuthError::Refused(format!(
+                "a user cannot {what} themselves; ask another superuser"
+            )));
+        }
+        let u = users
+            .get(name)
+            .ok_or_else(|| AuthError::NotFound(name.to_string()))?;
+        let others = users
+            .iter()
+            .filter(|(n, o)| *n != name && o.superuser && !o.inactive)
+            .count();
+        if u.superuser && !u.inactive && others == 0 {
+            return Err(AuthError::Refused(format!(
+                "{name:?} is the last active superuser: it cannot be {what}d"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Deactivates (`active` false) or reactivates `name` (immudb's SetActiveUser). A
+    /// deactivated user's tokens stop working at once and it cannot log in.
+    pub fn set_active(
+        &self,
+        caller: &str,
+        name: &str,
+        active: bool,
+    ) -> Result<UserRecord, AuthError> {
+        self.change(|users| {
+            if !active {
+                Self::guard(users, caller, name, "deactivate")?;
+            }
+            let u = users
+                .get_mut(name)
+                .ok_or_else(|| AuthError::NotFound(name.to_string()))?;
+            u.inactive = !active;
+            Ok(())
+        })?;
+        if !active {
+            self.end_sessions(name);
+        }
+        self.get(name)
+    }
+
+    /// Deletes `name`: its tokens stop working at once.
+    pub fn delete(&self, caller: &str, name: &str) -> Result<(), AuthError> {
+        self.change(|users| {
+            Self::guard(users, caller, name, "delete")?;
+            users.remove(name);
+            Ok(())
+        })?;
+        self.end_sessions(name);
+        Ok(())
+    }
+
+    /// Makes `name` a superuser or takes that away (its grants stay); a demoted user's
+    /// streams are checked again at once.
+    pub fn set_superuser(
+        &self,
+        caller: &str,
+        name: &str,
+        superuser: bool,
+    ) -> Result<UserRecord, AuthError> {
+        self.change(|users| {
+            if !superuser {
+                Self::guard(users, caller, name, "demote")?;
+            }
+            let u = users
+                .get_mut(name)
+                .ok_or_else(|| AuthError::NotFound(name.to_string()))?;
+            u.superuser = superuser;
+            Ok(())
+        })?;
+        self.get(name)
     }
 
     pub fn grant(

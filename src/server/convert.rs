@@ -32,6 +32,7 @@ pub(crate) fn permission_wire(p: Permission) -> wire::Permission {
 pub(crate) fn user_wire(name: String, u: &UserRecord) -> wire::User {
     wire::User {
         name,
+        active: !u.inactive,
         superuser: u.superuser,
         grants: u
             .grants

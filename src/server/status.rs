@@ -50,7 +50,10 @@ pub fn ledger(e: LedgerError) -> Status {
 /// The status of a user or session error.
 pub fn auth(e: AuthError) -> Status {
     match e {
-        AuthError::BadCredentials | AuthError::NoSession => Status::unauthenticated(e.to_string()),
+        AuthError::BadCredentials | AuthError::NoSession | AuthError::Inactive(_) => {
+            Status::unauthenticated(e.to_string())
+        }
+        AuthError::Refused(_) => Status::failed_precondition(e.to_string()),
         AuthError::Denied { .. } | AuthError::NotSuperuser => {
             Status::permission_denied(e.to_string())
         }

@@ -186,8 +186,9 @@ enum Command {
     /// 0600; it appears only once complete, so an interrupted backup leaves nothing). Writes
     /// go on meanwhile. With --since, only the txs after that earlier backup's end: an
     /// incremental backup, restored after the ones before it. Each tx's chain link is checked
-    /// as it arrives; the end state is signed when the server signs states. Needs read
-    /// permission. The file format: docs/format.md, "Backup files".
+    /// as it arrives; the end state is signed when the server signs states. Needs the
+    /// replication permission on the database (or admin). The file format: docs/format.md,
+    /// "Backup files".
     ///
     /// Example: chainlog backup --db sales --out sales-full.clbk
     ///          chainlog backup --db sales --out sales-inc1.clbk --since sales-full.clbk

@@ -34,6 +34,17 @@ pub enum UserCmd {
         #[arg(long, default_value = "")]
         old_password: String,
     },
+    /// Deactivate NAME (immudb's set-active false): it keeps its grants but cannot log in,
+    /// and its tokens stop working at once (superuser)
+    Deactivate { name: String },
+    /// Let a deactivated NAME log in again (superuser)
+    Activate { name: String },
+    /// Delete NAME: its tokens stop working at once (superuser)
+    Delete { name: String },
+    /// Make NAME a superuser (superuser)
+    Promote { name: String },
+    /// Take NAME's superuser permission away; its grants stay (superuser)
+    Demote { name: String },
 }
 
 fn perm_name(p: i32) -> &'static str {
@@ -59,7 +70,7 @@ fn permission_of(s: &str) -> Result<wire::Permission, Failure> {
 }
 
 fn user_json(u: &wire::User) -> serde_json::Value {
-    json!({"name": u.name, "superuser": u.superuser, "grants": u.grants.iter().map(|g| json!({"database": g.database,
+    json!({"name": u.name, "superuser": u.superuser, "active": u.active, "grants": u.grants.iter().map(|g| json!({"database": g.database,
         "permission": perm_name(g.permission)})).collect::<Vec<_>>()})
 }
 
@@ -70,9 +81,10 @@ fn user_text(u: &wire::User) -> String {
         .map(|g| format!("{}:{}", g.database, perm_name(g.permission)))
         .collect();
     format!(
-        "{}{}\t{}",
+        "{}{}{}\t{}",
         u.name,
         if u.superuser { " (superuser)" } else { "" },
+        if u.active { "" } else { " (deactivated)" },
         grants.join(",")
     )
 }
@@ -113,6 +125,28 @@ pub async fn run(cmd: &UserCmd, session: &Session, out: &Out) -> Result<(), Fail
             out.print(json!({"ok": true}), || {
                 format!("password of {name} changed")
             });
+        }
+        UserCmd::Deactivate { name } | UserCmd::Activate { name } => {
+            let active = matches!(cmd, UserCmd::Activate { .. });
+            let u = c.set_active_user(name, active).await?;
+            out.print(user_json(&u), || {
+                if active {
+                    format!("user {name} activated")
+                } else {
+                    format!("user {name} deactivated; its sessions ended")
+                }
+            });
+        }
+        UserCmd::Delete { name } => {
+            c.delete_user(name).await?;
+            out.print(json!({"name": name, "deleted": true}), || {
+                format!("user {name} deleted; its sessions ended")
+            });
+        }
+        UserCmd::Promote { name } | UserCmd::Demote { name } => {
+            let superuser = matches!(cmd, UserCmd::Promote { .. });
+            let u = c.set_superuser(name, superuser).await?;
+            out.print(user_json(&u), || user_text(&u));
         }
     }
     Ok(())

@@ -111,4 +111,55 @@ impl users_server::Users for Service {
         tracing::info!(user = %r.user, database = %r.database, by = %caller, "permission revoked");
         Ok(Response::new(user_wire(r.user, &u)))
     }
+
+    async fn set_active_user(
+        &self,
+        req: Request<wire::SetActiveUserRequest>,
+    ) -> Result<Response<wire::User>, Status> {
+        let caller = self.superuser(&req)?;
+        let r = req.into_inner();
+        let state = self.state.clone();
+        let (name, by) = (r.name.clone(), caller.clone());
+        let u = offload(
+            move || state.auth.set_active(&caller, &r.name, r.active),
+            status::auth,
+        )
+        .await?;
+        if r.active {
+            tracing::info!(user = %name, %by, "user activated");
+        } else {
+            tracing::info!(user = %name, %by, "user deactivated; its sessions ended");
+        }
+        Ok(Response::new(user_wire(name, &u)))
+    }
+
+    async fn delete_user(
+        &self,
+        req: Request<wire::DeleteUserRequest>,
+    ) -> Result<Response<wire::DeleteUserResponse>, Status> {
+        let caller = self.superuser(&req)?;
+        let r = req.into_inner();
+        let state = self.state.clone();
+        let (name, by) = (r.name.clone(), caller.clone());
+        offload(move || state.auth.delete(&caller, &r.name), status::auth).await?;
+        tracing::info!(user = %name, %by, "user deleted; its sessions ended");
+        Ok(Response::new(wire::DeleteUserResponse {}))
+    }
+
+    async fn set_superuser(
+        &self,
+        req: Request<wire::SetSuperuserRequest>,
+    ) -> Result<Response<wire::User>, Status> {
+        let caller = self.superuser(&req)?;
+        let r = req.into_inner();
+        let state = self.state.clone();
+        let (name, by) = (r.name.clone(), caller.clone());
+        let u = offload(
+            move || state.auth.set_superuser(&caller, &r.name, r.superuser),
+            status::auth,
+        )
+        .await?;
+        tracing::info!(user = %name, %by, superuser = r.superuser, "superuser changed");
+        Ok(Response::new(user_wire(name, &u)))
+    }
 }
