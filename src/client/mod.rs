@@ -27,9 +27,15 @@ pub enum ClientError {
     /// The address does not parse as a URL.
     #[error("invalid address {0:?}")]
     Address(String),
-    /// The connection (or its TLS handshake) failed.
-    #[error("cannot connect: {0}")]
-    Connect(#[from] tonic::transport::Error),
+    /// The connection (or its TLS handshake) failed; the message says what failed (refused,
+    /// unreachable, timed out, a certificate not trusted, a client certificate required…).
+    #[error("cannot connect to {addr}: {cause}")]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// What failed, from the innermost error out.
+        cause: String,
+    },
     /// The server answered with an error status (its [`wire::Reason`] tells conditions apart).
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] Status),
@@ -62,6 +68,111 @@ pub enum ClientError {
 
 /// The SDK's result type.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// How long a connection and a call may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP connect and the TLS handshake. Default 10 s.
+    pub connect: std::time::Duration,
+    /// Each unary call, from sending to the whole answer (`None`: no limit; streams are never
+    /// limited). Default none.
+    pub request: Option<std::time::Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: std::time::Duration::from_secs(10),
+            request: None,
+        }
+    }
+}
+
+/// What a connection failure was, in words: the innermost cause, with a hint for the common
+/// ones (the transport's own message is "transport error").
+fn describe_connect_error(addr: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = Vec::new();
+    let mut io_kind = None;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+        }
+        let text = err.to_string();
+        if !chain.iter().any(|c: &String| c.contains(&text)) {
+            chain.push(text);
+        }
+        cur = err.source();
+    }
+    let detail = chain
+        .iter()
+        .rev()
+        .find(|c| *c != "transport error")
+        .cloned()
+        .unwrap_or_else(|| "transport error".into());
+    let lower = chain.join(" ").to_lowercase();
+    let hint = if lower.contains("timeout expired")
+        || lower.contains("timed out")
+        || lower.contains("deadline")
+    {
+        "no answer in time: is the host up, and does the port speak gRPC? (--connect-timeout, --timeout)"
+    } else if lower.contains("unknownissuer")
+        || lower.contains("unknown issuer")
+        || lower.contains("badsignature")
+        || lower.contains("invalid peer certificate")
+    {
+        "the server's certificate is not signed by a CA given with --tls-ca"
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        "the server's certificate does not name this host"
+    } else if lower.contains("certexpired")
+        || lower.contains("certificate expired")
+        || lower.contains("notvalidyet")
+    {
+        "the server's certificate has expired (or is not yet valid)"
+    } else if lower.contains("certificate required") || lower.contains("certificaterequired") {
+        "the server requires a client certificate: give --tls-cert and --tls-key"
+    } else if lower.contains("invalidcontenttype")
+        || lower.contains("corrupt message")
+        || lower.contains("invalid content type")
+    {
+        "the server did not answer with TLS: use an http:// address for a plain server"
+    } else if lower.contains("frame with invalid size")
+        || lower.contains("invalid http version")
+        || lower.contains("connection reset") && addr.starts_with("http://")
+    {
+        "the port may speak TLS: use an https:// address with --tls-ca"
+    } else {
+        match io_kind {
+            Some(std::io::ErrorKind::ConnectionRefused) => {
+                "connection refused: is chainlogd running and listening on that port?"
+            }
+            Some(std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable) => {
+                "no route to the host"
+            }
+            Some(std::io::ErrorKind::TimedOut) => "timed out: is the host up, and the port open?",
+            Some(std::io::ErrorKind::ConnectionReset) => "the server closed the connection",
+            _ => "",
+        }
+    };
+    if hint.is_empty() {
+        detail
+    } else {
+        format!("{hint} ({detail})")
+    }
+}
+
+/// What failed, when a call's status comes from the connection rather than the server (a
+/// TLS alert after the handshake, a reset, a closed connection): `None` for the server's own
+/// answers.
+pub fn transport_failure(status: &Status) -> Option<String> {
+    if let Some(source) = std::error::Error::source(status) {
+        return Some(describe_connect_error("", source));
+    }
+    (status.code() == tonic::Code::Cancelled && status.message().contains("operation was cancel"))
+        .then(|| {
+            "the connection closed before the answer (a server that requires a client certificate: give --tls-cert and --tls-key; or a server shutting down)".to_string()
+        })
+}
 
 /// TLS for the connection: the CA that signed the server's certificate (else the system's
 /// roots are not used: give one), and a client certificate for mutual TLS.
@@ -106,10 +217,28 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `addr` (`http://host:port`, or `https://` with `tls`).
+    /// Connects to `addr` (`http://host:port`, or `https://` with `tls`), with the default
+    /// [`Timeouts`].
     pub async fn connect(addr: &str, tls: Option<ClientTls>) -> Result<Client> {
+        Client::connect_with(addr, tls, Timeouts::default()).await
+    }
+
+    /// [`Client::connect`] with `timeouts`.
+    pub async fn connect_with(
+        addr: &str,
+        tls: Option<ClientTls>,
+        timeouts: Timeouts,
+    ) -> Result<Client> {
+        let connect_error = |e: tonic::transport::Error| ClientError::Connect {
+            addr: addr.to_string(),
+            cause: describe_connect_error(addr, &e),
+        };
         let mut ep = Endpoint::from_shared(addr.to_string())
-            .map_err(|_| ClientError::Address(addr.to_string()))?;
+            .map_err(|_| ClientError::Address(addr.to_string()))?
+            .connect_timeout(timeouts.connect);
+        if let Some(t) = timeouts.request {
+            ep = ep.timeout(t);
+        }
         if let Some(t) = tls {
             let mut cfg = tonic::transport::ClientTlsConfig::new();
             if let Some(ca) = &t.ca_pem {
@@ -121,9 +250,22 @@ impl Client {
             if let Some(d) = &t.domain {
                 cfg = cfg.domain_name(d.clone());
             }
-            ep = ep.tls_config(cfg)?;
+            ep = ep.tls_config(cfg).map_err(connect_error)?;
         }
-        let channel = ep.connect().await?;
+        // The connect timeout covers the TCP connect; the handshakes after it are bounded
+        // by the same time here.
+        let channel = match tokio::time::timeout(timeouts.connect * 2, ep.connect()).await {
+            Ok(c) => c.map_err(connect_error)?,
+            Err(_) => {
+                return Err(ClientError::Connect {
+                    addr: addr.to_string(),
+                    cause: format!(
+                        "no answer within {:?}: is the host up, and does the port speak gRPC?",
+                        timeouts.connect * 2
+                    ),
+                })
+            }
+        };
         Ok(Client {
             addr: addr.to_string(),
             channel,
@@ -185,6 +327,23 @@ impl Client {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r.token.clone());
         Ok(r)
+    }
+
+    /// The session token, after [`Client::login`] (to keep and give to
+    /// [`Client::use_token`] later, as `chainlog login` does).
+    pub fn token(&self) -> Option<String> {
+        self.token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Uses a session token from an earlier login instead of logging in.
+    pub fn use_token(&self, token: String) {
+        *self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
     }
 
     /// Revokes the session token; later calls are unauthenticated.

@@ -88,6 +88,56 @@ struct Cli {
         value_name = "FILE"
     )]
     tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires mutual TLS (with --tls-key)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CHAINLOG_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CHAINLOG_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Longest wait for the connection (TCP, then TLS), in seconds
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CHAINLOG_CONNECT_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 5
+    )]
+    connect_timeout: u64,
+    /// Longest wait for each answer, in seconds (0: none; streams such as backups are not
+    /// limited)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CHAINLOG_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 30
+    )]
+    timeout: u64,
+    /// Where `chainlog login` keeps session tokens [default: ~/.chainlog/session.json]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CHAINLOG_SESSION_FILE",
+        value_name = "FILE"
+    )]
+    session_file: Option<PathBuf>,
     /// Where verified commands keep trusted states [default: ~/.chainlog/state.json]
     #[arg(
         long,
@@ -112,6 +162,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Log in once: later commands to this server use the session (kept in --session-file,
+    /// mode 0600) until it expires or `chainlog logout`, instead of sending the password
+    /// each time
+    ///
+    /// Example: CHAINLOG_PASSWORD=… chainlog --user ann login; chainlog get k; chainlog logout
+    Login,
+    /// End the stored session of --user on this server (the token is revoked on the server
+    /// too) and forget it
+    Logout,
     /// Create, list and update databases
     #[command(subcommand)]
     Database(DatabaseCmd),
@@ -283,6 +342,17 @@ impl From<ClientError> for Failure {
                  `chainlog state forget --db {}`; otherwise keep the state file as evidence",
                 t.database
             )),
+            ClientError::Status(st)
+                if st.code() == tonic::Code::Cancelled && st.message().contains("Timeout") =>
+            {
+                Failure::Error(
+                    "no answer from the server in time (--timeout, default 30 s)".to_string(),
+                )
+            }
+            ClientError::Status(st) => match chainlog::client::transport_failure(&st) {
+                Some(cause) => Failure::Error(format!("the connection failed: {cause}")),
+                None => Failure::Error(ClientError::Status(st).to_string()),
+            },
             e => Failure::Error(e.to_string()),
         }
     }
@@ -297,11 +367,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         password_file: cli.password_file,
         db: cli.db.clone().unwrap_or_else(|| "defaultdb".into()),
         tls_ca: cli.tls_ca,
+        tls_identity: cli.tls_cert.zip(cli.tls_key),
+        connect_timeout: std::time::Duration::from_secs(cli.connect_timeout.max(1)),
+        timeout: (cli.timeout > 0).then(|| std::time::Duration::from_secs(cli.timeout)),
+        session_file: cli.session_file,
         state_file: cli.state_file.clone(),
         server_key: cli.server_key,
     };
     let s = &session;
     match &cli.command {
+        Command::Login => session::login(s, &out).await,
+        Command::Logout => session::logout(s, &out).await,
         Command::Verify {
             data_dir: Some(data_dir),
             ..
