@@ -127,8 +127,10 @@ pub async fn tx(session: &Session, out: &Out, id: u64) -> Result<(), Failure> {
         json!({"header": header_json(&h), "entries": tx.entries.iter().map(entry_json).collect::<Vec<_>>()}),
         || {
             let mut s = format!(
-                "tx {} at {} us, {} entries",
-                h.id, h.timestamp_us, h.entry_count
+                "tx {} at {}, {} entries",
+                h.id,
+                crate::out::rfc3339_us(h.timestamp_us),
+                h.entry_count
             );
             for e in &tx.entries {
                 s.push_str(&format!(

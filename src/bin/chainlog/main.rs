@@ -286,6 +286,11 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         scratch_dir: Option<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell)
+    ///
+    /// Example: chainlog completions bash > /etc/bash_completion.d/chainlog
+    ///          chainlog completions zsh > "${fpath[1]}/_chainlog"
+    Completions { shell: clap_complete::Shell },
     /// Check a database directory, or backup files, offline (no server)
     ///
     /// With --data-dir: checks every database of the data directory (--db: one), each from
@@ -325,12 +330,58 @@ enum StateCmd {
     Forget,
 }
 
-/// How a command failed: an error (exit 1), a key proven to have no value (exit 1, the
-/// answer already printed) or a failed verification (exit 3).
+/// How a command failed: an error (exit 1), the server's refusal (exit 1, with its gRPC
+/// code and reason), a key proven to have no value (exit 1, the answer already printed) or a
+/// failed verification (exit 3).
 pub enum Failure {
     Error(String),
+    Server {
+        code: tonic::Code,
+        reason: Option<&'static str>,
+        message: String,
+    },
     NotFound,
     Verification(String),
+    /// The answer, printed already, says what failed: exit with this status.
+    Reported(u8),
+}
+
+impl Failure {
+    /// The exit status.
+    fn exit(&self) -> u8 {
+        match self {
+            Failure::Verification(_) => EXIT_VERIFICATION_FAILED,
+            Failure::Reported(code) => *code,
+            _ => 1,
+        }
+    }
+
+    /// What is printed: `(code, reason, message)`.
+    fn parts(&self) -> (String, Option<&'static str>, String) {
+        match self {
+            Failure::Error(m) => ("error".into(), None, m.clone()),
+            Failure::Server {
+                code,
+                reason,
+                message,
+            } => (code_name(*code), *reason, message.clone()),
+            Failure::NotFound | Failure::Reported(_) => ("not_found".into(), None, String::new()),
+            Failure::Verification(m) => ("verification_failed".into(), None, m.clone()),
+        }
+    }
+}
+
+/// A gRPC code in snake case, as scripts match it (`not_found`, `failed_precondition`, …).
+fn code_name(c: tonic::Code) -> String {
+    let debug = format!("{c:?}");
+    let mut out = String::new();
+    for (i, ch) in debug.chars().enumerate() {
+        if ch.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
+    out
 }
 
 impl From<ClientError> for Failure {
@@ -351,7 +402,11 @@ impl From<ClientError> for Failure {
             }
             ClientError::Status(st) => match chainlog::client::transport_failure(&st) {
                 Some(cause) => Failure::Error(format!("the connection failed: {cause}")),
-                None => Failure::Error(ClientError::Status(st).to_string()),
+                None => Failure::Server {
+                    code: st.code(),
+                    reason: chainlog::wire::Reason::of(&st).map(chainlog::wire::Reason::as_str),
+                    message: st.message().to_string(),
+                },
             },
             e => Failure::Error(e.to_string()),
         }
@@ -376,6 +431,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     };
     let s = &session;
     match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "chainlog", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Login => session::login(s, &out).await,
         Command::Logout => session::logout(s, &out).await,
         Command::Verify {
@@ -456,16 +516,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.json;
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Error(e)) => {
-            eprintln!("chainlog: {e}");
-            ExitCode::FAILURE
-        }
+        // The answer (a proof of absence, a verify report) is already printed.
         Err(Failure::NotFound) => ExitCode::FAILURE,
-        Err(Failure::Verification(e)) => {
-            eprintln!("chainlog: VERIFICATION FAILED: {e}");
-            ExitCode::from(EXIT_VERIFICATION_FAILED)
+        Err(Failure::Reported(code)) => ExitCode::from(code),
+        Err(f) => {
+            let (code, reason, message) = f.parts();
+            if json {
+                // Scripts read one JSON object on stdout, error or not.
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {"code": code, "reason": reason,
+                                                 "message": message, "exit": f.exit()}})
+                );
+            } else if matches!(f, Failure::Verification(_)) {
+                eprintln!("chainlog: VERIFICATION FAILED: {message}");
+            } else if let Failure::Server { .. } = f {
+                let r = reason.map_or(String::new(), |r| format!(" [{r}]"));
+                eprintln!("chainlog: {message} ({code}{r})");
+            } else {
+                eprintln!("chainlog: {message}");
+            }
+            ExitCode::from(f.exit())
         }
     }
 }

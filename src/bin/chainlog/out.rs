@@ -41,7 +41,8 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 pub fn header_json(h: &wire::TxHeader) -> serde_json::Value {
-    json!({"id": h.id, "timestamp_us": h.timestamp_us, "entry_count": h.entry_count,
+    json!({"id": h.id, "tx_id": h.id, "timestamp_us": h.timestamp_us,
+           "timestamp": rfc3339_us(h.timestamp_us), "entry_count": h.entry_count,
            "prev_alh": hex(&h.prev_alh), "entries_root": hex(&h.entries_root),
            "history_size": h.history_size, "history_root": hex(&h.history_root),
            "epoch": h.epoch, "map_root": hex(&h.map_root)})
@@ -81,4 +82,10 @@ pub fn rfc3339_ms(ms: u64) -> String {
         "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
         ms % 1000
     )
+}
+
+/// Microseconds since the Unix epoch as RFC 3339 UTC, to the microsecond.
+pub fn rfc3339_us(us: u64) -> String {
+    let ms = rfc3339_ms(us / 1000);
+    format!("{}{:03}Z", ms.trim_end_matches('Z'), us % 1000)
 }

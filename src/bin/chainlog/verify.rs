@@ -229,6 +229,10 @@ pub fn run(
     if out.json {
         println!("{}", serde_json::Value::Array(results));
     }
+    if out.json && !(damaged.is_empty() && failed.is_empty()) {
+        // The array printed above says it all, per database.
+        return Err(Failure::Reported(if damaged.is_empty() { 1 } else { 3 }));
+    }
     if !damaged.is_empty() {
         return Err(Failure::Verification(format!(
             "damage found in {}",
