@@ -480,6 +480,71 @@ impl Client {
             .into_inner())
     }
 
+    /// One tx of puts and deletes, committed only if every precondition holds (see
+    /// `ExecAll` in the proto): compare-and-set with
+    /// `KeyNotModifiedAfterTx { key, tx_id }`.
+    pub async fn exec_all(
+        &self,
+        db: &str,
+        operations: Vec<wire::Op>,
+        preconditions: Vec<wire::Precondition>,
+    ) -> Result<wire::TxHeader> {
+        Ok(self
+            .data()
+            .exec_all(wire::ExecAllRequest {
+                database: db.to_string(),
+                operations,
+                preconditions,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// The latest values of `keys`, all as of one tx (`at_tx`, 0: the last).
+    pub async fn get_all(
+        &self,
+        db: &str,
+        keys: Vec<Vec<u8>>,
+        at_tx: u64,
+    ) -> Result<wire::GetAllResponse> {
+        Ok(self
+            .data()
+            .get_all(wire::GetAllRequest {
+                database: db.to_string(),
+                keys,
+                at_tx,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Txs with their entries from `initial_tx` on (or down, with `desc`).
+    pub async fn tx_scan(&self, req: wire::TxScanRequest) -> Result<Vec<wire::Tx>> {
+        Ok(self.data().tx_scan(req).await?.into_inner().txs)
+    }
+
+    /// Live keys under `prefix` as of `at_tx` (0: latest).
+    pub async fn count(&self, db: &str, prefix: &[u8], at_tx: u64) -> Result<wire::CountResponse> {
+        Ok(self
+            .data()
+            .count(wire::CountRequest {
+                database: db.to_string(),
+                prefix: prefix.to_vec(),
+                at_tx,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// The server's version, uptime and role.
+    pub async fn server_info(&self) -> Result<wire::ServerInfoResponse> {
+        Ok(self
+            .databases()
+            .server_info(wire::ServerInfoRequest {})
+            .await?
+            .into_inner())
+    }
+
     /// Deactivates (`active` false) or reactivates user `name` (superuser).
     pub async fn set_active_user(&self, name: &str, active: bool) -> Result<wire::User> {
         Ok(self

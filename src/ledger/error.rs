@@ -127,6 +127,9 @@ pub enum LedgerError {
     DeleteWithValue { index: usize },
     #[error("key not found")]
     KeyNotFound,
+    /// A condition of the tx did not hold when it was to be committed: nothing was written.
+    #[error("precondition {index} failed: {reason}")]
+    PreconditionFailed { index: usize, reason: String },
     /// The version asked for is in a tx whose values were dropped (a truncation, or a
     /// digest-only replica): its hash, and every proof, remain.
     #[error("value truncated: the value written by tx {tx} was dropped (values are kept from tx {values_from} on)")]

@@ -414,6 +414,19 @@ impl MapWriter {
         held.dropped.clear();
     }
 
+    /// The latest version of the key with hash `key_hash` after every tx applied so far
+    /// (pending ones included): what a precondition is checked against.
+    pub(crate) fn latest(&mut self, key_hash: &Digest) -> Result<Option<MapLeaf>> {
+        let store = self.nodes.store().clone();
+        let nodes = Writing {
+            read: store.read(),
+            writer: &mut self.nodes,
+            held: &mut self.held,
+            dir: &self.dir,
+        };
+        map::find(&nodes, self.root, key_hash)
+    }
+
     /// The map after one more tx's versions (its `leaves`, sorted by key hash): its new
     /// nodes are pending, and the root is the tx's once [`MapWriter::accept`]ed (or dropped
     /// with [`MapWriter::rollback`] to the mark taken before).

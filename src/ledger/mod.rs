@@ -88,6 +88,39 @@ impl NewEntry {
     }
 }
 
+/// A condition on the database as it is when a tx is committed (immudb's preconditions):
+/// the writer checks it in commit order, so no other tx can come between the check and the
+/// commit. A tx whose condition fails is refused with [`LedgerError::PreconditionFailed`]
+/// and writes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key has a live value (its latest version is not a delete).
+    MustExist(Vec<u8>),
+    /// The key has no live value (never written, or deleted).
+    MustNotExist(Vec<u8>),
+    /// The key's latest version (a delete included) was written by tx `tx` or before; a key
+    /// never written passes. With the tx a read returned, this is compare-and-set.
+    NotModifiedAfter { key: Vec<u8>, tx: TxId },
+}
+
+impl Precondition {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Precondition::MustExist(k) | Precondition::MustNotExist(k) => k,
+            Precondition::NotModifiedAfter { key, .. } => key,
+        }
+    }
+
+    /// Whether the key's latest version (`tx`, `deleted`) satisfies it.
+    pub(crate) fn holds(&self, latest: Option<(TxId, bool)>) -> bool {
+        match self {
+            Precondition::MustExist(_) => latest.is_some_and(|(_, deleted)| !deleted),
+            Precondition::MustNotExist(_) => latest.is_none_or(|(_, deleted)| deleted),
+            Precondition::NotModifiedAfter { tx, .. } => latest.is_none_or(|(t, _)| t <= *tx),
+        }
+    }
+}
+
 /// A verified state of a database: the id and Alh of its last tx (0 and `ALH_GENESIS` when
 /// empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,6 +440,32 @@ impl Ledger {
     pub fn commit(&self, entries: Vec<NewEntry>) -> Result<TxHeader> {
         let prepared = prepare::prepare(entries)?;
         writer::submit(&self.shared, prepared)
+    }
+
+    /// Commits `entries` as one transaction if every one of `conditions` holds when the
+    /// writer reaches it (checked in commit order: nothing can be written in between); else
+    /// nothing is written and [`LedgerError::PreconditionFailed`] names the first that failed.
+    pub async fn commit_if_async(
+        &self,
+        entries: Vec<NewEntry>,
+        conditions: Vec<Precondition>,
+    ) -> Result<TxHeader> {
+        if conditions.len() > ENTRIES_PER_TX_MAX {
+            return Err(LedgerError::TooManyEntries {
+                count: conditions.len(),
+                max: ENTRIES_PER_TX_MAX,
+            });
+        }
+        if let Some(index) = conditions
+            .iter()
+            .position(|c| c.key().is_empty() || c.key().len() > KEY_BYTES_MAX)
+        {
+            return Err(LedgerError::EmptyKey { index });
+        }
+        let mut prepared = prepare::prepare(entries)?;
+        prepared.conditions = conditions;
+        let done = writer::submit_async(&self.shared, prepared)?;
+        done.await.unwrap_or(Err(LedgerError::Closed))
     }
 
     /// [`Ledger::commit`] for async callers: the task waits, no thread does. Validation and

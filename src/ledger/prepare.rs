@@ -30,6 +30,9 @@ pub(crate) struct Prepared {
     pub(crate) fixed: Option<(TxHeader, Digest)>,
     /// The tx starts this epoch (the promotion marker).
     pub(crate) epoch: Option<u64>,
+    /// Conditions the writer checks against the database as it is just before this tx (the
+    /// txs before it in its group included); one that fails refuses the tx, nothing written.
+    pub(crate) conditions: Vec<super::Precondition>,
 }
 
 /// The prefix of the keys the database writes itself.
@@ -70,6 +73,7 @@ pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
         leaves,
         fixed,
         epoch: None,
+        conditions: Vec::new(),
     })
 }
 
@@ -198,5 +202,6 @@ fn prepare_unchecked(entries: Vec<NewEntry>) -> Result<Prepared> {
         leaves,
         fixed: None,
         epoch: None,
+        conditions: Vec::new(),
     })
 }

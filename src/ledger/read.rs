@@ -92,6 +92,19 @@ impl Ledger {
             .collect()
     }
 
+    /// How many live keys start with `prefix` as of tx `as_of` (`TxId::MAX` for the
+    /// latest), from the index alone (no value is read).
+    pub fn count(&self, prefix: &[u8], as_of: TxId) -> Result<u64> {
+        let found = lock_poisoned(self.shared.index.read()).scan(
+            prefix,
+            None,
+            usize::MAX,
+            Order::Asc,
+            as_of,
+        )?;
+        Ok(found.len() as u64)
+    }
+
     fn segment(&self, id: u32) -> Result<SegmentReader> {
         let view = lock_poisoned(self.shared.view.read());
         view.segments.get(&id).cloned().ok_or_else(|| {

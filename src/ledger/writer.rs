@@ -321,6 +321,38 @@ impl Writer {
     /// Writes one group of txs and makes it durable and visible. Returns each tx's header, or
     /// why a replicated tx does not extend this database (it is then not written).
     /// Takes the keys out of the prepared txs, into the index.
+    /// The first of `conditions` that does not hold against the map as it is now (every tx
+    /// before this one applied), as the error that refuses the tx.
+    fn failed_condition(
+        &mut self,
+        conditions: &[super::Precondition],
+    ) -> Result<Option<LedgerError>> {
+        use super::Precondition as P;
+        for (index, c) in conditions.iter().enumerate() {
+            let latest = self
+                .map
+                .latest(&crate::integrity::map::key_hash(c.key()))?
+                .map(|l| (l.tx_id, l.deleted));
+            if !c.holds(latest) {
+                let key = String::from_utf8_lossy(c.key()).into_owned();
+                let reason = match (c, latest) {
+                    (P::MustExist(_), _) => {
+                        format!("key {key:?} must exist, and has no live value")
+                    }
+                    (P::MustNotExist(_), Some((tx, _))) => {
+                        format!("key {key:?} must not exist, and has a value written by tx {tx}")
+                    }
+                    (P::NotModifiedAfter { tx, .. }, Some((last, _))) => format!(
+                        "key {key:?} must not be modified after tx {tx}, and tx {last} wrote it"
+                    ),
+                    _ => format!("key {key:?}"),
+                };
+                return Ok(Some(LedgerError::PreconditionFailed { index, reason }));
+            }
+        }
+        Ok(None)
+    }
+
     fn write(&mut self, batch: &mut [Pending]) -> Result<Vec<Result<TxHeader>>> {
         let mut results = Vec::with_capacity(batch.len());
         let mut written = 0u64;
@@ -351,6 +383,10 @@ impl Writer {
                     }));
                     continue;
                 }
+            }
+            if let Some(failed) = self.failed_condition(&tx.conditions)? {
+                results.push(Err(failed));
+                continue;
             }
             for l in &mut tx.leaves {
                 l.tx_id = id;

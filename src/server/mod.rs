@@ -122,6 +122,8 @@ pub struct ServerState {
     pub ready: std::sync::atomic::AtomicBool,
     /// What `/metrics` exposes.
     pub metrics: Arc<Metrics>,
+    /// When the server started (ServerInfo).
+    pub started: std::time::SystemTime,
 }
 
 /// Opens (creating on first start) the data directory: the system database with the users
@@ -181,6 +183,7 @@ pub fn open(config: &ServerConfig) -> Result<Arc<ServerState>, ServerError> {
         auth,
         signing_key: config.signing_key.clone(),
         stopping: tokio::sync::watch::Sender::new(false),
+        started: std::time::SystemTime::now(),
     }))
 }
 

@@ -27,6 +27,7 @@ pub fn ledger(e: LedgerError) -> Status {
         E::EpochOrder { .. } => Code::FailedPrecondition,
         E::KeyNotFound => return Reason::KeyNotFound.status(e.to_string()),
         E::ValueTruncated { .. } => return Reason::ValueTruncated.status(e.to_string()),
+        E::PreconditionFailed { .. } => return Reason::PreconditionFailed.status(e.to_string()),
         E::TxNotFound { .. } => Code::NotFound,
         E::NotNext { .. } => Code::FailedPrecondition,
         E::BadTx { .. }

@@ -43,11 +43,13 @@ pub enum Reason {
     /// FAILED_PRECONDITION: the value asked for was dropped by a truncation (or the database
     /// is a digest-only replica); its hash and every proof remain.
     ValueTruncated,
+    /// FAILED_PRECONDITION: a condition of an ExecAll did not hold; nothing was written.
+    PreconditionFailed,
 }
 
 impl Reason {
     /// Every reason, for documentation checks.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::KeyNotFound,
         Reason::DatabaseNotFound,
         Reason::DatabaseUnavailable,
@@ -61,6 +63,7 @@ impl Reason {
         Reason::StalePrimary,
         Reason::IncompatibleProtocol,
         Reason::ValueTruncated,
+        Reason::PreconditionFailed,
     ];
 
     /// The metadata value, in snake case.
@@ -79,6 +82,7 @@ impl Reason {
             Reason::StalePrimary => "stale_primary",
             Reason::IncompatibleProtocol => "incompatible_protocol",
             Reason::ValueTruncated => "value_truncated",
+            Reason::PreconditionFailed => "precondition_failed",
         }
     }
 
@@ -95,7 +99,8 @@ impl Reason {
             | Reason::HasPrimary
             | Reason::StalePrimary
             | Reason::IncompatibleProtocol
-            | Reason::ValueTruncated => Code::FailedPrecondition,
+            | Reason::ValueTruncated
+            | Reason::PreconditionFailed => Code::FailedPrecondition,
         }
     }
 

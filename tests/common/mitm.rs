@@ -112,6 +112,34 @@ impl data_server::Data for Proxy {
         self.data.clone().tx_by_id(upstream(req)).await
     }
 
+    async fn exec_all(
+        &self,
+        req: Request<wire::ExecAllRequest>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        self.data.clone().exec_all(upstream(req)).await
+    }
+
+    async fn get_all(
+        &self,
+        req: Request<wire::GetAllRequest>,
+    ) -> Result<Response<wire::GetAllResponse>, Status> {
+        self.data.clone().get_all(upstream(req)).await
+    }
+
+    async fn tx_scan(
+        &self,
+        req: Request<wire::TxScanRequest>,
+    ) -> Result<Response<wire::TxScanResponse>, Status> {
+        self.data.clone().tx_scan(upstream(req)).await
+    }
+
+    async fn count(
+        &self,
+        req: Request<wire::CountRequest>,
+    ) -> Result<Response<wire::CountResponse>, Status> {
+        self.data.clone().count(upstream(req)).await
+    }
+
     async fn verifiable_set(
         &self,
         req: Request<wire::VerifiableSetRequest>,

@@ -7,16 +7,185 @@ use chainlog::client::VerifiedRead;
 use chainlog::wire;
 use serde_json::json;
 
-pub async fn set(session: &Session, out: &Out, key: &str, value: &str) -> Result<(), Failure> {
-    let h = session
+pub async fn set(
+    session: &Session,
+    out: &Out,
+    pairs: &[String],
+    must_exist: &[String],
+    must_not_exist: &[String],
+    not_modified_after: &[String],
+) -> Result<(), Failure> {
+    if pairs.len() % 2 != 0 {
+        return Err(Failure::Error(format!(
+            "set takes KEY VALUE pairs: {} arguments given",
+            pairs.len()
+        )));
+    }
+    let kvs: Vec<(Vec<u8>, Vec<u8>)> = pairs
+        .chunks(2)
+        .map(|p| (p[0].as_bytes().to_vec(), p[1].as_bytes().to_vec()))
+        .collect();
+    let mut conditions = Vec::new();
+    use wire::precondition::Precondition as P;
+    for k in must_exist {
+        conditions.push(P::KeyMustExist(k.as_bytes().to_vec()));
+    }
+    for k in must_not_exist {
+        conditions.push(P::KeyMustNotExist(k.as_bytes().to_vec()));
+    }
+    for c in not_modified_after {
+        let (k, tx) = c
+            .rsplit_once('=')
+            .and_then(|(k, t)| Some((k, t.parse::<u64>().ok()?)))
+            .ok_or_else(|| Failure::Error(format!("--not-modified-after {c:?}: give KEY=TX")))?;
+        conditions.push(P::KeyNotModifiedAfterTx(wire::KeyNotModifiedAfterTx {
+            key: k.as_bytes().to_vec(),
+            tx_id: tx,
+        }));
+    }
+    let client = session.connect().await?;
+    let h = if conditions.is_empty() {
+        client.set(&session.db, kvs).await?
+    } else {
+        let ops = kvs
+            .into_iter()
+            .map(|(key, value)| wire::Op {
+                op: Some(wire::op::Op::Kv(wire::KeyValue { key, value })),
+            })
+            .collect();
+        let pre = conditions
+            .into_iter()
+            .map(|p| wire::Precondition {
+                precondition: Some(p),
+            })
+            .collect();
+        client.exec_all(&session.db, ops, pre).await?
+    };
+    out.print(header_json(&h), || format!("tx {}", h.id));
+    Ok(())
+}
+
+pub async fn get_all(
+    session: &Session,
+    out: &Out,
+    keys: &[String],
+    at_tx: u64,
+) -> Result<(), Failure> {
+    let r = session
         .connect()
         .await?
-        .set(
+        .get_all(
             &session.db,
-            vec![(key.as_bytes().to_vec(), value.as_bytes().to_vec())],
+            keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            at_tx,
         )
         .await?;
-    out.print(header_json(&h), || format!("tx {}", h.id));
+    out.print(
+        json!({"at_tx_id": r.at_tx, "entries": r.entries.iter().map(entry_json).collect::<Vec<_>>()}),
+        || {
+            let mut lines = vec![format!("as of tx {}", r.at_tx)];
+            for e in &r.entries {
+                let v = if e.value_truncated {
+                    "(value truncated)".to_string()
+                } else {
+                    text(&e.value)
+                };
+                lines.push(format!("{}\t{v}\t(tx {})", text(&e.key), e.tx));
+            }
+            lines.join("\n")
+        },
+    );
+    Ok(())
+}
+
+pub async fn count(session: &Session, out: &Out, prefix: &str, at_tx: u64) -> Result<(), Failure> {
+    let r = session
+        .connect()
+        .await?
+        .count(&session.db, prefix.as_bytes(), at_tx)
+        .await?;
+    out.print(json!({"count": r.count, "at_tx_id": r.at_tx}), || {
+        r.count.to_string()
+    });
+    Ok(())
+}
+
+pub async fn txs(
+    session: &Session,
+    out: &Out,
+    from: u64,
+    limit: u32,
+    desc: bool,
+) -> Result<(), Failure> {
+    let txs = session
+        .connect()
+        .await?
+        .tx_scan(wire::TxScanRequest {
+            database: session.db.clone(),
+            initial_tx: from,
+            limit,
+            desc,
+        })
+        .await?;
+    out.print(
+        json!(txs
+            .iter()
+            .map(|t| json!({"header": t.header.as_ref().map(header_json),
+            "entries": t.entries.iter().map(entry_json).collect::<Vec<_>>()}))
+            .collect::<Vec<_>>()),
+        || {
+            txs.iter()
+                .map(|t| {
+                    let h = t.header.clone().unwrap_or_default();
+                    let keys: Vec<String> = t.entries.iter().map(|e| text(&e.key)).collect();
+                    format!(
+                        "tx {}\t{}\t{}",
+                        h.id,
+                        crate::out::rfc3339_us(h.timestamp_us),
+                        keys.join(" ")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    );
+    Ok(())
+}
+
+pub async fn info(session: &Session, out: &Out) -> Result<(), Failure> {
+    let i = session.connect().await?.server_info().await?;
+    out.print(
+        json!({"version": i.version, "format_version": i.format_version,
+               "protocol": format!("{}.{}", i.protocol_major, i.protocol_minor),
+               "started_at": crate::out::rfc3339_ms(i.started_at_ms), "uptime_ms": i.uptime_ms,
+               "databases": i.databases, "unavailable_databases": i.unavailable_databases,
+               "replicates": i.replicates, "public_key": i.public_key, "build": i.build}),
+        || {
+            let mut s = format!(
+                "chainlog {} ({}), format {}, replication protocol {}.{}\nstarted {}, up {} s\n{} database(s){}",
+                i.version,
+                i.build,
+                i.format_version,
+                i.protocol_major,
+                i.protocol_minor,
+                crate::out::rfc3339_ms(i.started_at_ms),
+                i.uptime_ms / 1000,
+                i.databases,
+                if i.unavailable_databases > 0 {
+                    format!(", {} unavailable", i.unavailable_databases)
+                } else {
+                    String::new()
+                }
+            );
+            if !i.replicates.is_empty() {
+                s.push_str(&format!("\nreplicates {}", i.replicates));
+            }
+            if !i.public_key.is_empty() {
+                s.push_str(&format!("\nsigns states with {}", i.public_key));
+            }
+            s
+        },
+    );
     Ok(())
 }
 
@@ -38,11 +207,14 @@ pub async fn get(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result<
     Ok(())
 }
 
-pub async fn delete(session: &Session, out: &Out, key: &str) -> Result<(), Failure> {
+pub async fn delete(session: &Session, out: &Out, keys: &[String]) -> Result<(), Failure> {
     let h = session
         .connect()
         .await?
-        .delete(&session.db, vec![key.as_bytes().to_vec()])
+        .delete(
+            &session.db,
+            keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+        )
         .await?;
     out.print(header_json(&h), || format!("tx {}", h.id));
     Ok(())

@@ -178,7 +178,59 @@ enum Command {
     #[command(subcommand)]
     User(UserCmd),
     /// Set KEY to VALUE (one transaction)
-    Set { key: String, value: String },
+    ///
+    /// With several KEY VALUE pairs, all are written in one tx. With conditions
+    /// (--must-exist, --must-not-exist, --not-modified-after), the tx is written only if all
+    /// hold when it is committed (immudb's ExecAll with preconditions): else nothing is
+    /// written and the command fails with reason precondition_failed.
+    ///
+    /// Example: chainlog set a 1 b 2
+    ///          chainlog set balance 90 --not-modified-after balance=17   # compare-and-set
+    Set {
+        /// KEY VALUE [KEY VALUE …]
+        #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
+        pairs: Vec<String>,
+        /// Write only if KEY has a live value (repeat)
+        #[arg(long, value_name = "KEY")]
+        must_exist: Vec<String>,
+        /// Write only if KEY has no live value (repeat)
+        #[arg(long, value_name = "KEY")]
+        must_not_exist: Vec<String>,
+        /// Write only if KEY's latest version is from tx TX or before (repeat): with the tx a
+        /// read returned, compare-and-set
+        #[arg(long, value_name = "KEY=TX")]
+        not_modified_after: Vec<String>,
+    },
+    /// The latest values of several keys, all as of one tx (immudb's GetAll)
+    #[command(visible_alias = "getall")]
+    GetAll {
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// As of this tx (0: the last)
+        #[arg(long, default_value_t = 0)]
+        at_tx: u64,
+    },
+    /// How many live keys start with PREFIX
+    Count {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// As of this tx (0: latest)
+        #[arg(long, default_value_t = 0)]
+        at_tx: u64,
+    },
+    /// Txs with their entries, from --from on (immudb's TxScan)
+    #[command(visible_alias = "txscan")]
+    Txs {
+        /// The first tx (with --desc, the last) [default: 1, or the last with --desc]
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        desc: bool,
+    },
+    /// The server's version, build, uptime and role (immudb's ServerInfo)
+    Info,
     /// Read the latest value of KEY
     Get {
         key: String,
@@ -187,7 +239,11 @@ enum Command {
         at_tx: u64,
     },
     /// Logically delete KEY
-    Delete { key: String },
+    Delete {
+        /// KEY [KEY …]: all in one tx
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
     /// Versions of KEY
     History {
         key: String,
@@ -468,9 +524,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Database(cmd) => databases::run(cmd, s, &out).await,
         Command::User(cmd) => users::run(cmd, s, &out).await,
         Command::Replication(cmd) => replication::run(cmd, s, cli.db.as_deref(), &out).await,
-        Command::Set { key, value } => data::set(s, &out, key, value).await,
+        Command::Set {
+            pairs,
+            must_exist,
+            must_not_exist,
+            not_modified_after,
+        } => {
+            data::set(
+                s,
+                &out,
+                pairs,
+                must_exist,
+                must_not_exist,
+                not_modified_after,
+            )
+            .await
+        }
+        Command::GetAll { keys, at_tx } => data::get_all(s, &out, keys, *at_tx).await,
+        Command::Count { prefix, at_tx } => data::count(s, &out, prefix, *at_tx).await,
+        Command::Txs { from, limit, desc } => data::txs(s, &out, *from, *limit, *desc).await,
+        Command::Info => data::info(s, &out).await,
         Command::Get { key, at_tx } => data::get(s, &out, key, *at_tx).await,
-        Command::Delete { key } => data::delete(s, &out, key).await,
+        Command::Delete { keys } => data::delete(s, &out, keys).await,
         Command::History {
             key,
             offset,

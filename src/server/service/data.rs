@@ -2,7 +2,7 @@
 
 use super::Service;
 use crate::integrity::TxId;
-use crate::ledger::{LedgerError, NewEntry, Order};
+use crate::ledger::{LedgerError, NewEntry, Order, Precondition};
 use crate::server::auth::Permission;
 use crate::server::catalog::Database;
 use crate::server::convert::{entry_wire, tx_wire};
@@ -42,15 +42,30 @@ impl Service {
     /// catalog and the commit tried once more: nothing was written by the attempt that failed.
     async fn commit(
         &self,
+        db: Arc<Database>,
+        entries: Vec<NewEntry>,
+    ) -> Result<(Arc<Database>, crate::integrity::TxHeader), Status> {
+        self.commit_if(db, entries, Vec::new()).await
+    }
+
+    /// [`Service::commit`] with preconditions, checked by the writer in commit order.
+    async fn commit_if(
+        &self,
         mut db: Arc<Database>,
         entries: Vec<NewEntry>,
+        conditions: Vec<Precondition>,
     ) -> Result<(Arc<Database>, crate::integrity::TxHeader), Status> {
         let bytes: usize = entries.iter().map(|e| e.key.len() + e.value.len()).sum();
         if db.ledger.poisoned() {
             db = self.recovered(&db.name).await.unwrap_or(db);
         }
         let again = (bytes <= RETRY_BYTES_MAX).then(|| entries.clone());
-        let h = match db.ledger.commit_async(entries).await {
+        let first = if conditions.is_empty() {
+            db.ledger.commit_async(entries).await
+        } else {
+            db.ledger.commit_if_async(entries, conditions.clone()).await
+        };
+        let h = match first {
             Ok(h) => h,
             Err(e @ (LedgerError::Closed | LedgerError::Poisoned { .. })) => {
                 let (Some(entries), Some(fresh)) = (again, self.recovered(&db.name).await) else {
@@ -61,7 +76,7 @@ impl Service {
                 }
                 db = fresh;
                 db.ledger
-                    .commit_async(entries)
+                    .commit_if_async(entries, conditions)
                     .await
                     .map_err(status::ledger)?
             }
@@ -207,6 +222,152 @@ impl data_server::Data for Service {
         let id = req.get_ref().id;
         let tx = blocking(move || db.ledger.tx(id)).await?;
         Ok(Response::new(tx_wire(tx)))
+    }
+
+    async fn exec_all(
+        &self,
+        req: Request<wire::ExecAllRequest>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        let db = self.writable(&req, &req.get_ref().database)?;
+        let r = req.into_inner();
+        let mut entries = Vec::with_capacity(r.operations.len());
+        let mut deletes = Vec::new();
+        for (i, op) in r.operations.into_iter().enumerate() {
+            match op.op {
+                Some(wire::op::Op::Kv(kv)) => entries.push(NewEntry::put(kv.key, kv.value)),
+                Some(wire::op::Op::DeleteKey(k)) => deletes.push(k),
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "operation {i} is empty: set kv or delete_key"
+                    )))
+                }
+            }
+        }
+        let mut conditions = Vec::with_capacity(r.preconditions.len());
+        for (i, p) in r.preconditions.into_iter().enumerate() {
+            use wire::precondition::Precondition as P;
+            conditions.push(match p.precondition {
+                Some(P::KeyMustExist(k)) => Precondition::MustExist(k),
+                Some(P::KeyMustNotExist(k)) => Precondition::MustNotExist(k),
+                Some(P::KeyNotModifiedAfterTx(c)) => Precondition::NotModifiedAfter {
+                    key: c.key,
+                    tx: c.tx_id,
+                },
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "precondition {i} is empty"
+                    )))
+                }
+            });
+        }
+        if !deletes.is_empty() {
+            let d = db.clone();
+            entries.extend(blocking(move || d.ledger.deletes(&deletes)).await?);
+        }
+        let (_, h) = self.commit_if(db, entries, conditions).await?;
+        Ok(Response::new((&h).into()))
+    }
+
+    async fn get_all(
+        &self,
+        req: Request<wire::GetAllRequest>,
+    ) -> Result<Response<wire::GetAllResponse>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let r = req.into_inner();
+        if r.keys.len() > PAGE_LIMIT_MAX as usize {
+            return Err(Status::invalid_argument(format!(
+                "{} keys: at most {PAGE_LIMIT_MAX} in one GetAll",
+                r.keys.len()
+            )));
+        }
+        let (entries, at) = blocking(move || {
+            let at = if r.at_tx == 0 {
+                db.ledger.state().tx_id
+            } else {
+                r.at_tx
+            };
+            let mut out = Vec::with_capacity(r.keys.len());
+            for key in &r.keys {
+                match db.ledger.get_at(key, at) {
+                    Ok(Some(kv)) => out.push(entry_wire(kv)),
+                    Ok(None) => {}
+                    Err(LedgerError::ValueTruncated { tx, .. }) => out.push(wire::Entry {
+                        key: key.clone(),
+                        tx,
+                        value_truncated: true,
+                        ..Default::default()
+                    }),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok((out, at))
+        })
+        .await?;
+        Ok(Response::new(wire::GetAllResponse { entries, at_tx: at }))
+    }
+
+    async fn tx_scan(
+        &self,
+        req: Request<wire::TxScanRequest>,
+    ) -> Result<Response<wire::TxScanResponse>, Status> {
+        /// Values in one answer, at most (the first tx always goes).
+        const SCAN_BYTES_MAX: usize = 16 << 20;
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 100 } else { limit_of(r.limit) } as u64;
+        let txs = blocking(move || {
+            let last = db.ledger.state().tx_id;
+            let ids: Box<dyn Iterator<Item = TxId>> = if r.desc {
+                let from = if r.initial_tx == 0 {
+                    last
+                } else {
+                    r.initial_tx.min(last)
+                };
+                Box::new(
+                    (1..=from)
+                        .rev()
+                        .take(usize::try_from(limit).unwrap_or(usize::MAX)),
+                )
+            } else {
+                let from = r.initial_tx.max(1);
+                Box::new((from..=last).take(usize::try_from(limit).unwrap_or(usize::MAX)))
+            };
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            for id in ids {
+                let tx = db.ledger.tx(id)?;
+                bytes += tx
+                    .entries
+                    .iter()
+                    .map(|e| e.key.len() + e.value.len())
+                    .sum::<usize>();
+                if !out.is_empty() && bytes > SCAN_BYTES_MAX {
+                    break;
+                }
+                out.push(tx_wire(tx));
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok(Response::new(wire::TxScanResponse { txs }))
+    }
+
+    async fn count(
+        &self,
+        req: Request<wire::CountRequest>,
+    ) -> Result<Response<wire::CountResponse>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let r = req.into_inner();
+        let (count, at) = blocking(move || {
+            let at = if r.at_tx == 0 {
+                db.ledger.state().tx_id
+            } else {
+                r.at_tx
+            };
+            Ok((db.ledger.count(&r.prefix, at)?, at))
+        })
+        .await?;
+        Ok(Response::new(wire::CountResponse { count, at_tx: at }))
     }
 
     async fn verifiable_set(

@@ -112,6 +112,56 @@ impl databases_server::Databases for Service {
         Ok(Response::new(self.info(&db)))
     }
 
+    async fn server_info(
+        &self,
+        req: Request<wire::ServerInfoRequest>,
+    ) -> Result<Response<wire::ServerInfoResponse>, Status> {
+        self.caller(&req)?;
+        let ms = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        };
+        let started = self.state.started;
+        let catalog = &self.state.catalog;
+        Ok(Response::new(wire::ServerInfoResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            format_version: u32::from(crate::integrity::FORMAT_VERSION),
+            protocol_major: wire::PROTOCOL_MAJOR,
+            protocol_minor: wire::PROTOCOL_MINOR,
+            started_at_ms: ms(started),
+            uptime_ms: ms(std::time::SystemTime::now()).saturating_sub(ms(started)),
+            databases: u32::try_from(
+                catalog
+                    .list()
+                    .iter()
+                    .filter(|d| d.name != wire::SYSTEM_DATABASE)
+                    .count(),
+            )
+            .unwrap_or(u32::MAX),
+            unavailable_databases: u32::try_from(catalog.unavailable().len()).unwrap_or(u32::MAX),
+            replicates: catalog
+                .replica_of()
+                .map(|r| r.primary())
+                .unwrap_or_default(),
+            public_key: self
+                .state
+                .signing_key
+                .as_ref()
+                .map(|k| crate::integrity::hex::encode(k.verifying_key().as_bytes()))
+                .unwrap_or_default(),
+            build: format!(
+                "{}-{} {}",
+                std::env::consts::ARCH,
+                std::env::consts::OS,
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
+            ),
+        }))
+    }
+
     async fn truncate_database(
         &self,
         req: Request<wire::TruncateDatabaseRequest>,
