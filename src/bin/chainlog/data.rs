@@ -15,7 +15,7 @@ pub async fn set(
     must_not_exist: &[String],
     not_modified_after: &[String],
 ) -> Result<(), Failure> {
-    if pairs.len() % 2 != 0 {
+    if !pairs.len().is_multiple_of(2) {
         return Err(Failure::Error(format!(
             "set takes KEY VALUE pairs: {} arguments given",
             pairs.len()
