@@ -24,6 +24,9 @@ use std::time::Duration;
 #[command(name = "chainlogd", version)]
 #[serde(deny_unknown_fields)]
 struct Settings {
+    #[command(subcommand)]
+    #[serde(skip)]
+    command: Option<DaemonCmd>,
     /// TOML file with any of the settings below.
     #[arg(long, env = "CHAINLOG_CONFIG", value_name = "FILE")]
     #[serde(skip)]
@@ -185,6 +188,7 @@ impl Settings {
     /// These settings, each unset one taken from `file`.
     fn or(self, file: Settings) -> Settings {
         Settings {
+            command: self.command,
             config: self.config,
             data_dir: self.data_dir.or(file.data_dir),
             listen: self.listen.or(file.listen),
@@ -516,11 +520,62 @@ async fn run(args: Settings) -> Result<(), String> {
     Ok(())
 }
 
+/// What chainlogd can do besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum DaemonCmd {
+    /// Write a new Ed25519 signing key (64 hex characters, mode 0600) for --signing-key, and
+    /// print its public key: give that to clients (`chainlog --server-key HEX`) and replicas
+    /// (`--replication-primary-public-key HEX`)
+    ///
+    /// Example: chainlogd keygen --out /etc/chainlog/signing.key
+    Keygen {
+        /// The key file to create (never overwritten)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+/// `chainlogd keygen`.
+fn keygen(out: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut seed = [0u8; 32];
+    chainlog::server::auth::random_bytes(&mut seed);
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    writeln!(f, "{}", chainlog::integrity::hex::encode(&seed))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    println!(
+        "{}",
+        chainlog::integrity::hex::encode(key.verifying_key().as_bytes())
+    );
+    eprintln!(
+        "chainlogd: signing key written to {} (keep it secret); its public key is above",
+        out.display()
+    );
+    Ok(())
+}
+
 /// Exit status after a second SIGTERM or SIGINT cut the shutdown short.
 const EXIT_INTERRUPTED: i32 = 130;
 
 fn main() -> std::process::ExitCode {
     let args = Settings::parse();
+    if let Some(DaemonCmd::Keygen { out }) = &args.command {
+        return match keygen(out) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chainlogd: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,5 +1,6 @@
 //! Reads, writes and verified calls on --db.
 
+use crate::input;
 use crate::out::{entry_json, header_json, put_bytes, text, Out};
 use crate::session::Session;
 use crate::Failure;
@@ -23,15 +24,15 @@ pub async fn set(
     }
     let kvs: Vec<(Vec<u8>, Vec<u8>)> = pairs
         .chunks(2)
-        .map(|p| (p[0].as_bytes().to_vec(), p[1].as_bytes().to_vec()))
-        .collect();
+        .map(|p| Ok((input::key(&p[0])?, input::value(&p[1])?)))
+        .collect::<Result<_, Failure>>()?;
     let mut conditions = Vec::new();
     use wire::precondition::Precondition as P;
     for k in must_exist {
-        conditions.push(P::KeyMustExist(k.as_bytes().to_vec()));
+        conditions.push(P::KeyMustExist(input::key(k)?));
     }
     for k in must_not_exist {
-        conditions.push(P::KeyMustNotExist(k.as_bytes().to_vec()));
+        conditions.push(P::KeyMustNotExist(input::key(k)?));
     }
     for c in not_modified_after {
         let (k, tx) = c
@@ -39,7 +40,7 @@ pub async fn set(
             .and_then(|(k, t)| Some((k, t.parse::<u64>().ok()?)))
             .ok_or_else(|| Failure::Error(format!("--not-modified-after {c:?}: give KEY=TX")))?;
         conditions.push(P::KeyNotModifiedAfterTx(wire::KeyNotModifiedAfterTx {
-            key: k.as_bytes().to_vec(),
+            key: input::key(k)?,
             tx_id: tx,
         }));
     }
@@ -76,7 +77,9 @@ pub async fn get_all(
         .await?
         .get_all(
             &session.db,
-            keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            keys.iter()
+                .map(|k| input::key(k))
+                .collect::<Result<_, _>>()?,
             at_tx,
         )
         .await?;
@@ -102,7 +105,7 @@ pub async fn count(session: &Session, out: &Out, prefix: &str, at_tx: u64) -> Re
     let r = session
         .connect()
         .await?
-        .count(&session.db, prefix.as_bytes(), at_tx)
+        .count(&session.db, &input::key(prefix)?, at_tx)
         .await?;
     out.print(json!({"count": r.count, "at_tx_id": r.at_tx}), || {
         r.count.to_string()
@@ -195,7 +198,7 @@ pub async fn get(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result<
         .await?
         .get_with(wire::GetRequest {
             database: session.db.clone(),
-            key: key.as_bytes().to_vec(),
+            key: input::key(key)?,
             at_tx,
             ..Default::default()
         })
@@ -213,7 +216,9 @@ pub async fn delete(session: &Session, out: &Out, keys: &[String]) -> Result<(),
         .await?
         .delete(
             &session.db,
-            keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            keys.iter()
+                .map(|k| input::key(k))
+                .collect::<Result<_, _>>()?,
         )
         .await?;
     out.print(header_json(&h), || format!("tx {}", h.id));
@@ -233,7 +238,7 @@ pub async fn history(
         .await?
         .history(wire::HistoryRequest {
             database: session.db.clone(),
-            key: key.as_bytes().to_vec(),
+            key: input::key(key)?,
             offset,
             limit,
             desc,
@@ -269,8 +274,8 @@ pub async fn scan(
         .await?
         .scan(wire::ScanRequest {
             database: session.db.clone(),
-            prefix: prefix.as_bytes().to_vec(),
-            after: after.unwrap_or_default().as_bytes().to_vec(),
+            prefix: input::key(prefix)?,
+            after: input::key(after.unwrap_or_default())?,
             limit,
             desc,
             at_tx: 0,
@@ -327,10 +332,7 @@ pub async fn vset(session: &Session, out: &Out, key: &str, value: &str) -> Resul
     let h = session
         .verified()
         .await?
-        .set(
-            &session.db,
-            vec![(key.as_bytes().to_vec(), value.as_bytes().to_vec())],
-        )
+        .set(&session.db, vec![(input::key(key)?, input::value(value)?)])
         .await?;
     out.print(json!({"tx_id": h.id, "verified": true}), || {
         format!("tx {} (verified)", h.id)
@@ -343,7 +345,7 @@ pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result
     let read = session
         .verified()
         .await?
-        .get(&session.db, key.as_bytes(), at_tx)
+        .get(&session.db, &input::key(key)?, at_tx)
         .await?;
     let e = match read {
         VerifiedRead::Value(e) => e,
@@ -353,7 +355,7 @@ pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result
             state_tx,
         } => {
             let mut o = serde_json::Map::new();
-            put_bytes(&mut o, "key", key.as_bytes());
+            put_bytes(&mut o, "key", &input::key(key)?);
             o.insert("found".into(), json!(false));
             o.insert("deleted_tx_id".into(), json!(tx));
             o.insert("at_tx_id".into(), json!(at_tx));
@@ -370,7 +372,7 @@ pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result
             state_tx,
         } => {
             let mut o = serde_json::Map::new();
-            put_bytes(&mut o, "key", key.as_bytes());
+            put_bytes(&mut o, "key", &input::key(key)?);
             o.insert("found".into(), json!(true));
             o.insert("value_truncated".into(), json!(true));
             o.insert("tx_id".into(), json!(tx));
@@ -384,7 +386,7 @@ pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result
         }
         VerifiedRead::Absent { at_tx, state_tx } => {
             let mut o = serde_json::Map::new();
-            put_bytes(&mut o, "key", key.as_bytes());
+            put_bytes(&mut o, "key", &input::key(key)?);
             o.insert("found".into(), json!(false));
             o.insert("at_tx_id".into(), json!(at_tx));
             o.insert("state_tx_id".into(), json!(state_tx));
@@ -455,10 +457,33 @@ pub async fn cosigned_state(
 
 pub async fn state(session: &Session, out: &Out) -> Result<(), Failure> {
     let db = &session.db;
-    let s = session.verified().await?.state(db).await?;
+    let v = session.verified().await?;
+    let s = v.state(db).await?;
+    // The key the server signs with, to pin with --server-key (checked only when given).
+    let key = v
+        .client()
+        .server_info()
+        .await
+        .map(|i| i.public_key)
+        .unwrap_or_default();
     out.print(
-        json!({"database": db, "uuid": s.uuid, "tx_id": s.tx_id, "alh": s.alh}),
-        || format!("{db} tx {} alh {}", s.tx_id, s.alh),
+        json!({"database": db, "uuid": s.uuid, "tx_id": s.tx_id, "alh": s.alh,
+               "server_public_key": (!key.is_empty()).then_some(&key),
+               "signature_required": session.server_key.is_some()}),
+        || {
+            let mut line = format!("{db} tx {} alh {}", s.tx_id, s.alh);
+            if !key.is_empty() {
+                line.push_str(&format!(
+                    "\nthe server signs states with {key}{}",
+                    if session.server_key.is_some() {
+                        " (verified)"
+                    } else {
+                        "; pin it with --server-key to require signatures"
+                    }
+                ));
+            }
+            line
+        },
     );
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod backup;
 mod data;
 mod databases;
+mod input;
 mod out;
 mod replication;
 mod session;
@@ -76,9 +77,16 @@ struct Cli {
         env = "CHAINLOG_DB"
     )]
     db: Option<String>,
-    /// Print JSON instead of text
+    /// Print JSON instead of text (keys and values that are not UTF-8 as `key_hex` and
+    /// `value_hex`; errors as {"error": {code, reason, message, exit}})
     #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
+    /// KEY (and PREFIX) arguments are hex: any bytes
+    #[arg(long, global = true, help_heading = "Global options")]
+    key_hex: bool,
+    /// VALUE arguments are hex: any bytes
+    #[arg(long, global = true, help_heading = "Global options")]
+    value_hex: bool,
     /// PEM CA to verify the server's TLS certificate (use an https:// address)
     #[arg(
         long,
@@ -187,9 +195,12 @@ enum Command {
     /// Example: chainlog set a 1 b 2
     ///          chainlog set balance 90 --not-modified-after balance=17   # compare-and-set
     Set {
-        /// KEY VALUE [KEY VALUE …]
-        #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
+        /// KEY VALUE [KEY VALUE …] (with --value-file: KEY alone)
+        #[arg(required = true, num_args = 1.., value_names = ["KEY", "VALUE"])]
         pairs: Vec<String>,
+        /// The value of the one KEY is this file's content, as it is (binary-safe)
+        #[arg(long, value_name = "FILE")]
+        value_file: Option<PathBuf>,
         /// Write only if KEY has a live value (repeat)
         #[arg(long, value_name = "KEY")]
         must_exist: Vec<String>,
@@ -471,6 +482,10 @@ impl From<ClientError> for Failure {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let out = Out { json: cli.json };
+    input::set(input::Encodings {
+        key_hex: cli.key_hex,
+        value_hex: cli.value_hex,
+    });
     let session = Session {
         addr: cli.addr,
         user: cli.user,
@@ -526,14 +541,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Replication(cmd) => replication::run(cmd, s, cli.db.as_deref(), &out).await,
         Command::Set {
             pairs,
+            value_file,
             must_exist,
             must_not_exist,
             not_modified_after,
         } => {
+            let mut pairs = pairs.clone();
+            if let Some(f) = value_file {
+                if pairs.len() != 1 {
+                    return Err(Failure::Error(
+                        "with --value-file, give one KEY and no VALUE".into(),
+                    ));
+                }
+                let bytes = std::fs::read(f)
+                    .map_err(|e| Failure::Error(format!("{}: {e}", f.display())))?;
+                input::set_file_value(bytes);
+                pairs.push(input::FILE_VALUE.to_string());
+            }
             data::set(
                 s,
                 &out,
-                pairs,
+                &pairs,
                 must_exist,
                 must_not_exist,
                 not_modified_after,
