@@ -536,6 +536,40 @@ impl Client {
             .into_inner())
     }
 
+    /// Deletes database `name` and its files (superuser); `force` even while replicas
+    /// follow it.
+    pub async fn delete_database(&self, name: &str, force: bool) -> Result<()> {
+        self.databases()
+            .delete_database(wire::DeleteDatabaseRequest {
+                name: name.to_string(),
+                force,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Closes database `name` until [`Client::load_database`] (superuser).
+    pub async fn unload_database(&self, name: &str) -> Result<wire::DatabaseInfo> {
+        Ok(self
+            .databases()
+            .unload_database(wire::UnloadDatabaseRequest {
+                name: name.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Opens an unloaded database again (superuser).
+    pub async fn load_database(&self, name: &str) -> Result<wire::DatabaseInfo> {
+        Ok(self
+            .databases()
+            .load_database(wire::LoadDatabaseRequest {
+                name: name.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
     /// The server's version, uptime and role.
     pub async fn server_info(&self) -> Result<wire::ServerInfoResponse> {
         Ok(self

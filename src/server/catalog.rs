@@ -60,6 +60,10 @@ pub enum CatalogError {
     },
     #[error("{SYSTEM_DATABASE} holds the server's users and databases and is written by the server alone")]
     SystemDatabase,
+    #[error("database {name} has {replicas} replica(s) following it: deleting it would leave them without a primary; give force to delete it anyway")]
+    HasReplicas { name: String, replicas: usize },
+    #[error("database {0} cannot be deleted or unloaded: {1}")]
+    Protected(String, &'static str),
     #[error("the system database is missing from {dir} although other databases are there: restore db/{SYSTEM_DATABASE} from a backup or a replica; nothing was recreated")]
     SystemMissing { dir: PathBuf },
     #[error(transparent)]
@@ -554,6 +558,139 @@ impl Catalog {
     ) -> Result<Arc<Database>, CatalogError> {
         self.reopen_around(name, accept_loss, |_| Ok(()))
             .map(|(db, _)| db)
+    }
+
+    /// Closes database `name` and lists it as unavailable ("unloaded") until
+    /// [`Catalog::load`] or the next start: its files stay, nothing is served from them.
+    pub fn unload(self: &Arc<Self>, name: &str) -> Result<(), CatalogError> {
+        if name == SYSTEM_DATABASE {
+            return Err(CatalogError::Protected(
+                name.to_string(),
+                "it holds the server's users and databases",
+            ));
+        }
+        let _change = self
+            .change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let db = self.get(name)?;
+        db.hub.stop_replicator();
+        if let Err(e) = db.ledger.close() {
+            tracing::warn!(database = %name, error = %e, "closing for the unload failed; it is unloaded all the same");
+        }
+        self.unavailable
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                name.to_string(),
+                Unavailable {
+                    name: name.to_string(),
+                    uuid: db.uuid.clone(),
+                    settings: db.settings.clone(),
+                    error: UNLOADED.to_string(),
+                },
+            );
+        self.dbs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+        Ok(())
+    }
+
+    /// Opens database `name` again after [`Catalog::unload`] (or one unavailable for another
+    /// reason, as [`Catalog::reopen`]); one already served is returned as it is.
+    pub fn load(self: &Arc<Self>, name: &str) -> Result<Arc<Database>, CatalogError> {
+        match self.get(name) {
+            Ok(db) => Ok(db),
+            Err(CatalogError::Unavailable { .. }) => self.reopen(name, false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes database `name`: refused for the system database and `defaultdb`, and while
+    /// replicas follow it unless `force`. Its record leaves the system database first; its
+    /// directory is then renamed aside and removed (a crash leaves the renamed directory,
+    /// removed at the next start). Its follow streams end.
+    pub fn delete(self: &Arc<Self>, name: &str, force: bool) -> Result<(), CatalogError> {
+        if name == SYSTEM_DATABASE {
+            return Err(CatalogError::Protected(
+                name.to_string(),
+                "it holds the server's users and databases",
+            ));
+        }
+        if name == "defaultdb" {
+            return Err(CatalogError::Protected(
+                name.to_string(),
+                "it is the default database clients use (as immudb's)",
+            ));
+        }
+        self.check_primary()?;
+        let _change = self
+            .change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (uuid, served) = match self.get(name) {
+            Ok(db) => (db.uuid.clone(), Some(db)),
+            Err(CatalogError::Unavailable { .. }) => (
+                self.unavailable
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(name)
+                    .map(|u| u.uuid.clone())
+                    .unwrap_or_default(),
+                None,
+            ),
+            Err(e) => return Err(e),
+        };
+        if let Some(db) = &served {
+            let replicas = db.hub.followers().len();
+            if replicas > 0 && !force {
+                return Err(CatalogError::HasReplicas {
+                    name: name.to_string(),
+                    replicas,
+                });
+            }
+            db.hub.stop_replicator();
+            if let Err(e) = db.ledger.close() {
+                tracing::warn!(database = %name, error = %e, "closing before the delete failed; it is deleted all the same");
+            }
+        }
+        let mut next = self
+            .dbs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        next.remove(name);
+        let held = self
+            .unavailable
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+        if let Err(e) = self.persist(&next) {
+            if let Some(u) = held {
+                self.unavailable
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(name.to_string(), u);
+            }
+            return Err(e);
+        }
+        *self
+            .dbs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        let dir = self.dir.join("db").join(name);
+        if dir.exists() {
+            let trash = self
+                .dir
+                .join("db")
+                .join(format!("{TRASH_PREFIX}{name}-{uuid}"));
+            fs::rename(&dir, &trash)?;
+            if let Err(e) = fs::remove_dir_all(&trash) {
+                tracing::warn!(path = %trash.display(), error = %e, "could not remove a deleted database's files; they go at the next start");
+            }
+        }
+        Ok(())
     }
 
     /// Drops the values of `name`'s txs before `before_tx` (`ledger::truncate`): the
@@ -1238,7 +1375,12 @@ fn record_json(r: &DatabaseRecord) -> String {
 }
 
 /// Names of the directories under `db/` that hold a refreshed or rewound replica's old data.
+/// Directories being removed (a refreshed replica's old data, a deleted database): any left
+/// by a crash are removed at the next start.
 const TRASH_PREFIX: &str = ".refreshed-";
+
+/// Why an unloaded database is unavailable.
+pub const UNLOADED: &str = "unloaded (LoadDatabase, or the next start, loads it again)";
 /// Names of the directories under `db/` where a rewound replica is built:
 /// `.rewound-<name>-<uuid>`. Complete once the old one was renamed aside.
 const REWOUND_PREFIX: &str = ".rewound-";

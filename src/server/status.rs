@@ -89,6 +89,9 @@ pub fn catalog(e: CatalogError) -> Status {
             Reason::ReadOnlyReplica.referral(e.to_string(), &primary)
         }
         CatalogError::SystemDatabase => Status::permission_denied(e.to_string()),
+        CatalogError::HasReplicas { .. } | CatalogError::Protected(..) => {
+            Status::failed_precondition(e.to_string())
+        }
         CatalogError::LeaseLapsed { .. } => Status::unavailable(e.to_string()),
         CatalogError::Fenced {
             ref newer_primary, ..

@@ -261,6 +261,21 @@ pub enum DatabaseCmd {
         #[arg(long)]
         accept_tx_loss: bool,
     },
+    /// Delete database NAME and its files (superuser)
+    ///
+    /// Refused for systemdb and defaultdb, and while replicas follow it unless --force.
+    /// Grants on it are revoked. There is no undo: take a backup first.
+    Delete {
+        name: String,
+        /// Delete it even though replicas follow it
+        #[arg(long)]
+        force: bool,
+    },
+    /// Close database NAME without a restart; it stays listed as unloaded until `database
+    /// load` or the next start (superuser)
+    Unload { name: String },
+    /// Open an unloaded database again (superuser)
+    Load { name: String },
     /// Drop the values of old txs of NAME to reclaim space (immudb's truncate)
     ///
     /// Every header, Alh, key and value hash stays, so every state and proof still verifies;
@@ -392,6 +407,26 @@ pub async fn run(cmd: &DatabaseCmd, session: &Session, out: &Out) -> Result<(), 
             out.print(info_json(&i), || {
                 format!(
                     "reopened database {} at tx {}",
+                    i.name,
+                    i.state.as_ref().map_or(0, |s| s.tx_id)
+                )
+            });
+        }
+        DatabaseCmd::Delete { name, force } => {
+            c.delete_database(name, *force).await?;
+            out.print(json!({"name": name, "deleted": true}), || {
+                format!("deleted database {name}")
+            });
+        }
+        DatabaseCmd::Unload { name } => {
+            let i = c.unload_database(name).await?;
+            out.print(info_json(&i), || format!("unloaded database {name}"));
+        }
+        DatabaseCmd::Load { name } => {
+            let i = c.load_database(name).await?;
+            out.print(info_json(&i), || {
+                format!(
+                    "loaded database {} at tx {}",
                     i.name,
                     i.state.as_ref().map_or(0, |s| s.tx_id)
                 )

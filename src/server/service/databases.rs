@@ -112,6 +112,70 @@ impl databases_server::Databases for Service {
         Ok(Response::new(self.info(&db)))
     }
 
+    async fn delete_database(
+        &self,
+        req: Request<wire::DeleteDatabaseRequest>,
+    ) -> Result<Response<wire::DeleteDatabaseResponse>, Status> {
+        let caller = self.superuser(&req)?;
+        let r = req.into_inner();
+        let state = self.state.clone();
+        let name = r.name.clone();
+        offload(
+            move || state.catalog.delete(&r.name, r.force),
+            status::catalog,
+        )
+        .await?;
+        // A database created later under the same name starts with no grants.
+        for (user, u) in self.state.auth.list() {
+            if u.grants.contains_key(&name) {
+                if let Err(e) = self.state.auth.grant(&user, &name, None) {
+                    tracing::warn!(%user, database = %name, error = %e, "could not revoke a grant on the deleted database");
+                }
+            }
+        }
+        tracing::info!(database = %name, by = %caller, "database deleted");
+        Ok(Response::new(wire::DeleteDatabaseResponse {}))
+    }
+
+    async fn unload_database(
+        &self,
+        req: Request<wire::UnloadDatabaseRequest>,
+    ) -> Result<Response<wire::DatabaseInfo>, Status> {
+        let caller = self.superuser(&req)?;
+        let name = req.into_inner().name;
+        let state = self.state.clone();
+        let n = name.clone();
+        offload(move || state.catalog.unload(&n), status::catalog).await?;
+        tracing::info!(database = %name, by = %caller, "database unloaded");
+        let info = self
+            .state
+            .catalog
+            .unavailable()
+            .into_iter()
+            .find(|u| u.name == name)
+            .map(|u| wire::DatabaseInfo {
+                name: u.name,
+                uuid: u.uuid,
+                settings: Some(crate::server::convert::settings_wire(&u.settings)),
+                state: None,
+                unavailable: u.error,
+            })
+            .unwrap_or_default();
+        Ok(Response::new(info))
+    }
+
+    async fn load_database(
+        &self,
+        req: Request<wire::LoadDatabaseRequest>,
+    ) -> Result<Response<wire::DatabaseInfo>, Status> {
+        let caller = self.superuser(&req)?;
+        let name = req.into_inner().name;
+        let state = self.state.clone();
+        let db = offload(move || state.catalog.load(&name), status::catalog).await?;
+        tracing::info!(database = %db.name, by = %caller, "database loaded");
+        Ok(Response::new(self.info(&db)))
+    }
+
     async fn server_info(
         &self,
         req: Request<wire::ServerInfoRequest>,
