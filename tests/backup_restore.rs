@@ -178,19 +178,26 @@ async fn a_backup_under_load_restores_elsewhere_with_the_same_states() {
         .await
         .unwrap();
 
-    // The client's trusted state of the original verifies against the copy; a forged one
-    // does not (the check can fail).
+    // The client's trusted state of the original verifies against the copy: states are kept
+    // per database identity, which the restored copy shares, so the copy at another address
+    // under another name must extend the state trusted for the original. A forged trusted
+    // state does not verify (the check can fail).
     let states: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    let entry = states["databases"][format!("{}/defaultdb", a.addr)].clone();
+    let entry = states["databases"][&a_state.uuid].clone();
     assert!(entry.is_object(), "{states}");
     let copy_state = dir.path().join("copy-state.json");
-    let mut file = serde_json::json!({"databases": {format!("{}/copy", b.addr): entry}});
-    std::fs::write(&copy_state, file.to_string()).unwrap();
-    run(&b.addr, &copy_state, &["--db", "copy", "state"], 0).await;
-    let mut forged = entry.clone();
-    forged["alh"] = Value::String("11".repeat(32));
-    file["databases"][format!("{}/copy", b.addr)] = forged;
-    std::fs::write(&copy_state, file.to_string()).unwrap();
+    std::fs::copy(&state, &copy_state).unwrap();
+    let (v, _) = run(
+        &b.addr,
+        &copy_state,
+        &["--json", "--db", "copy", "state"],
+        0,
+    )
+    .await;
+    assert!(v["tx_id"].as_u64().unwrap() > inc_end, "{v}");
+    let mut forged = states.clone();
+    forged["databases"][&a_state.uuid]["alh"] = Value::String("11".repeat(32));
+    std::fs::write(&copy_state, forged.to_string()).unwrap();
     run(&b.addr, &copy_state, &["--db", "copy", "state"], 3).await;
 
     // Staged: the full backup kept a replica, the incremental one restored onto it later.

@@ -45,7 +45,11 @@ fn parallel_verified_writes_share_one_state_file() {
     // The file holds the newest state: tx 61 (the first vset, then 60).
     let states: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    let entry = &states["databases"][format!("{}/defaultdb", server.addr)];
+    let uuid = states["names"][format!("{}/defaultdb", server.addr)]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let entry = &states["databases"][&uuid];
     assert_eq!(entry["tx_id"], 61, "{states}");
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -68,7 +72,8 @@ fn state_forget_resets_a_trusted_state_that_no_longer_verifies() {
     let mut states: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     let slot = format!("{}/defaultdb", server.addr);
-    states["databases"][&slot]["tx_id"] = serde_json::json!(99);
+    let uuid = states["names"][&slot].as_str().unwrap().to_string();
+    states["databases"][&uuid]["tx_id"] = serde_json::json!(99);
     std::fs::write(&state, states.to_string()).unwrap();
     let (code, _, err) = cli(&server.addr, &state, &["state"]);
     assert_eq!(code, 3);
@@ -82,4 +87,36 @@ fn state_forget_resets_a_trusted_state_that_no_longer_verifies() {
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = cli(&server.addr, &state, &["state"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn one_trusted_state_per_database_whatever_the_address_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let state: PathBuf = dir.path().join("state.json");
+    let (code, out, err) = cli(&server.addr, &state, &["vset", "a", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The same server as `localhost`: the state trusted through 127.0.0.1 applies.
+    let other = server.addr.replace("127.0.0.1", "localhost");
+    let mut states: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let uuid = states["names"][format!("{}/defaultdb", server.addr)]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A trusted state the server cannot extend must be caught under the other spelling too
+    // (without identities it would be trusted on first use there: a rollback unseen).
+    states["databases"][&uuid]["tx_id"] = serde_json::json!(99);
+    std::fs::write(&state, states.to_string()).unwrap();
+    let (code, _, err) = cli(&other, &state, &["state"]);
+    assert_eq!(code, 3, "{err}");
+    // A state file from before identities (keyed by address) is read and moved.
+    let legacy = serde_json::json!({"databases": {format!("{}/defaultdb", server.addr): {
+        "uuid": uuid, "tx_id": 1, "alh": states["databases"][&uuid]["alh"], "epoch": 1}}});
+    std::fs::write(&state, legacy.to_string()).unwrap();
+    let (code, out, err) = cli(&other, &state, &["vget", "a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert!(after["databases"][&uuid].is_object(), "{after}");
+    assert_eq!(after["names"][format!("{other}/defaultdb")], uuid.as_str());
 }

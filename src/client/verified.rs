@@ -207,22 +207,70 @@ impl VerifiedRead {
     }
 }
 
-/// The trusted-state file's content: `{"databases": {"<server address>/<database>": state}}`.
+/// The trusted-state file's content: `{"databases": {"<identity>": state}, "names":
+/// {"<server address>/<database>": "<identity>"}}`. States are kept per database identity,
+/// so that every spelling of a server's address (`localhost`, `127.0.0.1`, a DNS name) and
+/// every copy of a database (a replica, a restored backup) is checked against the one state
+/// the client trusts for that database.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StateFile {
-    /// Keyed by `<server address>/<database>`.
+    /// Keyed by the database's identity (older files: by `<server address>/<database>`,
+    /// moved at load).
     databases: BTreeMap<String, TrustedState>,
+    /// Which identity each `<server address>/<database>` answered with.
+    #[serde(default)]
+    names: BTreeMap<String, String>,
 }
 
-/// The states a state file trusts, keyed by `<server address>/<database>`: for an auditor
-/// checking a data directory against them (`chainlog verify --state-file`).
+impl StateFile {
+    /// Moves states keyed by name (files from before identities) under their identity.
+    fn normalize(mut self) -> StateFile {
+        let legacy: Vec<String> = self
+            .databases
+            .iter()
+            .filter(|(k, v)| **k != v.uuid)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in legacy {
+            if let Some(v) = self.databases.remove(&k) {
+                self.names.insert(k, v.uuid.clone());
+                self.keep_newer(v);
+            }
+        }
+        self
+    }
+
+    /// Trusts `s` for its identity unless a newer state of it is trusted already.
+    fn keep_newer(&mut self, s: TrustedState) -> TrustedState {
+        match self.databases.get(&s.uuid) {
+            Some(d) if d.tx_id > s.tx_id => d.clone(),
+            _ => {
+                self.databases.insert(s.uuid.clone(), s.clone());
+                s
+            }
+        }
+    }
+
+    /// The state trusted for a name, through its identity.
+    fn lookup(&self, slot: &str) -> Option<TrustedState> {
+        self.names
+            .get(slot)
+            .and_then(|u| self.databases.get(u))
+            .cloned()
+    }
+}
+
+/// The states a state file trusts, keyed by database identity: for an auditor checking a
+/// data directory against them (`chainlog verify --state-file`).
 pub fn read_trusted_states(path: &Path) -> Result<BTreeMap<String, TrustedState>> {
     Ok(load(path)?.databases)
 }
 
 fn load(path: &Path) -> Result<StateFile> {
     match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| state_file_error(path, e)),
+        Ok(b) => serde_json::from_slice::<StateFile>(&b)
+            .map(StateFile::normalize)
+            .map_err(|e| state_file_error(path, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::default()),
         Err(e) => Err(state_file_error(path, e)),
     }
@@ -312,14 +360,24 @@ impl VerifiedClient {
         format!("{}/{db}", self.client.addr())
     }
 
-    /// The state trusted for `db`, if any.
+    /// The state trusted for `db`, if any. A name this client has not used yet is first
+    /// asked for its identity (an unverified `CurrentState`): if the file trusts a state of
+    /// that identity (the same database under another address spelling, or a copy of it),
+    /// that state is the one every answer must extend.
     pub async fn trusted(&self, db: &str) -> Option<TrustedState> {
-        self.states
-            .lock()
-            .await
-            .databases
-            .get(&self.slot(db))
-            .cloned()
+        let slot = self.slot(db);
+        {
+            let states = self.states.lock().await;
+            if states.names.contains_key(&slot) || states.databases.is_empty() {
+                return states.lookup(&slot);
+            }
+        }
+        let uuid = self.client.current_state(db).await.ok()?.uuid;
+        let mut states = self.states.lock().await;
+        if states.databases.contains_key(&uuid) {
+            states.names.insert(slot.clone(), uuid);
+        }
+        states.lookup(&slot)
     }
 
     fn evidence<'a>(&self, db: &'a str, trusted: Option<TrustedState>) -> Evidence<'a> {
@@ -397,7 +455,7 @@ impl VerifiedClient {
     ) -> Result<integrity::TxHeader> {
         let mut states = self.states.lock().await;
         let slot = self.slot(db);
-        let mut ev = self.evidence(db, states.databases.get(&slot).cloned());
+        let mut ev = self.evidence(db, states.lookup(&slot));
         let state = ev.need(wire::required("state", &vt.state))?;
         let (alh, newer) = self.check_state(&mut ev, state)?;
         let tx =
@@ -450,7 +508,8 @@ impl VerifiedClient {
             alh: alh.to_hex(),
             epoch,
         };
-        states.databases.insert(slot.clone(), ours.clone());
+        states.names.insert(slot.clone(), ours.uuid.clone());
+        states.keep_newer(ours.clone());
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::fs::create_dir_all(dir).map_err(|e| state_file_error(&self.path, e))?;
         }
@@ -462,12 +521,9 @@ impl VerifiedClient {
         let _lock = crate::fs::FileLock::exclusive(std::path::Path::new(&lock_path))
             .map_err(|e| state_file_error(&self.path, e))?;
         let mut on_disk = load(&self.path)?;
-        let keep = match on_disk.databases.get(&slot) {
-            Some(d) if d.uuid == ours.uuid && d.tx_id > ours.tx_id => d.clone(),
-            _ => ours,
-        };
-        on_disk.databases.insert(slot.clone(), keep.clone());
-        states.databases.insert(slot, keep);
+        on_disk.names.insert(slot, ours.uuid.clone());
+        let keep = on_disk.keep_newer(ours);
+        states.databases.insert(keep.uuid.clone(), keep);
         let bytes =
             serde_json::to_vec_pretty(&on_disk).map_err(|e| state_file_error(&self.path, e))?;
         crate::fs::replace(&self.path, &bytes, crate::fs::PRIVATE_MODE)
@@ -487,7 +543,7 @@ impl VerifiedClient {
         let mut on_disk = load(&self.path)?;
         let prefix = format!("{}/", self.client.addr());
         let chosen: Vec<String> = on_disk
-            .databases
+            .names
             .keys()
             .filter(|k| match db {
                 Some(d) => **k == self.slot(d),
@@ -497,10 +553,15 @@ impl VerifiedClient {
             .collect();
         let mut gone = Vec::new();
         for k in chosen {
-            if let Some(s) = on_disk.databases.remove(&k) {
-                gone.push((k.clone(), s));
+            // The identity's state goes, with every name that refers to it.
+            if let Some(uuid) = on_disk.names.get(&k).cloned() {
+                if let Some(s) = on_disk.databases.remove(&uuid) {
+                    gone.push((k.clone(), s));
+                }
+                on_disk.names.retain(|_, u| *u != uuid);
+                states.databases.remove(&uuid);
+                states.names.retain(|_, u| *u != uuid);
             }
-            states.databases.remove(&k);
         }
         let bytes =
             serde_json::to_vec_pretty(&on_disk).map_err(|e| state_file_error(&self.path, e))?;
@@ -644,7 +705,7 @@ impl VerifiedClient {
     ) -> Result<VerifiedRead> {
         let mut states = self.states.lock().await;
         let slot = self.slot(db);
-        let mut ev = self.evidence(db, states.databases.get(&slot).cloned());
+        let mut ev = self.evidence(db, states.lookup(&slot));
         let (alh, _) = self.check_state(&mut ev, state)?;
         if alh != integrity::ALH_GENESIS {
             return Err(ev.of(TamperReason::WrongAnswer));
