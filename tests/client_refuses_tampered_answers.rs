@@ -56,7 +56,11 @@ async fn setup(extra: &[&str]) -> Setup {
 
 fn assert_tampered((code, out, err): (i32, String, String), what: &str) {
     assert_eq!(code, 3, "{what}: exit {code}, out {out:?}, err {err:?}");
-    assert!(err.contains("VERIFICATION FAILED"), "{what}: {err}");
+    // With --json the failure is an object on stdout.
+    assert!(
+        err.contains("VERIFICATION FAILED") || out.contains("\"code\":\"verification_failed\""),
+        "{what}: {out} {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
