@@ -32,6 +32,13 @@ fn pairs_getall_count_txscan_info_and_conditions_from_the_cli() {
     let v = json(&out);
     assert_eq!(v["at_tx_id"], 1);
     assert_eq!(v["entries"].as_array().unwrap().len(), 2, "{v}");
+    let (c, out, err) = run(&["--json", "get-all", "--verify", "a", "b", "nope"]);
+    assert_eq!(c, 0, "{out}{err}");
+    let v = json(&out);
+    assert_eq!(v[0]["value"], "1", "{v}");
+    assert_eq!(v[1]["value"], "2", "{v}");
+    assert_eq!(v[2]["found"], false, "{v}");
+    assert!(v.as_array().unwrap().iter().all(|e| e["verified"] == true));
     let (_, out, _) = run(&["--json", "count", ""]);
     assert_eq!(json(&out)["count"], 2);
     let (_, out, _) = run(&["--json", "count", "a"]);

@@ -5,7 +5,10 @@
 //! ```text
 //! cargo run --release --example server_load -- [--addr URL] [--password P] [--secs S] set CLIENTS...
 //! cargo run --release --example server_load -- [--addr URL] [--password P] [--secs S] get
+//! cargo run --release --example server_load -- [--addr URL] [--password P] [--secs S] getall
 //! ```
+//! `getall`: 100 keys read and verified with one VerifiableGetAll against 100 VerifiableGets,
+//! both through `VerifiedClient` (every proof checked), in alternating rounds.
 //! Without --addr it starts `chainlogd` itself (target/release/chainlogd, so build it first
 //! with `cargo build --release --bin chainlogd`) on a temporary data directory, through the
 //! tests' launcher (tests/common/launcher.rs).
@@ -117,6 +120,47 @@ async fn get_load(addr: &str, password: &str, secs: u64) {
     }
 }
 
+async fn getall_load(addr: &str, password: &str, secs: u64) {
+    let client = Client::connect(addr, None).await.expect("connect");
+    client.login("admin", password).await.expect("login");
+    for i in 0..1000u64 {
+        client
+            .set("defaultdb", vec![(key(998, i), vec![7u8; 100])])
+            .await
+            .expect("set");
+    }
+    let dir = std::env::temp_dir().join(format!("server-load-{}", std::process::id()));
+    let verified = chainlog::client::VerifiedClient::new(client, dir.join("state.json"), None)
+        .expect("state file");
+    let keys: Vec<Vec<u8>> = (0..100u64).map(|i| key(998, i * 7)).collect();
+    let (mut one, mut many) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let r = verified.get_all("defaultdb", &keys).await.expect("get_all");
+        assert_eq!(r.len(), 100);
+        one.push(t.elapsed());
+        let t = Instant::now();
+        for k in &keys {
+            verified.get("defaultdb", k, 0).await.expect("get");
+        }
+        many.push(t.elapsed());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    for (name, lat) in [
+        ("1 VerifiableGetAll of 100 keys", &mut one),
+        ("100 VerifiableGets", &mut many),
+    ] {
+        lat.sort();
+        println!(
+            "{name}: p50 {:.2} ms, p99 {:.2} ms ({} rounds)",
+            percentile(lat, 0.5).as_secs_f64() * 1e3,
+            percentile(lat, 0.99).as_secs_f64() * 1e3,
+            lat.len()
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -147,8 +191,9 @@ async fn main() {
             }
         }
         Some("get") => get_load(&addr, &password, secs).await,
+        Some("getall") => getall_load(&addr, &password, secs).await,
         _ => eprintln!(
-            "usage: server_load [--addr URL] [--password P] [--secs S] set CLIENTS... | get"
+            "usage: server_load [--addr URL] [--password P] [--secs S] set CLIENTS... | get | getall"
         ),
     }
 }

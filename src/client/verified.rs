@@ -599,6 +599,55 @@ impl VerifiedClient {
             }
             Err(s) => return Err(ev.status(s)),
         };
+        self.verify_read(db, ev, &ve, key, at_tx).await
+    }
+
+    /// Reads the latest values of `keys` in one call (`VerifiableGetAll`), all as of one tx
+    /// (the state the server answers with), each verified exactly as [`VerifiedClient::get`]
+    /// verifies one; the answers come in the order of `keys`. An answer missing a key, or
+    /// with keys out of order, is tamper evidence.
+    pub async fn get_all(&self, db: &str, keys: &[Vec<u8>]) -> Result<Vec<VerifiedRead>> {
+        let trusted = self.trusted(db).await;
+        let ev = self.evidence(db, trusted.clone());
+        let answer = self
+            .client
+            .data()
+            .verifiable_get_all(wire::VerifiableGetAllRequest {
+                database: db.to_string(),
+                keys: keys.to_vec(),
+                trusted_tx_id: trusted.as_ref().map_or(0, |t| t.tx_id),
+                known_epoch: trusted.as_ref().map_or(0, |t| t.epoch),
+            })
+            .await
+            .map_err(|e| ev.status(e))?
+            .into_inner();
+        if answer.entries.len() != keys.len() {
+            return Err(ev.of(TamperReason::WrongAnswer));
+        }
+        // Every key is read as of one tx: the first answer's, which every other must share
+        // (a later answer may come in a newer state, which must extend the trusted one).
+        let at = answer
+            .entries
+            .first()
+            .and_then(|e| e.at.as_ref())
+            .map_or(0, |h| h.id);
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, ve) in keys.iter().zip(&answer.entries) {
+            let ev = self.evidence(db, self.trusted(db).await);
+            out.push(self.verify_read(db, ev, ve, key, at).await?);
+        }
+        Ok(out)
+    }
+
+    /// Verifies one answer of a verified read of `key` as of `at_tx`, then trusts its state.
+    async fn verify_read(
+        &self,
+        db: &str,
+        ev: Evidence<'_>,
+        ve: &wire::VerifiableEntry,
+        key: &[u8],
+        at_tx: TxId,
+    ) -> Result<VerifiedRead> {
         let vt = ev.need(wire::required("tx", &ve.tx))?;
         let proof: MapProof =
             ev.need(wire::required("latest", &ve.latest).and_then(TryInto::try_into))?;

@@ -112,6 +112,13 @@ impl data_server::Data for Proxy {
         self.data.clone().tx_by_id(upstream(req)).await
     }
 
+    async fn verifiable_get_all(
+        &self,
+        req: Request<wire::VerifiableGetAllRequest>,
+    ) -> Result<Response<wire::VerifiableGetAllResponse>, Status> {
+        self.data.clone().verifiable_get_all(upstream(req)).await
+    }
+
     async fn exec_all(
         &self,
         req: Request<wire::ExecAllRequest>,

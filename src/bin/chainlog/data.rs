@@ -101,6 +101,49 @@ pub async fn get_all(
     Ok(())
 }
 
+/// `get-all --verify`: each key's latest value or proven absence.
+pub async fn vget_all(session: &Session, out: &Out, keys: &[String]) -> Result<(), Failure> {
+    let raw: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| input::key(k))
+        .collect::<Result<_, _>>()?;
+    let reads = session.verified().await?.get_all(&session.db, &raw).await?;
+    let mut rows = Vec::new();
+    let mut lines = Vec::new();
+    for (k, r) in raw.iter().zip(reads) {
+        let mut o = serde_json::Map::new();
+        put_bytes(&mut o, "key", k);
+        let line = match r {
+            VerifiedRead::Value(e) => {
+                put_bytes(&mut o, "value", &e.value);
+                o.insert("found".into(), json!(true));
+                o.insert("tx_id".into(), json!(e.tx));
+                format!("{}\t{}\t(tx {}, verified)", text(k), text(&e.value), e.tx)
+            }
+            VerifiedRead::Truncated { tx, .. } => {
+                o.insert("found".into(), json!(true));
+                o.insert("value_truncated".into(), json!(true));
+                o.insert("tx_id".into(), json!(tx));
+                format!("{}\t(value truncated)\t(tx {tx}, verified)", text(k))
+            }
+            VerifiedRead::Deleted { tx, .. } => {
+                o.insert("found".into(), json!(false));
+                o.insert("deleted_tx_id".into(), json!(tx));
+                format!("{}\tnot found (proven): deleted by tx {tx}", text(k))
+            }
+            VerifiedRead::Absent { .. } => {
+                o.insert("found".into(), json!(false));
+                format!("{}\tnot found (proven)", text(k))
+            }
+        };
+        o.insert("verified".into(), json!(true));
+        rows.push(serde_json::Value::Object(o));
+        lines.push(line);
+    }
+    out.print(json!(rows), || lines.join("\n"));
+    Ok(())
+}
+
 pub async fn count(session: &Session, out: &Out, prefix: &str, at_tx: u64) -> Result<(), Failure> {
     let r = session
         .connect()

@@ -220,6 +220,10 @@ enum Command {
         /// As of this tx (0: the last)
         #[arg(long, default_value_t = 0)]
         at_tx: u64,
+        /// Verify every answer against the trusted state, as vget does (VerifiableGetAll;
+        /// as of the state the server answers with)
+        #[arg(long, conflicts_with = "at_tx")]
+        verify: bool,
     },
     /// How many live keys start with PREFIX
     Count {
@@ -568,7 +572,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             )
             .await
         }
-        Command::GetAll { keys, at_tx } => data::get_all(s, &out, keys, *at_tx).await,
+        Command::GetAll {
+            keys,
+            at_tx: _,
+            verify: true,
+        } => data::vget_all(s, &out, keys).await,
+        Command::GetAll {
+            keys,
+            at_tx,
+            verify: false,
+        } => data::get_all(s, &out, keys, *at_tx).await,
         Command::Count { prefix, at_tx } => data::count(s, &out, prefix, *at_tx).await,
         Command::Txs { from, limit, desc } => data::txs(s, &out, *from, *limit, *desc).await,
         Command::Info => data::info(s, &out).await,

@@ -399,6 +399,32 @@ impl data_server::Data for Service {
         Ok(Response::new(v))
     }
 
+    async fn verifiable_get_all(
+        &self,
+        req: Request<wire::VerifiableGetAllRequest>,
+    ) -> Result<Response<wire::VerifiableGetAllResponse>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        learn_epoch(&db, req.get_ref().known_epoch);
+        let r = req.into_inner();
+        if r.keys.len() > PAGE_LIMIT_MAX as usize {
+            return Err(Status::invalid_argument(format!(
+                "{} keys: at most {PAGE_LIMIT_MAX} in one VerifiableGetAll",
+                r.keys.len()
+            )));
+        }
+        let this = self.clone();
+        let entries = blocking(move || {
+            // One state for every key: the last tx when the call starts.
+            let at = db.ledger.state().tx_id;
+            r.keys
+                .iter()
+                .map(|k| this.verifiable_entry(&db, k, at, r.trusted_tx_id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+        Ok(Response::new(wire::VerifiableGetAllResponse { entries }))
+    }
+
     async fn verifiable_tx_by_id(
         &self,
         req: Request<wire::VerifiableTxByIdRequest>,
