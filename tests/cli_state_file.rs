@@ -116,6 +116,9 @@ fn one_trusted_state_per_database_whatever_the_address_spelling() {
     std::fs::write(&state, legacy.to_string()).unwrap();
     let (code, out, err) = cli(&other, &state, &["vget", "a"]);
     assert_eq!(code, 0, "{out}{err}");
+    // (A read in the trusted state writes nothing; a newer state is saved in the new form.)
+    let (code, out, err) = cli(&other, &state, &["vset", "b", "2"]);
+    assert_eq!(code, 0, "{out}{err}");
     let after: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     assert!(after["databases"][&uuid].is_object(), "{after}");
     assert_eq!(after["names"][format!("{other}/defaultdb")], uuid.as_str());
