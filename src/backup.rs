@@ -268,6 +268,8 @@ pub struct Reader {
     file: std::io::BufReader<std::fs::File>,
     offset: u64,
     state: ReadState,
+    /// An item read past the end of a batch, given out next.
+    peeked: Option<Item>,
 }
 
 #[derive(PartialEq, Eq)]
@@ -285,6 +287,7 @@ impl Reader {
             file: std::io::BufReader::with_capacity(1 << 20, file),
             offset: 0,
             state: ReadState::Begin,
+            peeked: None,
         };
         let mut h = [0u8; FILE_HEADER_BYTES];
         if !r.read_exact_or_eof(&mut h)? {
@@ -388,6 +391,50 @@ impl Reader {
         };
         self.offset += total as u64;
         Ok(Some(item))
+    }
+}
+
+/// A backup file read in steps: its begin, its txs in batches (at most
+/// `RESTORE_BATCH_TXS` txs or about `RESTORE_BATCH_BYTES`), its end.
+#[derive(Debug)]
+pub enum Step {
+    Begin(Begin),
+    Batch(Vec<Bytes>),
+    End(End),
+}
+
+impl Reader {
+    /// The next step, `None` after the end.
+    pub fn next_step(&mut self) -> Result<Option<Step>> {
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            if batch.len() >= RESTORE_BATCH_TXS || bytes >= RESTORE_BATCH_BYTES {
+                return Ok(Some(Step::Batch(batch)));
+            }
+            // A batch ends before the item after it, which is read again next time.
+            if !batch.is_empty() && self.state != ReadState::Txs {
+                return Ok(Some(Step::Batch(batch)));
+            }
+            match self
+                .peeked
+                .take()
+                .map_or_else(|| self.next_item(), |i| Ok(Some(i)))?
+            {
+                Some(Item::Tx(record)) => {
+                    bytes += record.len();
+                    batch.push(record);
+                }
+                Some(item) if !batch.is_empty() => {
+                    self.peeked = Some(item);
+                    return Ok(Some(Step::Batch(batch)));
+                }
+                Some(Item::Begin(b)) => return Ok(Some(Step::Begin(b))),
+                Some(Item::End(e)) => return Ok(Some(Step::End(e))),
+                None if !batch.is_empty() => return Ok(Some(Step::Batch(batch))),
+                None => return Ok(None),
+            }
+        }
     }
 }
 
@@ -690,28 +737,18 @@ pub async fn verify(
             path: path.clone(),
             reason,
         };
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0usize;
         let mut begin: Option<Begin> = None;
-        loop {
-            let item = r.next_item()?;
-            let flush = match &item {
-                Some(Item::Tx(_)) => {
-                    batch.len() >= RESTORE_BATCH_TXS || batch_bytes >= RESTORE_BATCH_BYTES
+        while let Some(step) = r.next_step()? {
+            match step {
+                Step::Batch(batch) => {
+                    apply(ledger, path, batch).await?;
+                    progress(Progress {
+                        txs: ledger.state().tx_id,
+                        total: 0,
+                        bytes: bytes + r.offset(),
+                    });
                 }
-                _ => true,
-            };
-            if flush && !batch.is_empty() {
-                apply(ledger, path, std::mem::take(&mut batch)).await?;
-                batch_bytes = 0;
-                progress(Progress {
-                    txs: ledger.state().tx_id,
-                    total: 0,
-                    bytes: bytes + r.offset(),
-                });
-            }
-            match item {
-                Some(Item::Begin(b)) => {
+                Step::Begin(b) => {
                     let state = ledger.state();
                     if let Some((uuid, _)) = &ident {
                         if *uuid != b.uuid {
@@ -738,11 +775,7 @@ pub async fn verify(
                     ident = Some((b.uuid.clone(), b.database.clone()));
                     begin = Some(b);
                 }
-                Some(Item::Tx(record)) => {
-                    batch_bytes += record.len();
-                    batch.push(record);
-                }
-                Some(Item::End(e)) => {
+                Step::End(e) => {
                     let state = ledger.state();
                     let b = begin.take().ok_or_else(|| seq("no begin record".into()))?;
                     if e.to_tx != state.tx_id
@@ -761,7 +794,6 @@ pub async fn verify(
                     let last = Some(path) == files.last();
                     signed = check_signature(path, &b.uuid, &e, if last { key } else { None })?;
                 }
-                None => break,
             }
         }
         bytes += r.offset();
@@ -881,40 +913,24 @@ pub async fn restore(
         let mut done = 0u64;
         for path in files {
             let mut r = Reader::open(path)?;
-            let mut batch = Vec::new();
-            let mut batch_bytes = 0usize;
-            loop {
-                let item = r.next_item()?;
-                let flush = match &item {
-                    Some(Item::Tx(_)) => {
-                        batch.len() >= RESTORE_BATCH_TXS || batch_bytes >= RESTORE_BATCH_BYTES
-                    }
-                    _ => true,
+            while let Some(step) = r.next_step()? {
+                let Step::Batch(batch) = step else { continue };
+                done += batch.len() as u64;
+                let msg = wire::ReplicateTxRequest {
+                    txs: batch
+                        .into_iter()
+                        .map(|record| wire::ReplicatedTx { record })
+                        .collect(),
+                    ..Default::default()
                 };
-                if flush && !batch.is_empty() {
-                    done += batch.len() as u64;
-                    let msg = wire::ReplicateTxRequest {
-                        txs: std::mem::take(&mut batch),
-                        ..Default::default()
-                    };
-                    batch_bytes = 0;
-                    if tx.send(msg).await.is_err() {
-                        return Ok(()); // the server ended the call: its answer says why
-                    }
-                    progress(Progress {
-                        txs: done,
-                        total: 0,
-                        bytes: r.offset(),
-                    });
+                if tx.send(msg).await.is_err() {
+                    return Ok(()); // the server ended the call: its answer says why
                 }
-                match item {
-                    Some(Item::Tx(record)) => {
-                        batch_bytes += record.len();
-                        batch.push(wire::ReplicatedTx { record });
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
+                progress(Progress {
+                    txs: done,
+                    total: 0,
+                    bytes: r.offset(),
+                });
             }
         }
         Ok(())

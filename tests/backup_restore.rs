@@ -8,18 +8,11 @@ mod common;
 
 use common::{cli, Server};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-fn key_file(dir: &Path, name: &str, seed: u8) -> (PathBuf, String) {
-    let p = dir.join(name);
-    std::fs::write(&p, chainlog::integrity::hex::encode(&[seed; 32])).unwrap();
-    let public = ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
-        .verifying_key()
-        .to_bytes();
-    (p, chainlog::integrity::hex::encode(&public))
-}
+use common::files::key_file;
 
 /// Runs the CLI off the async runtime; asserts the exit code; returns stdout parsed as JSON
 /// when it is JSON, with stderr for messages.

@@ -10,14 +10,7 @@ mod common;
 use common::{cli, Server, ADMIN_PASSWORD};
 use std::time::{Duration, Instant};
 
-fn witness(dir: &std::path::Path, name: &str, seed: u8) -> (std::path::PathBuf, String) {
-    let p = dir.join(name);
-    std::fs::write(&p, chainlog::integrity::hex::encode(&[seed; 32])).unwrap();
-    let public = ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
-        .verifying_key()
-        .to_bytes();
-    (p, chainlog::integrity::hex::encode(&public))
-}
+use common::files::key_file as witness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gets_a_state_two_replicas_cosigned() {

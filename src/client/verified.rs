@@ -520,10 +520,7 @@ impl VerifiedClient {
         // Other processes share the file: under its lock, read it again and change only this
         // slot, keeping a newer state another command trusted meanwhile (both were verified
         // to extend what the file held; the newer one extends the older).
-        let mut lock_path = self.path.clone().into_os_string();
-        lock_path.push(".lock");
-        let _lock = crate::fs::FileLock::exclusive(std::path::Path::new(&lock_path))
-            .map_err(|e| state_file_error(&self.path, e))?;
+        let _lock = self.lock_file()?;
         let mut on_disk = load(&self.path)?;
         on_disk.names.insert(slot, ours.uuid.clone());
         let keep = on_disk.keep_newer(ours);
@@ -534,16 +531,22 @@ impl VerifiedClient {
             .map_err(|e| state_file_error(&self.path, e))
     }
 
+    /// Holds `<state file>.lock` while the file is read, changed and replaced: other
+    /// processes share it.
+    fn lock_file(&self) -> Result<crate::fs::FileLock> {
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        crate::fs::FileLock::exclusive(std::path::Path::new(&lock_path))
+            .map_err(|e| state_file_error(&self.path, e))
+    }
+
     /// Forgets the trusted state of `db` (all databases of this server with `None`), in the
     /// file too: the next verified call trusts what the server then shows, as on first use.
     /// For an operator who knows why the old state no longer verifies (a database restored
     /// from an older backup, say). Returns the states forgotten.
     pub async fn forget(&self, db: Option<&str>) -> Result<Vec<(String, TrustedState)>> {
         let mut states = self.states.lock().await;
-        let mut lock_path = self.path.clone().into_os_string();
-        lock_path.push(".lock");
-        let _lock = crate::fs::FileLock::exclusive(std::path::Path::new(&lock_path))
-            .map_err(|e| state_file_error(&self.path, e))?;
+        let _lock = self.lock_file()?;
         let mut on_disk = load(&self.path)?;
         let prefix = format!("{}/", self.client.addr());
         let chosen: Vec<String> = on_disk

@@ -147,3 +147,14 @@ pub fn set_checkpoint_runs(db_dir: &Path, runs: &[u64]) {
 pub fn run_path(db_dir: &Path, id: u64) -> PathBuf {
     db_dir.join("index").join(format!("run-{id:010}.idx"))
 }
+
+/// Writes an Ed25519 signing key made from `seed` to `dir/name` (64 hex characters, as
+/// `--signing-key` reads it); returns its path and the public key in hex.
+pub fn key_file(dir: &Path, name: &str, seed: u8) -> (PathBuf, String) {
+    let p = dir.join(name);
+    std::fs::write(&p, chainlog::integrity::hex::encode(&[seed; 32])).unwrap();
+    let public = ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+        .verifying_key()
+        .to_bytes();
+    (p, chainlog::integrity::hex::encode(&public))
+}
