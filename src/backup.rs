@@ -840,6 +840,9 @@ pub struct RestoreOptions {
     pub replica: bool,
     /// Where the files are verified before anything is sent (a scratch database).
     pub scratch: PathBuf,
+    /// The key the last file's end state must be signed by (else a signature is checked
+    /// with the key the file names, and an unsigned end is accepted).
+    pub server_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 /// What [`restore`] did.
@@ -874,7 +877,7 @@ pub async fn restore(
     };
     let (first_begin, _) = inspect(first)?;
     let verified = if first_begin.from_tx == 0 {
-        let key = None;
+        let key = options.server_key.as_ref();
         Some(verify(files, &options.scratch, key, &mut progress).await?)
     } else {
         None

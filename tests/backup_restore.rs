@@ -336,6 +336,22 @@ async fn a_tampered_cut_or_wrongly_signed_backup_is_refused_and_nothing_is_creat
     )
     .await;
     assert!(err.contains("not the server key given"), "{err}");
+    let (_, err) = run(
+        &a.addr,
+        &state,
+        &[
+            "--server-key",
+            &other_public,
+            "restore",
+            "--db",
+            "fromwrongkey",
+            "--from",
+            p(&full),
+        ],
+        3,
+    )
+    .await;
+    assert!(err.contains("not the server key given"), "{err}");
 
     // Nothing was created from the refused files.
     let names: Vec<String> = ca

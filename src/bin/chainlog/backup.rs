@@ -180,6 +180,7 @@ pub async fn restore(
         new_identity,
         replica,
         scratch: scratch_dir(scratch, files),
+        server_key: s.server_key()?,
     };
     let mut bar = Bar::new(format!("restore of {db}"));
     let restored = backup::restore(&client, db, files, &options, |p| bar.update(p)).await;

@@ -338,7 +338,8 @@ enum Command {
     /// created with the backup's identity and states, the server verifying every tx again
     /// before it is visible, and promoted to primary (a new epoch starts with a marker tx).
     /// With --replica it stays read-only at exactly the backup's last state, and later
-    /// incremental backups can be restored onto it. Needs a superuser.
+    /// incremental backups can be restored onto it. With --server-key, the backup's end state
+    /// must be signed by that key. Needs a superuser.
     ///
     /// Example: chainlog restore --db sales --from sales-full.clbk --from sales-inc1.clbk
     Restore {
