@@ -626,6 +626,12 @@ pub struct Verified {
     pub to_alh: Digest,
     /// Whether the last file's end state is signed (and the signature verified).
     pub signed: bool,
+    /// The key that signed it (hex): the one given to [`verify`], or, without one, the one
+    /// the file names, which proves only that whoever holds that key signed this state;
+    /// compare it with the server's (`chainlog state` shows it).
+    pub signed_by: Option<String>,
+    /// Whether the signing key was given by the caller rather than read from the file.
+    pub key_pinned: bool,
 }
 
 /// Checks a file's end state signature: by `key` when given (then required), else by the key
@@ -800,12 +806,18 @@ pub async fn verify(
     }
     let (uuid, database) = ident.unwrap_or_default();
     let state = ledger.state();
+    let signed_by = match (signed, files.last()) {
+        (true, Some(last)) => Some(crate::integrity::hex::encode(&inspect(last)?.1.public_key)),
+        _ => None,
+    };
     Ok(Verified {
         uuid,
         database,
         to_tx: state.tx_id,
         to_alh: state.alh,
         signed,
+        signed_by,
+        key_pinned: key.is_some(),
     })
 }
 

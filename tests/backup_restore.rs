@@ -130,6 +130,8 @@ async fn a_backup_under_load_restores_elsewhere_with_the_same_states() {
     .await;
     assert_eq!(v["tx_id"].as_u64(), Some(inc_end));
     assert_eq!(v["signed"], true);
+    assert_eq!(v["signed_by"], public.as_str());
+    assert_eq!(v["key_pinned"], true);
     // An incremental backup alone is not a chain from tx 1.
     let (_, err) = run(&a.addr, &state, &["verify", "--backup", p(&inc)], 1).await;
     assert!(err.contains("incremental"), "{err}");

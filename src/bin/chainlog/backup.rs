@@ -141,20 +141,23 @@ pub async fn verify(
     let v = verified.map_err(failure)?;
     out.print(
         json!({"ok": true, "database": v.database, "uuid": v.uuid, "files": files.len(),
-               "tx_id": v.to_tx, "alh": hex(&v.to_alh.0), "signed": v.signed}),
+               "tx_id": v.to_tx, "alh": hex(&v.to_alh.0), "signed": v.signed,
+               "signed_by": v.signed_by, "key_pinned": v.key_pinned}),
         || {
+            let signature = match (&v.signed_by, v.key_pinned) {
+                (Some(k), true) => format!("; end state signed by the given key {k}"),
+                (Some(k), false) => format!(
+                    "; end state signed by {k}, the key the file names: compare it with the server's (--server-key to require it)"
+                ),
+                (None, _) => "; end state not signed".to_string(),
+            };
             format!(
-                "ok: {} backup file(s) of {} ({}) verify, every tx up to tx {} with Alh {}{}",
+                "ok: {} backup file(s) of {} ({}) verify, every tx up to tx {} with Alh {}{signature}",
                 files.len(),
                 v.database,
                 v.uuid,
                 v.to_tx,
                 v.to_alh,
-                if v.signed {
-                    ", end state signature verified"
-                } else {
-                    ""
-                }
             )
         },
     );
