@@ -527,7 +527,9 @@ enum DaemonCmd {
     /// print its public key: give that to clients (`chainlog --server-key HEX`) and replicas
     /// (`--replication-primary-public-key HEX`)
     ///
-    /// Example: chainlogd keygen --out /etc/chainlog/signing.key
+    /// Example:
+    ///
+    ///     chainlogd keygen --out /etc/chainlog/signing.key
     Keygen {
         /// The key file to create (never overwritten)
         #[arg(long, value_name = "FILE")]

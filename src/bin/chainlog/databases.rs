@@ -284,7 +284,9 @@ pub enum DatabaseCmd {
     /// tx on values are kept. The database is closed and reopened around it. A replica keeps
     /// its own values until it is truncated itself. Needs admin on the database.
     ///
-    /// Example: chainlog database truncate sales --retention-period 90d
+    /// Example:
+    ///
+    ///     chainlog database truncate sales --retention-period 90d
     Truncate {
         name: String,
         /// Drop the values of txs below this one

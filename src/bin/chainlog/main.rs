@@ -174,7 +174,9 @@ enum Command {
     /// mode 0600) until it expires or `chainlog logout`, instead of sending the password
     /// each time
     ///
-    /// Example: CHAINLOG_PASSWORD=… chainlog --user ann login; chainlog get k; chainlog logout
+    /// Example:
+    ///
+    ///     CHAINLOG_PASSWORD=… chainlog --user ann login; chainlog get k; chainlog logout
     Login,
     /// End the stored session of --user on this server (the token is revoked on the server
     /// too) and forget it
@@ -192,8 +194,11 @@ enum Command {
     /// hold when it is committed (immudb's ExecAll with preconditions): else nothing is
     /// written and the command fails with reason precondition_failed.
     ///
-    /// Example: chainlog set a 1 b 2
-    ///          chainlog set balance 90 --not-modified-after balance=17   # compare-and-set
+    /// Examples:
+    ///
+    ///     chainlog set a 1 b 2
+    ///
+    ///     chainlog set balance 90 --not-modified-after balance=17   # compare-and-set
     Set {
         /// KEY VALUE [KEY VALUE …] (with --value-file: KEY alone)
         #[arg(required = true, num_args = 1.., value_names = ["KEY", "VALUE"])]
@@ -246,46 +251,93 @@ enum Command {
     },
     /// The server's version, build, uptime and role (immudb's ServerInfo)
     Info,
-    /// Read the latest value of KEY
+    /// Read the latest value of KEY (unverified; `vget` proves it)
+    ///
+    /// Exit 1 when KEY has no live value; a value dropped by a truncation answers "value
+    /// truncated" (reason value_truncated).
+    ///
+    /// Examples:
+    ///
+    ///     chainlog get greeting
+    ///
+    ///     chainlog get greeting --at-tx 10 --json
     Get {
         key: String,
-        /// Value as of this tx
+        /// Value as of this tx [default: 0, the latest]
         #[arg(long, default_value_t = 0)]
         at_tx: u64,
     },
-    /// Logically delete KEY
+    /// Logically delete KEY (its history stays)
+    ///
+    /// Example:
+    ///
+    ///     chainlog delete session:42 session:43
     Delete {
         /// KEY [KEY …]: all in one tx
         #[arg(required = true)]
         keys: Vec<String>,
     },
-    /// Versions of KEY
+    /// Versions of KEY, deletes included, oldest first
+    ///
+    /// Example:
+    ///
+    ///     chainlog history balance --desc --limit 10
     History {
         key: String,
+        /// Versions to skip
         #[arg(long, default_value_t = 0)]
         offset: u64,
+        /// At most this many (1 to 1000)
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Newest first
         #[arg(long)]
         desc: bool,
     },
-    /// Live keys starting with PREFIX
+    /// Live keys starting with PREFIX, in key order
+    ///
+    /// Page with --after set to the last key of the page before.
+    ///
+    /// Examples:
+    ///
+    ///     chainlog scan user: --limit 50
+    ///
+    ///     chainlog scan user: --limit 50 --after user:0049
     Scan {
         prefix: String,
+        /// At most this many (1 to 1000)
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Descending key order
         #[arg(long)]
         desc: bool,
         /// Continue after this key
         #[arg(long)]
         after: Option<String>,
     },
-    /// Transaction ID with its entries
+    /// Transaction ID with its entries (unverified; `vtx` proves it)
+    ///
+    /// Example:
+    ///
+    ///     chainlog tx 1 --json
     Tx { id: u64 },
     /// Set, verified: the tx must hold exactly this entry, in a state extending the trusted one
+    ///
+    /// The trusted state is kept in --state-file; any answer that does not prove itself
+    /// exits 3.
+    ///
+    /// Example:
+    ///
+    ///     chainlog vset balance 100
     Vset { key: String, value: String },
     /// Get, verified: KEY's latest value as the key map proves it, or proof that it has none
     /// ("not found (proven)", exit 1); any answer that does not prove itself exits 3
+    ///
+    /// Examples:
+    ///
+    ///     chainlog vget balance
+    ///
+    ///     chainlog --server-key HEX vget balance   # states must be signed by that key
     Vget {
         key: String,
         /// The latest value as of this tx (0: as of the state the server answers with)
@@ -293,6 +345,10 @@ enum Command {
         at_tx: u64,
     },
     /// Transaction ID, verified against the trusted state
+    ///
+    /// Example:
+    ///
+    ///     chainlog vtx 42
     Vtx { id: u64 },
     /// The database's current state, verified to extend the trusted one; with --cosigned K,
     /// the newest state K of the --witness-key replicas cosigned (each checked to be of the
@@ -320,8 +376,11 @@ enum Command {
     /// replication permission on the database (or admin). The file format: docs/format.md,
     /// "Backup files".
     ///
-    /// Example: chainlog backup --db sales --out sales-full.clbk
-    ///          chainlog backup --db sales --out sales-inc1.clbk --since sales-full.clbk
+    /// Examples:
+    ///
+    ///     chainlog backup --db sales --out sales-full.clbk
+    ///
+    ///     chainlog backup --db sales --out sales-inc1.clbk --since sales-full.clbk
     Backup {
         /// The backup file to write (must not be a directory)
         #[arg(long, value_name = "FILE")]
@@ -341,7 +400,9 @@ enum Command {
     /// incremental backups can be restored onto it. With --server-key, the backup's end state
     /// must be signed by that key. Needs a superuser.
     ///
-    /// Example: chainlog restore --db sales --from sales-full.clbk --from sales-inc1.clbk
+    /// Example:
+    ///
+    ///     chainlog restore --db sales --from sales-full.clbk --from sales-inc1.clbk
     Restore {
         /// A backup file; repeat: the full one first, then each incremental one in order
         #[arg(long = "from", value_name = "FILE", required = true)]
@@ -360,8 +421,11 @@ enum Command {
     },
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell)
     ///
-    /// Example: chainlog completions bash > /etc/bash_completion.d/chainlog
-    ///          chainlog completions zsh > "${fpath[1]}/_chainlog"
+    /// Examples:
+    ///
+    ///     chainlog completions bash > /etc/bash_completion.d/chainlog
+    ///
+    ///     chainlog completions zsh > "${fpath[1]}/_chainlog"
     Completions { shell: clap_complete::Shell },
     /// Check a database directory, or backup files, offline (no server)
     ///
