@@ -111,34 +111,19 @@ pub async fn vget_all(session: &Session, out: &Out, keys: &[String]) -> Result<(
     let mut rows = Vec::new();
     let mut lines = Vec::new();
     for (k, r) in raw.iter().zip(reads) {
-        let mut o = serde_json::Map::new();
-        put_bytes(&mut o, "key", k);
-        let line = match r {
+        rows.push(read_json(k, &r));
+        lines.push(match r {
             VerifiedRead::Value(e) => {
-                put_bytes(&mut o, "value", &e.value);
-                o.insert("found".into(), json!(true));
-                o.insert("tx_id".into(), json!(e.tx));
                 format!("{}\t{}\t(tx {}, verified)", text(k), text(&e.value), e.tx)
             }
             VerifiedRead::Truncated { tx, .. } => {
-                o.insert("found".into(), json!(true));
-                o.insert("value_truncated".into(), json!(true));
-                o.insert("tx_id".into(), json!(tx));
                 format!("{}\t(value truncated)\t(tx {tx}, verified)", text(k))
             }
             VerifiedRead::Deleted { tx, .. } => {
-                o.insert("found".into(), json!(false));
-                o.insert("deleted_tx_id".into(), json!(tx));
                 format!("{}\tnot found (proven): deleted by tx {tx}", text(k))
             }
-            VerifiedRead::Absent { .. } => {
-                o.insert("found".into(), json!(false));
-                format!("{}\tnot found (proven)", text(k))
-            }
-        };
-        o.insert("verified".into(), json!(true));
-        rows.push(serde_json::Value::Object(o));
-        lines.push(line);
+            VerifiedRead::Absent { .. } => format!("{}\tnot found (proven)", text(k)),
+        });
     }
     out.print(json!(rows), || lines.join("\n"));
     Ok(())
@@ -390,72 +375,87 @@ pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result
         .await?
         .get(&session.db, &input::key(key)?, at_tx)
         .await?;
-    let e = match read {
-        VerifiedRead::Value(e) => e,
+    let k = input::key(key)?;
+    let j = read_json(&k, &read);
+    let (text_line, found) = match &read {
+        VerifiedRead::Value(e) => (
+            format!(
+                "{}\t(tx {}, verified in state {})",
+                text(&e.value),
+                e.tx,
+                e.state_tx
+            ),
+            true,
+        ),
+        VerifiedRead::Deleted {
+            tx,
+            at_tx,
+            state_tx,
+        } => (
+            format!("not found (proven): deleted by tx {tx}, as of tx {at_tx}, verified in state {state_tx}"),
+            false,
+        ),
+        VerifiedRead::Truncated {
+            tx,
+            at_tx,
+            state_tx,
+        } => (
+            format!("value truncated (proven): the latest version is tx {tx}'s, whose value was dropped; as of tx {at_tx}, verified in state {state_tx}"),
+            false,
+        ),
+        VerifiedRead::Absent { at_tx, state_tx } => (
+            format!("not found (proven): never written as of tx {at_tx}, verified in state {state_tx}"),
+            false,
+        ),
+    };
+    out.print(j, || text_line);
+    if found {
+        Ok(())
+    } else {
+        Err(Failure::NotFound)
+    }
+}
+
+/// A verified read of `key` as JSON, the same for `vget` and `get-all --verify`.
+fn read_json(key: &[u8], read: &VerifiedRead) -> serde_json::Value {
+    let mut o = serde_json::Map::new();
+    put_bytes(&mut o, "key", key);
+    match read {
+        VerifiedRead::Value(e) => {
+            put_bytes(&mut o, "value", &e.value);
+            o.insert("tx_id".into(), json!(e.tx));
+            o.insert("state_tx_id".into(), json!(e.state_tx));
+            o.insert("found".into(), json!(true));
+        }
         VerifiedRead::Deleted {
             tx,
             at_tx,
             state_tx,
         } => {
-            let mut o = serde_json::Map::new();
-            put_bytes(&mut o, "key", &input::key(key)?);
             o.insert("found".into(), json!(false));
             o.insert("deleted_tx_id".into(), json!(tx));
             o.insert("at_tx_id".into(), json!(at_tx));
             o.insert("state_tx_id".into(), json!(state_tx));
-            o.insert("verified".into(), json!(true));
-            out.print(serde_json::Value::Object(o), || {
-                format!("not found (proven): deleted by tx {tx}, as of tx {at_tx}, verified in state {state_tx}")
-            });
-            return Err(Failure::NotFound);
         }
         VerifiedRead::Truncated {
             tx,
             at_tx,
             state_tx,
         } => {
-            let mut o = serde_json::Map::new();
-            put_bytes(&mut o, "key", &input::key(key)?);
             o.insert("found".into(), json!(true));
             o.insert("value_truncated".into(), json!(true));
             o.insert("tx_id".into(), json!(tx));
             o.insert("at_tx_id".into(), json!(at_tx));
             o.insert("state_tx_id".into(), json!(state_tx));
-            o.insert("verified".into(), json!(true));
-            out.print(serde_json::Value::Object(o), || {
-                format!("value truncated (proven): the latest version is tx {tx}'s, whose value was dropped; as of tx {at_tx}, verified in state {state_tx}")
-            });
-            return Err(Failure::NotFound);
         }
         VerifiedRead::Absent { at_tx, state_tx } => {
-            let mut o = serde_json::Map::new();
-            put_bytes(&mut o, "key", &input::key(key)?);
             o.insert("found".into(), json!(false));
             o.insert("at_tx_id".into(), json!(at_tx));
             o.insert("state_tx_id".into(), json!(state_tx));
-            o.insert("verified".into(), json!(true));
-            out.print(serde_json::Value::Object(o), || {
-                format!("not found (proven): never written as of tx {at_tx}, verified in state {state_tx}")
-            });
-            return Err(Failure::NotFound);
         }
-    };
-    let mut o = serde_json::Map::new();
-    put_bytes(&mut o, "key", &e.key);
-    put_bytes(&mut o, "value", &e.value);
-    o.insert("tx_id".into(), json!(e.tx));
-    o.insert("state_tx_id".into(), json!(e.state_tx));
-    o.insert("found".into(), json!(true));
+    }
     o.insert("verified".into(), json!(true));
-    out.print(serde_json::Value::Object(o), || {
-        format!(
-            "{}\t(tx {}, verified in state {})",
-            text(&e.value),
-            e.tx,
-            e.state_tx
-        )
-    });
-    Ok(())
+    serde_json::Value::Object(o)
 }
 
 pub async fn vtx(session: &Session, out: &Out, id: u64) -> Result<(), Failure> {
