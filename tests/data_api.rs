@@ -105,6 +105,7 @@ async fn increment(c: &Client) -> u32 {
             op: Some(wire::op::Op::Kv(wire::KeyValue {
                 key: b"counter".to_vec(),
                 value: (n + 1).to_string().into_bytes(),
+                metadata: None,
             })),
         };
         let cond = wire::Precondition {

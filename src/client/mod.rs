@@ -13,6 +13,7 @@ pub use verified::{
     VerifiedEntry, VerifiedRead,
 };
 
+use crate::integrity;
 use crate::wire::{
     self, auth_client, data_client, databases_client, replication_client, users_client,
 };
@@ -172,6 +173,64 @@ pub fn transport_failure(status: &Status) -> Option<String> {
         .then(|| {
             "the connection closed before the answer (a server that requires a client certificate: give --tls-cert and --tls-key; or a server shutting down)".to_string()
         })
+}
+
+/// One entry to write, with its metadata (proto `KVMetadata`; docs/format.md, "Entry
+/// metadata").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    /// The key (1 to 1024 bytes).
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its metadata (`deleted` is never set on a put).
+    pub meta: integrity::EntryMeta,
+}
+
+impl Put {
+    /// An ordinary entry: indexed, never expires.
+    pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Put {
+        Put {
+            key: key.into(),
+            value: value.into(),
+            meta: integrity::EntryMeta::default(),
+        }
+    }
+
+    /// Expires at `expires_at` (seconds since the Unix epoch): reads by key treat it as
+    /// absent from then on.
+    #[must_use]
+    pub fn expiring_at(mut self, expires_at: u64) -> Put {
+        self.meta.expires_at = Some(expires_at);
+        self
+    }
+
+    /// Left out of the key index: in its tx and its proofs, never read by key.
+    #[must_use]
+    pub fn not_indexed(mut self) -> Put {
+        self.meta.not_indexed = true;
+        self
+    }
+
+    /// The digest the entry will have in its tx.
+    pub fn digest(&self) -> integrity::Digest {
+        integrity::entry_digest(&self.key, self.meta, &integrity::value_hash(&self.value))
+    }
+
+    /// The entry as `SetRequest` carries it.
+    pub fn into_wire(self) -> wire::KeyValue {
+        wire::KeyValue {
+            key: self.key,
+            value: self.value,
+            metadata: wire::metadata_wire(self.meta),
+        }
+    }
+}
+
+impl From<(Vec<u8>, Vec<u8>)> for Put {
+    fn from((key, value): (Vec<u8>, Vec<u8>)) -> Put {
+        Put::new(key, value)
+    }
 }
 
 /// TLS for the connection: the CA that signed the server's certificate (else the system's
@@ -358,10 +417,14 @@ impl Client {
 
     /// Commits `entries` (key, value) in one transaction.
     pub async fn set(&self, db: &str, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<wire::TxHeader> {
-        let entries = entries
-            .into_iter()
-            .map(|(key, value)| wire::KeyValue { key, value })
-            .collect();
+        self.set_entries(db, entries.into_iter().map(Put::from).collect())
+            .await
+    }
+
+    /// Commits `entries`, each with its metadata (expiry, left out of the index), in one
+    /// transaction.
+    pub async fn set_entries(&self, db: &str, entries: Vec<Put>) -> Result<wire::TxHeader> {
+        let entries = entries.into_iter().map(Put::into_wire).collect();
         Ok(self
             .data()
             .set(wire::SetRequest {

@@ -11,10 +11,9 @@
 //! DATA_LOSS answer.
 
 use super::{Client, ClientError, Result};
+use crate::client::Put;
 use crate::integrity::map::{Latest, MapProof};
-use crate::integrity::{
-    self, entry_digest, value_hash, Digest, EntryMeta, EntryProof, TxId, TxProof, VerifyError,
-};
+use crate::integrity::{self, entry_digest, Digest, EntryProof, TxId, TxProof, VerifyError};
 use crate::wire::{self, WireError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -159,6 +158,8 @@ pub struct VerifiedEntry {
     pub value: Vec<u8>,
     /// The tx that wrote it.
     pub tx: TxId,
+    /// Its expiry time (seconds since the Unix epoch), if it has one.
+    pub expires_at: Option<u64>,
     /// The state it was verified in (now trusted).
     pub state_tx: TxId,
 }
@@ -183,6 +184,18 @@ pub enum VerifiedRead {
     Truncated {
         /// The tx that wrote it.
         tx: TxId,
+        /// The tx the read is as of.
+        at_tx: TxId,
+        /// The state it was verified in (now trusted).
+        state_tx: TxId,
+    },
+    /// The key's latest version is proven, and has expired by this machine's clock: the key
+    /// reads as absent.
+    Expired {
+        /// The tx that wrote it.
+        tx: TxId,
+        /// When it expired (seconds since the Unix epoch).
+        expires_at: u64,
         /// The tx the read is as of.
         at_tx: TxId,
         /// The state it was verified in (now trusted).
@@ -683,9 +696,10 @@ impl VerifiedClient {
         let read = match (&latest, &entry) {
             (Latest::Absent, None) => None,
             (Latest::Version(leaf), Some(e)) => {
-                let meta = EntryMeta { deleted: e.deleted };
+                let meta = ev.need(wire::entry_meta(e))?;
                 let d = entry_digest(&e.key, meta, &ev.need(wire::entry_value_hash(e))?);
                 if e.key != key
+                    || meta.not_indexed
                     || e.tx != leaf.tx_id
                     || e.deleted != leaf.deleted
                     || d != leaf.entry_digest
@@ -693,7 +707,7 @@ impl VerifiedClient {
                 {
                     return Err(ev.of(TamperReason::NotLatest));
                 }
-                Some((e.clone(), d))
+                Some((e.clone(), d, meta))
             }
             (Latest::Version(_), None) => return Err(ev.of(TamperReason::UnprovenAbsence)),
             (Latest::Absent, Some(_)) => return Err(ev.of(TamperReason::NotLatest)),
@@ -709,7 +723,7 @@ impl VerifiedClient {
                 .verify(p.state.id, &p.state.alh())
                 .map_err(|e| ev.of(e.into()))?;
                 match &read {
-                    Some((e, d)) => {
+                    Some((e, d, _)) => {
                         if p.tx.id != e.tx {
                             return Err(ev.of(TamperReason::WrongAnswer));
                         }
@@ -731,20 +745,31 @@ impl VerifiedClient {
                 at_tx: at.id,
                 state_tx,
             },
-            Some((e, _)) if e.deleted => VerifiedRead::Deleted {
+            Some((e, _, _)) if e.deleted => VerifiedRead::Deleted {
                 tx: h.id,
                 at_tx: at.id,
                 state_tx,
             },
-            Some((e, _)) if e.value_truncated => VerifiedRead::Truncated {
+            // Judged by this machine's clock: the proven expiry time is the server's to keep,
+            // not to decide.
+            Some((_, _, meta)) if meta.expired_at(now_secs()) => {
+                VerifiedRead::Expired {
+                    tx: h.id,
+                    expires_at: meta.expires_at.unwrap_or(0),
+                    at_tx: at.id,
+                    state_tx,
+                }
+            }
+            Some((e, _, _)) if e.value_truncated => VerifiedRead::Truncated {
                 tx: h.id,
                 at_tx: at.id,
                 state_tx,
             },
-            Some((e, _)) => VerifiedRead::Value(VerifiedEntry {
+            Some((e, _, meta)) => VerifiedRead::Value(VerifiedEntry {
                 key: e.key,
                 value: e.value,
                 tx: h.id,
+                expires_at: meta.expires_at,
                 state_tx,
             }),
         })
@@ -789,23 +814,24 @@ impl VerifiedClient {
         db: &str,
         entries: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<integrity::TxHeader> {
+        self.set_entries(db, entries.into_iter().map(Put::from).collect())
+            .await
+    }
+
+    /// [`VerifiedClient::set`] of entries with their metadata: the tx must hold exactly
+    /// them, metadata included (it enters each entry's digest).
+    pub async fn set_entries(&self, db: &str, entries: Vec<Put>) -> Result<integrity::TxHeader> {
         let trusted = self.trusted(db).await;
         let trusted_tx_id = trusted.as_ref().map_or(0, |t| t.tx_id);
         let known_epoch = trusted.as_ref().map_or(0, |t| t.epoch);
         let ev = self.evidence(db, trusted);
-        let digests_sent: Vec<Digest> = entries
-            .iter()
-            .map(|(k, v)| entry_digest(k, EntryMeta::default(), &value_hash(v)))
-            .collect();
+        let digests_sent: Vec<Digest> = entries.iter().map(Put::digest).collect();
         let vt = self
             .client
             .data()
             .verifiable_set(wire::VerifiableSetRequest {
                 database: db.to_string(),
-                entries: entries
-                    .into_iter()
-                    .map(|(key, value)| wire::KeyValue { key, value })
-                    .collect(),
+                entries: entries.into_iter().map(Put::into_wire).collect(),
                 trusted_tx_id,
                 known_epoch,
             })
@@ -851,7 +877,7 @@ impl VerifiedClient {
             .iter()
             .map(|e| {
                 let vh = ev.need(wire::entry_value_hash(e))?;
-                Ok(entry_digest(&e.key, EntryMeta { deleted: e.deleted }, &vh))
+                Ok(entry_digest(&e.key, ev.need(wire::entry_meta(e))?, &vh))
             })
             .collect::<Result<_>>()?;
         if integrity::tx::entries_root(&digests) != header.entries_root
@@ -997,4 +1023,12 @@ impl VerifiedClient {
             witnesses: valid[..k].iter().map(|v| v.2.clone()).collect(),
         })
     }
+}
+
+/// Seconds since the Unix epoch by this machine's clock (0 before it): what expiry times are
+/// judged against.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

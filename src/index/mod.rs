@@ -30,13 +30,28 @@ pub struct ValueRef {
 pub struct Version {
     pub tx: u64,
     pub deleted: bool,
+    /// The entry has an expiry time (in its record): a read checks it there.
+    pub expiring: bool,
     pub value: ValueRef,
 }
 
 impl Version {
+    pub const FLAG_DELETED: u8 = 0x01;
+    pub const FLAG_EXPIRING: u8 = 0x02;
+
+    /// The flags byte of a run record (docs/format.md, "Index runs").
+    pub fn flags(&self) -> u8 {
+        Self::flags_of(self.deleted, self.expiring)
+    }
+
+    pub fn flags_of(deleted: bool, expiring: bool) -> u8 {
+        u8::from(deleted) | if expiring { Self::FLAG_EXPIRING } else { 0 }
+    }
+
     const NONE: Version = Version {
         tx: 0,
         deleted: true,
+        expiring: false,
         value: ValueRef {
             segment: 0,
             offset: 0,
@@ -507,6 +522,7 @@ mod tests {
 
     fn v(tx: u64, deleted: bool) -> Version {
         Version {
+            expiring: false,
             tx,
             deleted,
             value: ValueRef {

@@ -81,7 +81,7 @@ fn write_with<K: AsRef<[u8]>>(
             rec.clear();
             // Keys are at most KEY_BYTES_MAX (1024) bytes: checked at commit.
             rec.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes());
-            rec.push(u8::from(v.deleted));
+            rec.push(v.flags());
             rec.extend_from_slice(&v.tx.to_le_bytes());
             rec.extend_from_slice(&v.value.segment.to_le_bytes());
             rec.extend_from_slice(&v.value.offset.to_le_bytes());
@@ -227,7 +227,7 @@ impl Run {
         if record_crc(i, &b[start..end]) != stored {
             return Err(bad(Corruption::RecordCrc));
         }
-        if fixed[2] & !1 != 0 {
+        if fixed[2] & !(Version::FLAG_DELETED | Version::FLAG_EXPIRING) != 0 {
             return Err(bad(Corruption::Decode("unknown record flags")));
         }
         let u32_at = |o: usize| u32::from_le_bytes(fixed[o..o + 4].try_into().unwrap_or([0; 4]));
@@ -235,7 +235,8 @@ impl Run {
             key: &b[start + FIXED_BYTES..end],
             version: Version {
                 tx: u64::from_le_bytes(fixed[3..11].try_into().unwrap_or([0; 8])),
-                deleted: fixed[2] & 1 == 1,
+                deleted: fixed[2] & Version::FLAG_DELETED != 0,
+                expiring: fixed[2] & Version::FLAG_EXPIRING != 0,
                 value: ValueRef {
                     segment: u32_at(11),
                     offset: u32_at(15),

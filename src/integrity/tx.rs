@@ -22,32 +22,125 @@ pub const TX_BYTES_MAX: usize = 128 << 20;
 /// Alh(0): the value the first transaction chains from.
 pub const ALH_GENESIS: Digest = Digest::ZERO;
 
-/// Per-entry metadata. Encoded as one flags byte (docs/format.md).
+/// Per-entry metadata (docs/format.md, "Entry metadata"): a flags byte, then an expiry time
+/// when the entry has one. Every field enters the entry digest, so none can be changed
+/// without breaking the proofs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EntryMeta {
     /// A logical delete: the key reads as absent from this tx on, and its history shows it.
     pub deleted: bool,
+    /// Not indexed: the entry is in its tx (and in every proof of it) but not in the key
+    /// index or the key map, so reads by key never see it.
+    pub not_indexed: bool,
+    /// The entry expires at this time (seconds since the Unix epoch): from then on reads by
+    /// key treat it as absent; its history still shows it.
+    pub expires_at: Option<u64>,
+}
+
+/// Why a metadata combination is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaError {
+    /// A flag this version does not know.
+    UnknownFlags,
+    /// A delete that is not indexed (it would delete nothing) or expires.
+    DeleteWithMetadata,
+    /// An entry not indexed cannot expire (nothing reads it by key).
+    NotIndexedExpiry,
+    /// An expiry time of 0.
+    ZeroExpiry,
+}
+
+impl std::fmt::Display for MetaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MetaError::UnknownFlags => "unknown entry flags",
+            MetaError::DeleteWithMetadata => "a delete cannot expire or be left out of the index",
+            MetaError::NotIndexedExpiry => "an entry left out of the index cannot expire",
+            MetaError::ZeroExpiry => "an expiry time of 0",
+        })
+    }
 }
 
 impl EntryMeta {
     pub const FLAG_DELETED: u8 = 0x01;
+    pub const FLAG_NOT_INDEXED: u8 = 0x02;
+    pub const FLAG_EXPIRES: u8 = 0x04;
+    const KNOWN: u8 = Self::FLAG_DELETED | Self::FLAG_NOT_INDEXED | Self::FLAG_EXPIRES;
+
+    /// A logical delete.
+    pub const DELETE: EntryMeta = EntryMeta {
+        deleted: true,
+        not_indexed: false,
+        expires_at: None,
+    };
 
     pub fn to_flags(self) -> u8 {
+        let mut f = 0;
         if self.deleted {
-            Self::FLAG_DELETED
-        } else {
-            0
+            f |= Self::FLAG_DELETED;
+        }
+        if self.not_indexed {
+            f |= Self::FLAG_NOT_INDEXED;
+        }
+        if self.expires_at.is_some() {
+            f |= Self::FLAG_EXPIRES;
+        }
+        f
+    }
+
+    /// The metadata of `flags`, with `expires_at` read when the flags say there is one
+    /// (called only then); refused combinations are errors.
+    pub fn decode(
+        flags: u8,
+        expires_at: impl FnOnce() -> Option<u64>,
+    ) -> Result<EntryMeta, MetaError> {
+        if flags & !Self::KNOWN != 0 {
+            return Err(MetaError::UnknownFlags);
+        }
+        let meta = EntryMeta {
+            deleted: flags & Self::FLAG_DELETED != 0,
+            not_indexed: flags & Self::FLAG_NOT_INDEXED != 0,
+            expires_at: if flags & Self::FLAG_EXPIRES != 0 {
+                Some(expires_at().ok_or(MetaError::UnknownFlags)?)
+            } else {
+                None
+            },
+        };
+        meta.check()?;
+        Ok(meta)
+    }
+
+    /// Refuses the combinations docs/format.md forbids.
+    pub fn check(self) -> Result<(), MetaError> {
+        if self.deleted && (self.not_indexed || self.expires_at.is_some()) {
+            return Err(MetaError::DeleteWithMetadata);
+        }
+        if self.not_indexed && self.expires_at.is_some() {
+            return Err(MetaError::NotIndexedExpiry);
+        }
+        if self.expires_at == Some(0) {
+            return Err(MetaError::ZeroExpiry);
+        }
+        Ok(())
+    }
+
+    /// The metadata's bytes as the entry digest takes them: the flags, then `u64
+    /// expires_at` when set (1 or 9 bytes).
+    pub fn to_bytes(self) -> ([u8; 9], u8) {
+        let mut b = [0u8; 9];
+        b[0] = self.to_flags();
+        match self.expires_at {
+            Some(t) => {
+                b[1..9].copy_from_slice(&t.to_le_bytes());
+                (b, 9)
+            }
+            None => (b, 1),
         }
     }
 
-    /// `None` for flags this version does not know.
-    pub fn from_flags(flags: u8) -> Option<EntryMeta> {
-        if flags & !Self::FLAG_DELETED != 0 {
-            return None;
-        }
-        Some(EntryMeta {
-            deleted: flags & Self::FLAG_DELETED != 0,
-        })
+    /// The entry has expired at `now_secs` (seconds since the Unix epoch).
+    pub fn expired_at(self, now_secs: u64) -> bool {
+        self.expires_at.is_some_and(|t| now_secs >= t)
     }
 }
 
@@ -83,27 +176,34 @@ pub fn value_hash(value: &[u8]) -> Digest {
     h.finalize().into()
 }
 
-/// `H(0x11 || u16 meta_len || meta || u16 key_len || key || value_hash)`, lengths little-endian.
-/// Valid keys are at most [`KEY_BYTES_MAX`] bytes; a longer one (say, from a lying server)
-/// is hashed with a length of at most 65535, which no stored entry can match.
+/// `H(0x11 || u16 meta_len || meta || u16 key_len || key || value_hash)`, lengths little-endian;
+/// `meta` is [`EntryMeta::to_bytes`]. Valid keys are at most [`KEY_BYTES_MAX`] bytes; a longer
+/// one (say, from a lying server) is hashed with a length of at most 65535, which no stored
+/// entry can match.
 pub fn entry_digest(key: &[u8], meta: EntryMeta, value_hash: &Digest) -> Digest {
     let key_len = u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes();
-    const FIXED: usize = 1 + 2 + 1 + 2 + 32;
+    let (meta, meta_len) = meta.to_bytes();
+    let meta = &meta[..usize::from(meta_len)];
+    const FIXED: usize = 1 + 2 + 9 + 2 + 32;
     let mut buf = [0u8; FIXED + 1024];
     if key.len() <= 1024 {
-        let n = FIXED + key.len();
-        buf[0] = TAG_ENTRY;
-        buf[1..3].copy_from_slice(&1u16.to_le_bytes());
-        buf[3] = meta.to_flags();
-        buf[4..6].copy_from_slice(&key_len);
-        buf[6..6 + key.len()].copy_from_slice(key);
-        buf[6 + key.len()..n].copy_from_slice(&value_hash.0);
-        return blake3::hash(&buf[..n]).into();
+        let mut at = 0;
+        let mut put = |b: &[u8]| {
+            buf[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        };
+        put(&[TAG_ENTRY]);
+        put(&u16::from(meta_len).to_le_bytes());
+        put(meta);
+        put(&key_len);
+        put(key);
+        put(&value_hash.0);
+        return blake3::hash(&buf[..at]).into();
     }
     let mut h = blake3::Hasher::new();
     h.update(&[TAG_ENTRY]);
-    h.update(&1u16.to_le_bytes());
-    h.update(&[meta.to_flags()]);
+    h.update(&u16::from(meta_len).to_le_bytes());
+    h.update(meta);
     h.update(&key_len);
     h.update(key);
     h.update(&value_hash.0);
@@ -255,7 +355,7 @@ mod tests {
             h.update(&k);
             h.update(&vh.0);
             assert_eq!(
-                entry_digest(&k, EntryMeta { deleted: true }, &vh),
+                entry_digest(&k, EntryMeta::DELETE, &vh),
                 Digest::from(h.finalize()),
                 "key of {len} bytes"
             );
@@ -280,13 +380,76 @@ mod tests {
     }
 
     #[test]
-    fn deleted_flag_changes_the_digest() {
+    fn every_metadata_field_changes_the_digest() {
         let vh = value_hash(b"");
-        assert_ne!(
-            entry_digest(b"k", EntryMeta { deleted: false }, &vh),
-            entry_digest(b"k", EntryMeta { deleted: true }, &vh)
+        let plain = EntryMeta::default();
+        let expiring = EntryMeta {
+            expires_at: Some(1_800_000_000),
+            ..plain
+        };
+        let digests = [
+            entry_digest(b"k", plain, &vh),
+            entry_digest(b"k", EntryMeta::DELETE, &vh),
+            entry_digest(
+                b"k",
+                EntryMeta {
+                    not_indexed: true,
+                    ..plain
+                },
+                &vh,
+            ),
+            entry_digest(b"k", expiring, &vh),
+            entry_digest(
+                b"k",
+                EntryMeta {
+                    expires_at: Some(1_800_000_001),
+                    ..plain
+                },
+                &vh,
+            ),
+        ];
+        for (i, a) in digests.iter().enumerate() {
+            for b in &digests[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // The documented layout of an expiring entry's digest: meta_len 9, the flags, then
+        // u64 expires_at.
+        let mut e = vec![TAG_ENTRY, 9, 0, EntryMeta::FLAG_EXPIRES];
+        e.extend_from_slice(&1_800_000_000u64.to_le_bytes());
+        e.extend_from_slice(&[1, 0]);
+        e.extend_from_slice(b"k");
+        e.extend_from_slice(&vh.0);
+        assert_eq!(digests[3], Digest::from(blake3::hash(&e)));
+        // docs/format.md gives this digest as a known answer.
+        assert_eq!(
+            digests[3].to_hex(),
+            "6eda842083a354599afafdbeff3848331bf0f94d852dd8e555410c156d4733b4"
         );
-        assert_eq!(EntryMeta::from_flags(0x02), None);
-        assert_eq!(EntryMeta::from_flags(1), Some(EntryMeta { deleted: true }));
+    }
+
+    #[test]
+    fn metadata_decoding_refuses_what_the_format_forbids() {
+        let none = || None;
+        assert_eq!(EntryMeta::decode(0x08, none), Err(MetaError::UnknownFlags));
+        assert_eq!(EntryMeta::decode(0x01, none), Ok(EntryMeta::DELETE));
+        assert_eq!(
+            EntryMeta::decode(0x03, none),
+            Err(MetaError::DeleteWithMetadata)
+        );
+        assert_eq!(
+            EntryMeta::decode(0x05, || Some(5)),
+            Err(MetaError::DeleteWithMetadata)
+        );
+        assert_eq!(
+            EntryMeta::decode(0x06, || Some(5)),
+            Err(MetaError::NotIndexedExpiry)
+        );
+        assert_eq!(
+            EntryMeta::decode(0x04, || Some(0)),
+            Err(MetaError::ZeroExpiry)
+        );
+        let m = EntryMeta::decode(0x04, || Some(5)).unwrap();
+        assert!(!m.expired_at(4) && m.expired_at(5));
     }
 }

@@ -83,6 +83,7 @@ pub(crate) fn check_contents(rec: &TxRecord<'_>) -> Result<Vec<MapLeaf>, ChainBr
         rec.entries
             .iter()
             .zip(digests)
+            .filter(|(e, _)| !e.meta.not_indexed)
             .map(|(e, d)| (e.key, e.meta.deleted, d)),
     ))
 }

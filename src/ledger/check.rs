@@ -52,7 +52,8 @@ pub fn check(dir: &Path) -> Result<CheckReport> {
 
 /// One entry as the index must hold it: key, tx, deleted, segment, offset of its value
 /// hash, value length.
-type IndexedEntry = (Vec<u8>, TxId, bool, u32, u32, u32);
+/// Key, tx, run record flags, segment, offset, length.
+type IndexedEntry = (Vec<u8>, TxId, u8, u32, u32, u32);
 
 /// Checks the database in `dir`, and that each `(tx id, Alh)` in `trusted` is a state of its
 /// log (a client trusted it: a log that lacks it was rolled back, one with another Alh there
@@ -190,11 +191,14 @@ pub fn check_and_collect(
                 }
                 if tx <= cp_tx {
                     let body_at = offset + FRAME_HEADER_BYTES as u64;
-                    for e in &rec.entries {
+                    for e in rec.entries.iter().filter(|e| !e.meta.not_indexed) {
                         indexed.push((
                             e.key.to_vec(),
                             tx,
-                            e.meta.deleted,
+                            crate::index::Version::flags_of(
+                                e.meta.deleted,
+                                e.meta.expires_at.is_some(),
+                            ),
                             *id,
                             len_u32(usize_of(body_at) + e.value_hash_at),
                             len_u32(e.value.len()),
@@ -205,7 +209,11 @@ pub fn check_and_collect(
                     found.insert(tx, rec.alh);
                 }
                 if let Some(p) = prefix {
-                    for e in rec.entries.iter().filter(|e| e.key.starts_with(p)) {
+                    for e in rec
+                        .entries
+                        .iter()
+                        .filter(|e| e.key.starts_with(p) && !e.meta.not_indexed)
+                    {
                         if e.meta.deleted {
                             collected.remove(e.key);
                         } else {
@@ -356,7 +364,7 @@ fn check_runs(dir: &Path, runs: &[Run], mut log: Vec<IndexedEntry>) -> Result<u6
                 (
                     rec.key.to_vec(),
                     v.tx,
-                    v.deleted,
+                    v.flags(),
                     v.value.segment,
                     v.value.offset,
                     v.value.len,

@@ -5,7 +5,8 @@
 //! header  u16 version | u64 id | u64 timestamp_us | [32] prev_alh | u32 entry_count |
 //!         [32] entries_root | u64 history_size | [32] history_root | u64 epoch |
 //!         [32] map_root | [32] alh                                                 (198 bytes)
-//! entry   u16 key_len | u8 flags | u32 value_len | key | [32] value_hash | value   (repeated)
+//! entry   u16 key_len | u8 flags | u32 value_len | [u64 expires_at] | key | [32] value_hash |
+//!         value                    (repeated; expires_at only when flags has bit 2)
 //! ```
 //!
 //! A `value_len` of [`VALUE_DROPPED`] marks an entry whose value was dropped (by a
@@ -34,6 +35,12 @@ pub fn encode_header(h: &TxHeader, alh: &Digest, out: &mut Vec<u8>) {
     out.extend_from_slice(&alh.0);
 }
 
+/// The encoded size of an entry.
+pub fn entry_bytes(key_len: usize, meta: EntryMeta, value_len: usize) -> usize {
+    let expiry = if meta.expires_at.is_some() { 8 } else { 0 };
+    ENTRY_FIXED_BYTES + expiry + key_len + 32 + value_len
+}
+
 /// Appends one entry; returns the offset of its value hash relative to the start of `out`.
 pub fn encode_entry(
     key: &[u8],
@@ -47,6 +54,9 @@ pub fn encode_entry(
     out.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes());
     out.push(meta.to_flags());
     out.extend_from_slice(&crate::storage::len_u32(value.len()).to_le_bytes());
+    if let Some(t) = meta.expires_at {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
     out.extend_from_slice(key);
     let at = out.len();
     out.extend_from_slice(&value_hash.0);
@@ -59,6 +69,9 @@ pub fn encode_entry_dropped(key: &[u8], meta: EntryMeta, value_hash: &Digest, ou
     out.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes());
     out.push(meta.to_flags());
     out.extend_from_slice(&VALUE_DROPPED.to_le_bytes());
+    if let Some(t) = meta.expires_at {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
     out.extend_from_slice(key);
     out.extend_from_slice(&value_hash.0);
 }
@@ -148,7 +161,7 @@ impl<'a> Reader<'a> {
 pub fn encode_record(h: &TxHeader, alh: &Digest, entries: &[super::NewEntry]) -> Vec<u8> {
     let body: usize = entries
         .iter()
-        .map(|e| ENTRY_FIXED_BYTES + e.key.len() + 32 + e.value.len())
+        .map(|e| entry_bytes(e.key.len(), e.meta, e.value.len()))
         .sum();
     let mut out = Vec::with_capacity(HEADER_BYTES + body);
     encode_header(h, alh, &mut out);
@@ -198,8 +211,18 @@ pub fn decode(payload: &[u8]) -> Result<TxRecord<'_>, &'static str> {
     let mut entries = Vec::with_capacity(header.entry_count as usize);
     for _ in 0..header.entry_count {
         let key_len = r.u16()? as usize;
-        let meta = EntryMeta::from_flags(r.take(1)?[0]).ok_or("unknown entry flags")?;
+        let flags = r.take(1)?[0];
         let value_len = r.u32()?;
+        let meta = if flags & EntryMeta::FLAG_EXPIRES != 0 {
+            let t = r.u64()?;
+            EntryMeta::decode(flags, || Some(t))
+        } else {
+            EntryMeta::decode(flags, || None)
+        }
+        .map_err(|e| match e {
+            crate::integrity::MetaError::UnknownFlags => "unknown entry flags",
+            _ => "entry metadata the format forbids",
+        })?;
         let dropped = value_len == VALUE_DROPPED;
         if dropped && meta.deleted {
             return Err("a delete with a dropped value");
@@ -241,7 +264,7 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip_and_truncation(
-            entries in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..20), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..50)), 1..8),
+            entries in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..20), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..50), 0u8..3), 1..8),
             cut in 0usize..10_000,
         ) {
             let h = TxHeader {
@@ -251,16 +274,20 @@ mod tests {
             let mut out = Vec::new();
             encode_header(&h, &Digest([4; 32]), &mut out);
             prop_assert_eq!(out.len(), HEADER_BYTES);
-            for (k, d, v) in &entries {
-                encode_entry(k, EntryMeta { deleted: *d }, &value_hash(v), v, &mut out);
+            // Deletes plain; other entries plain, not indexed or expiring.
+            let meta = |d: bool, m: u8| if d { EntryMeta::DELETE } else {
+                EntryMeta { not_indexed: m == 1, expires_at: (m == 2).then_some(1_800_000_000 + u64::from(m)), ..EntryMeta::default() }
+            };
+            for (k, d, v, m) in &entries {
+                encode_entry(k, meta(*d, *m), &value_hash(v), v, &mut out);
             }
             let rec = decode(&out).unwrap();
             prop_assert_eq!(rec.header, h);
             prop_assert_eq!(rec.alh, Digest([4; 32]));
-            for (e, (k, d, v)) in rec.entries.iter().zip(&entries) {
+            for (e, (k, d, v, m)) in rec.entries.iter().zip(&entries) {
                 prop_assert_eq!(e.key, &k[..]);
                 prop_assert_eq!(e.value, &v[..]);
-                prop_assert_eq!(e.meta.deleted, *d);
+                prop_assert_eq!(e.meta, meta(*d, *m));
                 prop_assert_eq!(&out[e.value_hash_at..e.value_hash_at + 32], &value_hash(v).0[..]);
             }
             let cut = cut % out.len();
@@ -269,15 +296,15 @@ mod tests {
             // those: each entry with a value is marked dropped and the record shrinks by
             // exactly the value bytes. Dropping twice changes nothing more.
             match drop_values(&out).unwrap() {
-                None => prop_assert!(entries.iter().all(|(_, d, v)| *d || v.is_empty())),
+                None => prop_assert!(entries.iter().all(|(_, d, v, _)| *d || v.is_empty())),
                 Some(dropped) => {
-                    let values: usize = entries.iter().filter(|(_, d, _)| !*d).map(|(_, _, v)| v.len()).sum();
+                    let values: usize = entries.iter().filter(|(_, d, _, _)| !*d).map(|(_, _, v, _)| v.len()).sum();
                     prop_assert_eq!(dropped.len(), out.len() - values);
                     let r = decode(&dropped).unwrap();
                     prop_assert_eq!(r.header, h);
-                    for (e, (k, d, v)) in r.entries.iter().zip(&entries) {
+                    for (e, (k, d, v, m)) in r.entries.iter().zip(&entries) {
                         prop_assert_eq!(e.key, &k[..]);
-                        prop_assert_eq!(e.meta.deleted, *d);
+                        prop_assert_eq!(e.meta, meta(*d, *m));
                         prop_assert_eq!(e.value_hash, value_hash(v));
                         prop_assert_eq!(e.dropped, !*d && !v.is_empty());
                         prop_assert!(e.value.is_empty() || *d);

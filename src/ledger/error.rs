@@ -125,6 +125,12 @@ pub enum LedgerError {
     TxTooLarge { bytes: usize, max: usize },
     #[error("entry {index}: a delete carries no value")]
     DeleteWithValue { index: usize },
+    /// An entry's metadata is a combination the format forbids.
+    #[error("entry {index}: {reason}")]
+    BadMetadata {
+        index: usize,
+        reason: crate::integrity::MetaError,
+    },
     #[error("key not found")]
     KeyNotFound,
     /// A condition of the tx did not hold when it was to be committed: nothing was written.

@@ -83,8 +83,22 @@ impl NewEntry {
         NewEntry {
             key: key.into(),
             value: Vec::new(),
-            meta: EntryMeta { deleted: true },
+            meta: EntryMeta::DELETE,
         }
+    }
+
+    /// This entry, expiring at `expires_at` (seconds since the Unix epoch).
+    #[must_use]
+    pub fn expiring_at(mut self, expires_at: u64) -> NewEntry {
+        self.meta.expires_at = Some(expires_at);
+        self
+    }
+
+    /// This entry, left out of the key index (readable by its tx only).
+    #[must_use]
+    pub fn not_indexed(mut self) -> NewEntry {
+        self.meta.not_indexed = true;
+        self
     }
 }
 
@@ -139,6 +153,8 @@ pub struct KeyValue {
     /// The value was dropped by a truncation (in a scan; a get fails with
     /// [`LedgerError::ValueTruncated`] instead).
     pub value_truncated: bool,
+    /// The value's expiry time (seconds since the Unix epoch), if it has one.
+    pub expires_at: Option<u64>,
 }
 
 /// One version in the history of a key.
@@ -146,6 +162,8 @@ pub struct KeyValue {
 pub struct KeyVersion {
     pub tx: TxId,
     pub deleted: bool,
+    /// The version's expiry time (seconds since the Unix epoch), if it has one.
+    pub expires_at: Option<u64>,
     /// Empty when `value_truncated`.
     pub value: Vec<u8>,
     /// The value was dropped by a truncation: the version is still in the history.

@@ -7,7 +7,7 @@ use super::{
     VALUE_BYTES_MAX,
 };
 use crate::integrity::map::MapLeaf;
-use crate::integrity::{entry_digest, tx::entries_root, value_hash, Digest, TxHeader};
+use crate::integrity::{entry_digest, tx::entries_root, value_hash, Digest, EntryMeta, TxHeader};
 use crate::storage::len_u32;
 use bytes::Bytes;
 use std::collections::HashSet;
@@ -20,8 +20,9 @@ pub(crate) struct Prepared {
     pub(crate) body: Bytes,
     /// crc32 state over `body`, so the writer checksums only the header.
     pub(crate) body_crc: crc32fast::Hasher,
-    /// Per entry: key, deleted, offset of the value hash in `body`, value length.
-    pub(crate) refs: Vec<(Vec<u8>, bool, usize, u32)>,
+    /// Per indexed entry (the entries not left out of the index): key, metadata, offset of
+    /// the value hash in `body`, value length.
+    pub(crate) refs: Vec<(Vec<u8>, EntryMeta, usize, u32)>,
     /// The key map versions the tx writes, sorted by key hash; their tx id is set by the
     /// writer when it gives the tx its id.
     pub(crate) leaves: Vec<MapLeaf>,
@@ -51,11 +52,13 @@ pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
     let mut bytes = codec::HEADER_BYTES;
     let mut refs = Vec::with_capacity(rec.entries.len());
     for (index, e) in rec.entries.iter().enumerate() {
-        bytes += check_entry(index, e.key, e.value.len(), e.meta.deleted, &mut seen)?;
-        let at = e.value_hash_at - codec::HEADER_BYTES;
-        refs.push((e.key.to_vec(), e.meta.deleted, at, len_u32(e.value.len())));
+        bytes += check_entry(index, e.key, e.value.len(), e.meta, &mut seen)?;
+        if !e.meta.not_indexed {
+            let at = e.value_hash_at - codec::HEADER_BYTES;
+            refs.push((e.key.to_vec(), e.meta, at, len_u32(e.value.len())));
+        }
     }
-    check_tx_size(refs.len(), bytes)?;
+    check_tx_size(rec.entries.len(), bytes)?;
     let leaves = chain::check_contents(&rec).map_err(|reason| LedgerError::NotNext {
         tx: rec.header.id,
         reason,
@@ -65,7 +68,7 @@ pub(crate) fn prepare_record(record: Bytes) -> Result<Prepared> {
     let mut body_crc = crc32fast::Hasher::new();
     body_crc.update(&body);
     Ok(Prepared {
-        entry_count: len_u32(refs.len()),
+        entry_count: len_u32(rec.entries.len()),
         entries_root: rec.header.entries_root,
         body,
         body_crc,
@@ -92,7 +95,7 @@ fn check_entry<'a>(
     index: usize,
     key: &'a [u8],
     value_len: usize,
-    deleted: bool,
+    meta: EntryMeta,
     seen: &mut HashSet<&'a [u8]>,
 ) -> Result<usize> {
     if key.is_empty() {
@@ -112,13 +115,15 @@ fn check_entry<'a>(
             max: VALUE_BYTES_MAX,
         });
     }
-    if deleted && value_len > 0 {
+    if meta.deleted && value_len > 0 {
         return Err(LedgerError::DeleteWithValue { index });
     }
+    meta.check()
+        .map_err(|reason| LedgerError::BadMetadata { index, reason })?;
     if !seen.insert(key) {
         return Err(LedgerError::DuplicateKey { index });
     }
-    Ok(codec::ENTRY_FIXED_BYTES + key.len() + 32 + value_len)
+    Ok(codec::entry_bytes(key.len(), meta, value_len))
 }
 
 /// Checks a tx's entry count and encoded size against the limits.
@@ -171,7 +176,7 @@ fn prepare_unchecked(entries: Vec<NewEntry>) -> Result<Prepared> {
     let mut seen = HashSet::with_capacity(entries.len());
     let mut bytes = codec::HEADER_BYTES;
     for (index, e) in entries.iter().enumerate() {
-        bytes += check_entry(index, &e.key, e.value.len(), e.meta.deleted, &mut seen)?;
+        bytes += check_entry(index, &e.key, e.value.len(), e.meta, &mut seen)?;
     }
     check_tx_size(entries.len(), bytes)?;
     let mut body = Vec::with_capacity(bytes - codec::HEADER_BYTES);
@@ -181,14 +186,16 @@ fn prepare_unchecked(entries: Vec<NewEntry>) -> Result<Prepared> {
         let vh = value_hash(&e.value);
         digests.push(entry_digest(&e.key, e.meta, &vh));
         let at = codec::encode_entry(&e.key, e.meta, &vh, &e.value, &mut body);
-        refs.push((e.key, e.meta.deleted, at, len_u32(e.value.len())));
+        refs.push((e.key, e.meta, at, len_u32(e.value.len())));
     }
     let leaves = chain::map_leaves(
         0,
         refs.iter()
             .zip(&digests)
-            .map(|((key, deleted, _, _), d)| (key.as_slice(), *deleted, *d)),
+            .filter(|((_, meta, _, _), _)| !meta.not_indexed)
+            .map(|((key, meta, _, _), d)| (key.as_slice(), meta.deleted, *d)),
     );
+    refs.retain(|(_, meta, _, _)| !meta.not_indexed);
     Ok(Prepared {
         entry_count: len_u32(digests.len()),
         entries_root: entries_root(&digests),

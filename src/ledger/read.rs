@@ -5,10 +5,13 @@ use super::{
     LedgerError, Order, Result, Tx, TxEntry, TxFault,
 };
 use crate::index::Version;
-use crate::integrity::{value_hash, Digest, TxHeader, TxId};
+use crate::integrity::{value_hash, Digest, EntryMeta, TxHeader, TxId};
 use crate::storage::segment::SegmentReader;
 use crate::storage::{usize_of, Corruption, StorageError};
 use bytes::Bytes;
+
+/// A live key, its version and the version's expiry time.
+type LiveKey = (Vec<u8>, Version, Option<u64>);
 
 impl Ledger {
     /// The live value of `key`, or `None` if it was never set or is deleted.
@@ -31,15 +34,20 @@ impl Ledger {
                 reason: Damage::IndexEntry,
             });
         }
-        match v {
-            Some(v) if !v.deleted => Ok(Some(KeyValue {
-                key: key.to_vec(),
-                value: self.value(key, &v)?,
-                tx: v.tx,
-                value_truncated: false,
-            })),
-            _ => Ok(None),
+        let Some(v) = v.filter(|v| !v.deleted) else {
+            return Ok(None);
+        };
+        let meta = self.meta_of(key, &v)?;
+        if meta.expired_at(now_secs()) {
+            return Ok(None);
         }
+        Ok(Some(KeyValue {
+            key: key.to_vec(),
+            value: self.value(key, &v)?,
+            tx: v.tx,
+            value_truncated: false,
+            expires_at: meta.expires_at,
+        }))
     }
 
     /// Versions of `key`, deletions included, skipping `offset`, at most `limit`.
@@ -59,6 +67,7 @@ impl Ledger {
                 Ok(KeyVersion {
                     tx: v.tx,
                     deleted: v.deleted,
+                    expires_at: self.meta_of(key, v)?.expires_at,
                     value,
                     value_truncated,
                 })
@@ -67,7 +76,7 @@ impl Ledger {
     }
 
     /// Live keys starting with `prefix`, after the key `after` if given, in `order`, at most
-    /// `limit`, as of tx `as_of` (`TxId::MAX` for the latest).
+    /// `limit`, as of tx `as_of` (`TxId::MAX` for the latest). An expired key is not live.
     pub fn scan(
         &self,
         prefix: &[u8],
@@ -76,33 +85,88 @@ impl Ledger {
         order: Order,
         as_of: TxId,
     ) -> Result<Vec<KeyValue>> {
-        let found =
-            lock_poisoned(self.shared.index.read()).scan(prefix, after, limit, order, as_of)?;
-        found
+        self.live_keys(prefix, after, limit, order, as_of)?
             .into_iter()
-            .map(|(key, v)| {
+            .map(|(key, v, expires_at)| {
                 let (value, value_truncated) = self.value_or_truncated(&key, &v)?;
                 Ok(KeyValue {
                     value,
                     key,
                     tx: v.tx,
                     value_truncated,
+                    expires_at,
                 })
             })
             .collect()
     }
 
     /// How many live keys start with `prefix` as of tx `as_of` (`TxId::MAX` for the
-    /// latest), from the index alone (no value is read).
+    /// latest), from the index (a record is read only for a key whose version expires).
     pub fn count(&self, prefix: &[u8], as_of: TxId) -> Result<u64> {
-        let found = lock_poisoned(self.shared.index.read()).scan(
-            prefix,
-            None,
-            usize::MAX,
-            Order::Asc,
-            as_of,
-        )?;
-        Ok(found.len() as u64)
+        Ok(self
+            .live_keys(prefix, None, usize::MAX, Order::Asc, as_of)?
+            .len() as u64)
+    }
+
+    /// The index's live keys, without those expired now: pages through the index until
+    /// `limit` are found or it has no more.
+    fn live_keys(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        order: Order,
+        as_of: TxId,
+    ) -> Result<Vec<LiveKey>> {
+        let mut out = Vec::new();
+        let now = now_secs();
+        let mut after = after.map(<[u8]>::to_vec);
+        while out.len() < limit {
+            let want = limit - out.len();
+            let found = lock_poisoned(self.shared.index.read()).scan(
+                prefix,
+                after.as_deref(),
+                want,
+                order,
+                as_of,
+            )?;
+            let n = found.len();
+            for (key, v) in found {
+                after = Some(key.clone());
+                let meta = self.meta_of(&key, &v)?;
+                if !meta.expired_at(now) {
+                    out.push((key, v, meta.expires_at));
+                }
+            }
+            if n < want {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The metadata of the entry a version points at: read from its tx when it has an
+    /// expiry time (the index keeps only that it has one).
+    fn meta_of(&self, key: &[u8], v: &Version) -> Result<EntryMeta> {
+        if !v.expiring {
+            return Ok(if v.deleted {
+                EntryMeta::DELETE
+            } else {
+                EntryMeta::default()
+            });
+        }
+        self.read_tx(v.tx, |r| {
+            r.entries
+                .iter()
+                .find(|e| e.key == key && !e.meta.not_indexed)
+                .map(|e| e.meta)
+        })?
+        .filter(|m| m.expires_at.is_some() && !m.deleted)
+        .ok_or_else(|| LedgerError::Damaged {
+            path: self.shared.dir.join("index"),
+            offset: 0,
+            reason: Damage::IndexEntry,
+        })
     }
 
     fn segment(&self, id: u32) -> Result<SegmentReader> {
@@ -350,4 +414,12 @@ impl Tx {
         }
         Ok(self)
     }
+}
+
+/// Seconds since the Unix epoch by this machine's clock (0 before it): what expiry times are
+/// judged against.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -121,7 +121,7 @@ impl Replay<'_> {
             self.history.push(&n.0);
         }
         let body_at = offset + FRAME_HEADER_BYTES as u64;
-        for e in &rec.entries {
+        for e in rec.entries.iter().filter(|e| !e.meta.not_indexed) {
             let value = ValueRef {
                 segment,
                 offset: len_u32(usize_of(body_at) + e.value_hash_at),
@@ -132,6 +132,7 @@ impl Replay<'_> {
                 Version {
                     tx: id,
                     deleted: e.meta.deleted,
+                    expiring: e.meta.expires_at.is_some(),
                     value,
                 },
             );

@@ -441,7 +441,7 @@ impl Writer {
                 self.history.push(&n.0);
             }
             let body_at = offset + (FRAME_HEADER_BYTES + codec::HEADER_BYTES) as u64;
-            for (key, deleted, at, len) in tx.refs.drain(..) {
+            for (key, meta, at, len) in tx.refs.drain(..) {
                 let value = ValueRef {
                     segment,
                     offset: len_u32(usize_of(body_at) + at),
@@ -451,7 +451,8 @@ impl Writer {
                     key,
                     Version {
                         tx: id,
-                        deleted,
+                        deleted: meta.deleted,
+                        expiring: meta.expires_at.is_some(),
                         value,
                     },
                 ));

@@ -179,6 +179,10 @@ pub(crate) fn entry_wire(kv: KeyValue) -> wire::Entry {
         deleted: false,
         value_truncated: kv.value_truncated,
         value_hash: Vec::new(),
+        metadata: wire::metadata_wire(crate::integrity::EntryMeta {
+            expires_at: kv.expires_at,
+            ..Default::default()
+        }),
     }
 }
 
@@ -195,6 +199,7 @@ pub(crate) fn tx_wire(tx: ledger::Tx) -> wire::Tx {
                 value: e.value,
                 tx: id,
                 deleted: e.meta.deleted,
+                metadata: wire::metadata_wire(e.meta),
                 value_truncated: e.dropped,
                 value_hash: if e.dropped {
                     e.value_hash.0.to_vec()

@@ -20,6 +20,7 @@ pub fn ledger(e: LedgerError) -> Status {
         | E::DuplicateKey { .. }
         | E::TxTooLarge { .. }
         | E::DeleteWithValue { .. }
+        | E::BadMetadata { .. }
         | E::BadRecord { .. }
         | E::StateOrder { .. }
         | E::ReservedKey { .. }

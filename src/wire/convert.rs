@@ -42,6 +42,41 @@ pub fn entry_value_hash(e: &pb::Entry) -> Result<Digest, WireError> {
     digest("entry.value_hash", &e.value_hash)
 }
 
+/// An entry's metadata as the wire carries it: unset for an ordinary entry or a delete.
+pub fn metadata_wire(meta: integrity::EntryMeta) -> Option<pb::KvMetadata> {
+    (meta.expires_at.is_some() || meta.not_indexed).then(|| pb::KvMetadata {
+        expires_at: meta.expires_at.unwrap_or(0),
+        non_indexable: meta.not_indexed,
+    })
+}
+
+/// The metadata of an entry to write (`deleted` for a delete).
+pub fn new_entry_meta(
+    deleted: bool,
+    m: Option<&pb::KvMetadata>,
+) -> Result<integrity::EntryMeta, WireError> {
+    let meta = integrity::EntryMeta {
+        deleted,
+        not_indexed: m.is_some_and(|m| m.non_indexable),
+        expires_at: m.map(|m| m.expires_at).filter(|t| *t != 0),
+    };
+    meta.check().map_err(|e| WireError {
+        field: "metadata",
+        reason: match e {
+            integrity::MetaError::UnknownFlags => "unknown flags",
+            integrity::MetaError::DeleteWithMetadata => "a delete cannot carry metadata",
+            integrity::MetaError::NotIndexedExpiry => "a non-indexable entry cannot expire",
+            integrity::MetaError::ZeroExpiry => "an expiry time of 0",
+        },
+    })?;
+    Ok(meta)
+}
+
+/// The metadata an entry's digest takes, from the entry as the wire carries it.
+pub fn entry_meta(e: &pb::Entry) -> Result<integrity::EntryMeta, WireError> {
+    new_entry_meta(e.deleted, e.metadata.as_ref())
+}
+
 /// A required message field.
 pub fn required<'a, T>(field: &'static str, v: &'a Option<T>) -> Result<&'a T, WireError> {
     v.as_ref().ok_or(WireError {

@@ -10,7 +10,10 @@
 mod convert;
 mod reason;
 
-pub use convert::{digest, digests, entry_value_hash, required, WireError};
+pub use convert::{
+    digest, digests, entry_meta, entry_value_hash, metadata_wire, new_entry_meta, required,
+    WireError,
+};
 pub use reason::{Reason, PRIMARY_KEY, REASON_KEY};
 
 /// The generated code: the only place lints are relaxed (it is not ours to change).

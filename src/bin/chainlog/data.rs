@@ -1,10 +1,11 @@
 //! Reads, writes and verified calls on --db.
 
 use crate::input;
-use crate::out::{entry_json, header_json, put_bytes, text, Out};
+use crate::out::{entry_json, header_json, put_bytes, rfc3339_ms, text, Out};
 use crate::session::Session;
 use crate::Failure;
-use chainlog::client::VerifiedRead;
+use chainlog::client::{Put, VerifiedRead};
+use chainlog::integrity::EntryMeta;
 use chainlog::wire;
 use serde_json::json;
 
@@ -15,6 +16,7 @@ pub async fn set(
     must_exist: &[String],
     must_not_exist: &[String],
     not_modified_after: &[String],
+    meta: EntryMeta,
 ) -> Result<(), Failure> {
     if !pairs.len().is_multiple_of(2) {
         return Err(Failure::Error(format!(
@@ -22,9 +24,15 @@ pub async fn set(
             pairs.len()
         )));
     }
-    let kvs: Vec<(Vec<u8>, Vec<u8>)> = pairs
+    let puts: Vec<Put> = pairs
         .chunks(2)
-        .map(|p| Ok((input::key(&p[0])?, input::value(&p[1])?)))
+        .map(|p| {
+            Ok(Put {
+                key: input::key(&p[0])?,
+                value: input::value(&p[1])?,
+                meta,
+            })
+        })
         .collect::<Result<_, Failure>>()?;
     let mut conditions = Vec::new();
     use wire::precondition::Precondition as P;
@@ -46,12 +54,12 @@ pub async fn set(
     }
     let client = session.connect().await?;
     let h = if conditions.is_empty() {
-        client.set(&session.db, kvs).await?
+        client.set_entries(&session.db, puts).await?
     } else {
-        let ops = kvs
+        let ops = puts
             .into_iter()
-            .map(|(key, value)| wire::Op {
-                op: Some(wire::op::Op::Kv(wire::KeyValue { key, value })),
+            .map(|p| wire::Op {
+                op: Some(wire::op::Op::Kv(p.into_wire())),
             })
             .collect();
         let pre = conditions
@@ -122,6 +130,11 @@ pub async fn vget_all(session: &Session, out: &Out, keys: &[String]) -> Result<(
             VerifiedRead::Deleted { tx, .. } => {
                 format!("{}\tnot found (proven): deleted by tx {tx}", text(k))
             }
+            VerifiedRead::Expired { tx, expires_at, .. } => format!(
+                "{}\tnot found (proven): tx {tx}'s version expired at {}",
+                text(k),
+                rfc3339_ms(expires_at.saturating_mul(1000))
+            ),
             VerifiedRead::Absent { .. } => format!("{}\tnot found (proven)", text(k)),
         });
     }
@@ -356,11 +369,22 @@ pub async fn tx(session: &Session, out: &Out, id: u64) -> Result<(), Failure> {
     Ok(())
 }
 
-pub async fn vset(session: &Session, out: &Out, key: &str, value: &str) -> Result<(), Failure> {
+pub async fn vset(
+    session: &Session,
+    out: &Out,
+    key: &str,
+    value: &str,
+    meta: EntryMeta,
+) -> Result<(), Failure> {
+    let put = Put {
+        key: input::key(key)?,
+        value: input::value(value)?,
+        meta,
+    };
     let h = session
         .verified()
         .await?
-        .set(&session.db, vec![(input::key(key)?, input::value(value)?)])
+        .set_entries(&session.db, vec![put])
         .await?;
     out.print(json!({"tx_id": h.id, "verified": true}), || {
         format!("tx {} (verified)", h.id)
@@ -403,6 +427,18 @@ pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result
             format!("value truncated (proven): the latest version is tx {tx}'s, whose value was dropped; as of tx {at_tx}, verified in state {state_tx}"),
             false,
         ),
+        VerifiedRead::Expired {
+            tx,
+            expires_at,
+            at_tx,
+            state_tx,
+        } => (
+            format!(
+                "not found (proven): tx {tx}'s version expired at {}, as of tx {at_tx}, verified in state {state_tx}",
+                rfc3339_ms(expires_at.saturating_mul(1000))
+            ),
+            false,
+        ),
         VerifiedRead::Absent { at_tx, state_tx } => (
             format!("not found (proven): never written as of tx {at_tx}, verified in state {state_tx}"),
             false,
@@ -424,6 +460,9 @@ fn read_json(key: &[u8], read: &VerifiedRead) -> serde_json::Value {
         VerifiedRead::Value(e) => {
             put_bytes(&mut o, "value", &e.value);
             o.insert("tx_id".into(), json!(e.tx));
+            if let Some(t) = e.expires_at {
+                o.insert("expires_at".into(), json!(t));
+            }
             o.insert("state_tx_id".into(), json!(e.state_tx));
             o.insert("found".into(), json!(true));
         }
@@ -445,6 +484,19 @@ fn read_json(key: &[u8], read: &VerifiedRead) -> serde_json::Value {
             o.insert("found".into(), json!(true));
             o.insert("value_truncated".into(), json!(true));
             o.insert("tx_id".into(), json!(tx));
+            o.insert("at_tx_id".into(), json!(at_tx));
+            o.insert("state_tx_id".into(), json!(state_tx));
+        }
+        VerifiedRead::Expired {
+            tx,
+            expires_at,
+            at_tx,
+            state_tx,
+        } => {
+            o.insert("found".into(), json!(false));
+            o.insert("expired".into(), json!(true));
+            o.insert("tx_id".into(), json!(tx));
+            o.insert("expires_at".into(), json!(expires_at));
             o.insert("at_tx_id".into(), json!(at_tx));
             o.insert("state_tx_id".into(), json!(state_tx));
         }

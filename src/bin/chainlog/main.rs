@@ -199,6 +199,10 @@ enum Command {
     ///     chainlog set a 1 b 2
     ///
     ///     chainlog set balance 90 --not-modified-after balance=17   # compare-and-set
+    ///
+    ///     chainlog set session:42 token --expires-in 30m   # absent to reads after 30 min
+    ///
+    ///     chainlog set audit:7 blob --no-index   # in tx and proofs, never read by key
     Set {
         /// KEY VALUE [KEY VALUE …] (with --value-file: KEY alone)
         #[arg(required = true, num_args = 1.., value_names = ["KEY", "VALUE"])]
@@ -216,6 +220,8 @@ enum Command {
         /// read returned, compare-and-set
         #[arg(long, value_name = "KEY=TX")]
         not_modified_after: Vec<String>,
+        #[command(flatten)]
+        meta: MetaArgs,
     },
     /// The latest values of several keys, all as of one tx (immudb's GetAll)
     #[command(visible_alias = "getall")]
@@ -329,7 +335,14 @@ enum Command {
     /// Example:
     ///
     ///     chainlog vset balance 100
-    Vset { key: String, value: String },
+    ///
+    ///     chainlog vset session:42 token --expires-in 30m
+    Vset {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        meta: MetaArgs,
+    },
     /// Get, verified: KEY's latest value as the key map proves it, or proof that it has none
     /// ("not found (proven)", exit 1); any answer that does not prove itself exits 3
     ///
@@ -614,6 +627,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             must_exist,
             must_not_exist,
             not_modified_after,
+            meta,
         } => {
             let mut pairs = pairs.clone();
             if let Some(f) = value_file {
@@ -634,6 +648,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 must_exist,
                 must_not_exist,
                 not_modified_after,
+                meta.to_meta()?,
             )
             .await
         }
@@ -665,7 +680,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             after,
         } => data::scan(s, &out, prefix, *limit, *desc, after.as_deref()).await,
         Command::Tx { id } => data::tx(s, &out, *id).await,
-        Command::Vset { key, value } => data::vset(s, &out, key, value).await,
+        Command::Vset { key, value, meta } => {
+            data::vset(s, &out, key, value, meta.to_meta()?).await
+        }
         Command::Vget { key, at_tx } => data::vget(s, &out, key, *at_tx).await,
         Command::Vtx { id } => data::vtx(s, &out, *id).await,
         Command::State {
@@ -722,5 +739,42 @@ fn main() -> ExitCode {
             }
             ExitCode::from(f.exit())
         }
+    }
+}
+
+/// Entry metadata for the written entries (proto `KVMetadata`).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct MetaArgs {
+    /// The entries expire after DURATION (90s, 30m, 24h, 7d): from then on reads by key
+    /// treat them as absent, history still shows them
+    #[arg(long, value_name = "DURATION", value_parser = databases::parse_duration, conflicts_with = "expires_at")]
+    expires_in: Option<u64>,
+    /// The entries expire at this time: seconds since the Unix epoch
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    expires_at: Option<u64>,
+    /// Leave the entries out of the key index: they are in their tx and its proofs, and
+    /// reads by key never see them (read them with tx / vtx)
+    #[arg(long, conflicts_with_all = ["expires_in", "expires_at"])]
+    no_index: bool,
+}
+
+impl MetaArgs {
+    fn to_meta(&self) -> Result<chainlog::integrity::EntryMeta, Failure> {
+        let expires_at = match (self.expires_in, self.expires_at) {
+            (Some(d), _) => Some(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()).saturating_add(d.max(1))),
+            (None, Some(0)) => {
+                return Err(Failure::Error(
+                    "--expires-at 0: give a time after 1970".into(),
+                ))
+            }
+            (None, t) => t,
+        };
+        Ok(chainlog::integrity::EntryMeta {
+            deleted: false,
+            not_indexed: self.no_index,
+            expires_at,
+        })
     }
 }

@@ -48,8 +48,9 @@ pub fn header_json(h: &wire::TxHeader) -> serde_json::Value {
            "epoch": h.epoch, "map_root": hex(&h.map_root)})
 }
 
-/// An entry as JSON: `key`/`value` (or `key_hex`/`value_hex`), `tx_id`, `deleted`, and
-/// `value_truncated` with `value_hash` for a value a truncation dropped.
+/// An entry as JSON: `key`/`value` (or `key_hex`/`value_hex`), `tx_id`, `deleted`,
+/// `value_truncated` with `value_hash` for a value a truncation dropped, `expires_at`
+/// (seconds since the Unix epoch) and `non_indexable` when set.
 pub fn entry_json(e: &wire::Entry) -> serde_json::Value {
     let mut o = serde_json::Map::new();
     put_bytes(&mut o, "key", &e.key);
@@ -59,6 +60,14 @@ pub fn entry_json(e: &wire::Entry) -> serde_json::Value {
     if e.value_truncated {
         o.insert("value_truncated".into(), json!(true));
         o.insert("value_hash".into(), json!(hex(&e.value_hash)));
+    }
+    if let Some(m) = &e.metadata {
+        if m.expires_at != 0 {
+            o.insert("expires_at".into(), json!(m.expires_at));
+        }
+        if m.non_indexable {
+            o.insert("non_indexable".into(), json!(true));
+        }
     }
     serde_json::Value::Object(o)
 }

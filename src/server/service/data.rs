@@ -111,11 +111,23 @@ fn learn_epoch(db: &Database, known: u64) {
     }
 }
 
-fn puts(entries: Vec<wire::KeyValue>) -> Vec<NewEntry> {
+fn puts(entries: Vec<wire::KeyValue>) -> Result<Vec<NewEntry>, Status> {
     entries
         .into_iter()
-        .map(|kv| NewEntry::put(kv.key, kv.value))
+        .enumerate()
+        .map(|(i, kv)| put(i, kv))
         .collect()
+}
+
+/// Entry `index` of a write, with its metadata.
+fn put(index: usize, kv: wire::KeyValue) -> Result<NewEntry, Status> {
+    let meta = wire::new_entry_meta(false, kv.metadata.as_ref())
+        .map_err(|e| Status::invalid_argument(format!("entry {index}: {e}")))?;
+    Ok(NewEntry {
+        key: kv.key,
+        value: kv.value,
+        meta,
+    })
 }
 
 #[tonic::async_trait]
@@ -125,7 +137,7 @@ impl data_server::Data for Service {
         req: Request<wire::SetRequest>,
     ) -> Result<Response<wire::TxHeader>, Status> {
         let db = self.writable(&req, &req.get_ref().database)?;
-        let entries = puts(req.into_inner().entries);
+        let entries = puts(req.into_inner().entries)?;
         let (_, h) = self.commit(db, entries).await?;
         Ok(Response::new((&h).into()))
     }
@@ -187,6 +199,10 @@ impl data_server::Data for Service {
                 deleted: v.deleted,
                 value_truncated: v.value_truncated,
                 value_hash: Vec::new(),
+                metadata: wire::metadata_wire(crate::integrity::EntryMeta {
+                    expires_at: v.expires_at,
+                    ..Default::default()
+                }),
             })
             .collect();
         Ok(Response::new(wire::HistoryResponse { entries }))
@@ -234,7 +250,7 @@ impl data_server::Data for Service {
         let mut deletes = Vec::new();
         for (i, op) in r.operations.into_iter().enumerate() {
             match op.op {
-                Some(wire::op::Op::Kv(kv)) => entries.push(NewEntry::put(kv.key, kv.value)),
+                Some(wire::op::Op::Kv(kv)) => entries.push(put(i, kv)?),
                 Some(wire::op::Op::DeleteKey(k)) => deletes.push(k),
                 None => {
                     return Err(Status::invalid_argument(format!(
@@ -379,7 +395,7 @@ impl data_server::Data for Service {
         }
         let db = self.writable(&req, &req.get_ref().database)?;
         let r = req.into_inner();
-        let entries = puts(r.entries);
+        let entries = puts(r.entries)?;
         let (db, h) = self.commit(db, entries).await?;
         let this = self.clone();
         let v = blocking(move || this.verifiable_tx(&db, h.id, r.trusted_tx_id, false)).await?;

@@ -192,6 +192,7 @@ impl Service {
                     value: entry.value,
                     tx: leaf.tx_id,
                     deleted: entry.meta.deleted,
+                    metadata: wire::metadata_wire(entry.meta),
                     value_truncated: entry.dropped,
                     value_hash: if entry.dropped {
                         entry.value_hash.0.to_vec()
