@@ -311,6 +311,7 @@ async fn refused_metadata_and_a_moved_expiry_are_caught() {
                 e.metadata = Some(wire::KvMetadata {
                     expires_at: 0,
                     non_indexable: true,
+                    reference: false,
                 });
             }
         },

@@ -54,6 +54,10 @@ pub enum ClientError {
         /// What failed.
         reason: String,
     },
+    /// A request that cannot be made as asked (a reference or a sorted-set member that does
+    /// not encode); nothing was sent.
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// A call that needs a session was made before [`Client::login`].
     #[error("not logged in")]
     NotLoggedIn,
@@ -265,7 +269,7 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-type Authed = InterceptedService<Channel, Bearer>;
+pub(crate) type Authed = InterceptedService<Channel, Bearer>;
 
 /// A connection to a chainlog server. Cheap to clone; clones share the session.
 #[derive(Clone)]
@@ -563,6 +567,44 @@ impl Client {
             .into_inner())
     }
 
+    /// Makes `key` a reference to `referenced_key` (bound to its version as of `at_tx`; 0:
+    /// unbound): reads of `key` answer with the referenced key's version.
+    pub async fn set_reference(
+        &self,
+        db: &str,
+        key: &[u8],
+        referenced_key: &[u8],
+        at_tx: u64,
+    ) -> Result<wire::TxHeader> {
+        Ok(self
+            .data()
+            .set_reference(reference_request(db, key, referenced_key, at_tx))
+            .await?
+            .into_inner())
+    }
+
+    /// Adds `key` to the sorted set `set` with `score` (bound to its version as of `at_tx`;
+    /// 0: unbound).
+    pub async fn zadd(
+        &self,
+        db: &str,
+        set: &[u8],
+        score: f64,
+        key: &[u8],
+        at_tx: u64,
+    ) -> Result<wire::TxHeader> {
+        Ok(self
+            .data()
+            .z_add(zadd_request(db, set, score, key, at_tx))
+            .await?
+            .into_inner())
+    }
+
+    /// Members of a sorted set by score (see `ZScanRequest` for the fields).
+    pub async fn zscan(&self, req: wire::ZScanRequest) -> Result<wire::ZScanResponse> {
+        Ok(self.data().z_scan(req).await?.into_inner())
+    }
+
     /// The latest values of `keys`, all as of one tx (`at_tx`, 0: the last).
     pub async fn get_all(
         &self,
@@ -814,4 +856,30 @@ impl Client {
 /// Whether a status says the key is absent (not the database).
 pub fn is_key_not_found(s: &Status) -> bool {
     wire::Reason::of(s) == Some(wire::Reason::KeyNotFound)
+}
+
+/// A SetReference request.
+pub fn reference_request(
+    db: &str,
+    key: &[u8],
+    referenced_key: &[u8],
+    at_tx: u64,
+) -> wire::ReferenceRequest {
+    wire::ReferenceRequest {
+        database: db.to_string(),
+        key: key.to_vec(),
+        referenced_key: referenced_key.to_vec(),
+        at_tx,
+    }
+}
+
+/// A ZAdd request.
+pub fn zadd_request(db: &str, set: &[u8], score: f64, key: &[u8], at_tx: u64) -> wire::ZAddRequest {
+    wire::ZAddRequest {
+        database: db.to_string(),
+        set: set.to_vec(),
+        score,
+        key: key.to_vec(),
+        at_tx,
+    }
 }

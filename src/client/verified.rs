@@ -164,6 +164,17 @@ pub struct VerifiedEntry {
     pub state_tx: TxId,
 }
 
+/// The data client a verified write calls with.
+type DataClient = wire::data_client::DataClient<crate::client::Authed>;
+/// A verified write's call in flight.
+type WriteCall = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::result::Result<tonic::Response<wire::VerifiableTx>, tonic::Status>,
+            > + Send,
+    >,
+>;
+
 /// What a verified read proved about a key as of one tx: its latest version then, or that it
 /// had none. Every variant is proven against the state now trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +211,25 @@ pub enum VerifiedRead {
         at_tx: TxId,
         /// The state it was verified in (now trusted).
         state_tx: TxId,
+    },
+    /// The key's latest version is a reference (SetReference): proven, and followed to the
+    /// referenced key's version, itself proven.
+    Reference {
+        /// The reference's key (the key read).
+        key: Vec<u8>,
+        /// The tx that wrote the reference.
+        tx: TxId,
+        /// The key it names.
+        referenced_key: Vec<u8>,
+        /// The tx it is bound to (0: unbound).
+        bound_tx: TxId,
+        /// The tx the read is as of.
+        at_tx: TxId,
+        /// The state it was verified in (now trusted).
+        state_tx: TxId,
+        /// The referenced key's version: as of `bound_tx` when bound, else as of `at_tx`.
+        /// `None` only inside the client, before it is followed.
+        target: Option<Box<VerifiedRead>>,
     },
     /// The key had never been written.
     Absent {
@@ -597,6 +627,41 @@ impl VerifiedClient {
     /// had none. An answer that shows another version, or none without proof, is tamper
     /// evidence.
     pub async fn get(&self, db: &str, key: &[u8], at_tx: TxId) -> Result<VerifiedRead> {
+        let read = self.read_key(db, key, at_tx).await?;
+        self.follow(db, read).await
+    }
+
+    /// A read of a reference, with the referenced key read and verified as of the tx the
+    /// reference is bound to, else as of the tx the reference was read as of. A reference
+    /// never names another (the server refuses to write one), so one step is all.
+    async fn follow(&self, db: &str, read: VerifiedRead) -> Result<VerifiedRead> {
+        let VerifiedRead::Reference {
+            key,
+            tx,
+            referenced_key,
+            bound_tx,
+            at_tx,
+            state_tx,
+            target: None,
+        } = read
+        else {
+            return Ok(read);
+        };
+        let as_of = if bound_tx == 0 { at_tx } else { bound_tx };
+        let target = Box::pin(self.read_key(db, &referenced_key, as_of)).await?;
+        Ok(VerifiedRead::Reference {
+            key,
+            tx,
+            referenced_key,
+            bound_tx,
+            at_tx,
+            state_tx,
+            target: Some(Box::new(target)),
+        })
+    }
+
+    /// [`VerifiedClient::get`] without following a reference.
+    async fn read_key(&self, db: &str, key: &[u8], at_tx: TxId) -> Result<VerifiedRead> {
         let trusted = self.trusted(db).await;
         let trusted_tx_id = trusted.as_ref().map_or(0, |t| t.tx_id);
         let known_epoch = trusted.as_ref().map_or(0, |t| t.epoch);
@@ -654,7 +719,8 @@ impl VerifiedClient {
         let mut out = Vec::with_capacity(keys.len());
         for (key, ve) in keys.iter().zip(&answer.entries) {
             let ev = self.evidence(db, self.trusted(db).await);
-            out.push(self.verify_read(db, ev, ve, key, at).await?);
+            let read = self.verify_read(db, ev, ve, key, at).await?;
+            out.push(self.follow(db, read).await?);
         }
         Ok(out)
     }
@@ -752,19 +818,31 @@ impl VerifiedClient {
             },
             // Judged by this machine's clock: the proven expiry time is the server's to keep,
             // not to decide.
-            Some((_, _, meta)) if meta.expired_at(now_secs()) => {
-                VerifiedRead::Expired {
-                    tx: h.id,
-                    expires_at: meta.expires_at.unwrap_or(0),
-                    at_tx: at.id,
-                    state_tx,
-                }
-            }
+            Some((_, _, meta)) if meta.expired_at(now_secs()) => VerifiedRead::Expired {
+                tx: h.id,
+                expires_at: meta.expires_at.unwrap_or(0),
+                at_tx: at.id,
+                state_tx,
+            },
             Some((e, _, _)) if e.value_truncated => VerifiedRead::Truncated {
                 tx: h.id,
                 at_tx: at.id,
                 state_tx,
             },
+            Some((e, _, meta)) if meta.reference => {
+                let Some((target, bound)) = integrity::kv::parse_reference(&e.value) else {
+                    return Err(self.evidence(db, None).of(TamperReason::WrongAnswer));
+                };
+                VerifiedRead::Reference {
+                    key: e.key.clone(),
+                    tx: h.id,
+                    referenced_key: target.to_vec(),
+                    bound_tx: bound,
+                    at_tx: at.id,
+                    state_tx,
+                    target: None,
+                }
+            }
             Some((e, _, meta)) => VerifiedRead::Value(VerifiedEntry {
                 key: e.key,
                 value: e.value,
@@ -821,20 +899,105 @@ impl VerifiedClient {
     /// [`VerifiedClient::set`] of entries with their metadata: the tx must hold exactly
     /// them, metadata included (it enters each entry's digest).
     pub async fn set_entries(&self, db: &str, entries: Vec<Put>) -> Result<integrity::TxHeader> {
+        let digests: Vec<Digest> = entries.iter().map(Put::digest).collect();
+        let entries: Vec<wire::KeyValue> = entries.into_iter().map(Put::into_wire).collect();
+        let db_name = db.to_string();
+        self.verified_write(db, digests, move |mut data, trusted_tx_id, known_epoch| {
+            Box::pin(async move {
+                data.verifiable_set(wire::VerifiableSetRequest {
+                    database: db_name,
+                    entries,
+                    trusted_tx_id,
+                    known_epoch,
+                })
+                .await
+            })
+        })
+        .await
+    }
+
+    /// Makes `key` a reference to `referenced_key` (SetReference; bound to its version as of
+    /// `at_tx`, 0: unbound), then verifies that the tx holds exactly that reference.
+    pub async fn set_reference(
+        &self,
+        db: &str,
+        key: &[u8],
+        referenced_key: &[u8],
+        at_tx: TxId,
+    ) -> Result<integrity::TxHeader> {
+        let value = integrity::kv::reference_value(referenced_key, at_tx)
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let digest = entry_digest(
+            key,
+            integrity::EntryMeta::REFERENCE,
+            &integrity::value_hash(&value),
+        );
+        let request = crate::client::reference_request(db, key, referenced_key, at_tx);
+        self.verified_write(
+            db,
+            vec![digest],
+            move |mut data, trusted_tx_id, known_epoch| {
+                Box::pin(async move {
+                    data.verifiable_set_reference(wire::VerifiableReferenceRequest {
+                        request: Some(request),
+                        trusted_tx_id,
+                        known_epoch,
+                    })
+                    .await
+                })
+            },
+        )
+        .await
+    }
+
+    /// Adds `key` to the sorted set `set` with `score` (ZAdd; bound to its version as of
+    /// `at_tx`, 0: unbound), then verifies that the tx holds exactly that member.
+    pub async fn zadd(
+        &self,
+        db: &str,
+        set: &[u8],
+        score: f64,
+        key: &[u8],
+        at_tx: TxId,
+    ) -> Result<integrity::TxHeader> {
+        let member = integrity::kv::zset_key(set, score, key, at_tx)
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let digest = entry_digest(
+            &member,
+            integrity::EntryMeta::default(),
+            &integrity::value_hash(b""),
+        );
+        let request = crate::client::zadd_request(db, set, score, key, at_tx);
+        self.verified_write(
+            db,
+            vec![digest],
+            move |mut data, trusted_tx_id, known_epoch| {
+                Box::pin(async move {
+                    data.verifiable_z_add(wire::VerifiableZAddRequest {
+                        request: Some(request),
+                        trusted_tx_id,
+                        known_epoch,
+                    })
+                    .await
+                })
+            },
+        )
+        .await
+    }
+
+    /// A verified write: `call` sends it (given the trusted tx id and epoch); the tx it made
+    /// must hold exactly the entries of `digests`, in a state that extends the trusted one.
+    async fn verified_write(
+        &self,
+        db: &str,
+        digests_sent: Vec<Digest>,
+        call: impl FnOnce(DataClient, TxId, u64) -> WriteCall,
+    ) -> Result<integrity::TxHeader> {
         let trusted = self.trusted(db).await;
         let trusted_tx_id = trusted.as_ref().map_or(0, |t| t.tx_id);
         let known_epoch = trusted.as_ref().map_or(0, |t| t.epoch);
         let ev = self.evidence(db, trusted);
-        let digests_sent: Vec<Digest> = entries.iter().map(Put::digest).collect();
-        let vt = self
-            .client
-            .data()
-            .verifiable_set(wire::VerifiableSetRequest {
-                database: db.to_string(),
-                entries: entries.into_iter().map(Put::into_wire).collect(),
-                trusted_tx_id,
-                known_epoch,
-            })
+        let vt = call(self.client.data(), trusted_tx_id, known_epoch)
             .await
             .map_err(|e| ev.status(e))?
             .into_inner();

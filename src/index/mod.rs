@@ -32,26 +32,38 @@ pub struct Version {
     pub deleted: bool,
     /// The entry has an expiry time (in its record): a read checks it there.
     pub expiring: bool,
+    /// The entry is a reference (its value names another key).
+    pub reference: bool,
     pub value: ValueRef,
 }
 
 impl Version {
     pub const FLAG_DELETED: u8 = 0x01;
     pub const FLAG_EXPIRING: u8 = 0x02;
+    pub const FLAG_REFERENCE: u8 = 0x04;
+    pub const FLAGS_KNOWN: u8 = Self::FLAG_DELETED | Self::FLAG_EXPIRING | Self::FLAG_REFERENCE;
 
     /// The flags byte of a run record (docs/format.md, "Index runs").
     pub fn flags(&self) -> u8 {
-        Self::flags_of(self.deleted, self.expiring)
+        Self::flags_of(self.deleted, self.expiring, self.reference)
     }
 
-    pub fn flags_of(deleted: bool, expiring: bool) -> u8 {
-        u8::from(deleted) | if expiring { Self::FLAG_EXPIRING } else { 0 }
+    pub fn flags_of(deleted: bool, expiring: bool, reference: bool) -> u8 {
+        let mut f = u8::from(deleted);
+        if expiring {
+            f |= Self::FLAG_EXPIRING;
+        }
+        if reference {
+            f |= Self::FLAG_REFERENCE;
+        }
+        f
     }
 
     const NONE: Version = Version {
         tx: 0,
         deleted: true,
         expiring: false,
+        reference: false,
         value: ValueRef {
             segment: 0,
             offset: 0,
@@ -523,6 +535,7 @@ mod tests {
     fn v(tx: u64, deleted: bool) -> Version {
         Version {
             expiring: false,
+            reference: false,
             tx,
             deleted,
             value: ValueRef {

@@ -227,7 +227,7 @@ impl Run {
         if record_crc(i, &b[start..end]) != stored {
             return Err(bad(Corruption::RecordCrc));
         }
-        if fixed[2] & !(Version::FLAG_DELETED | Version::FLAG_EXPIRING) != 0 {
+        if fixed[2] & !Version::FLAGS_KNOWN != 0 {
             return Err(bad(Corruption::Decode("unknown record flags")));
         }
         let u32_at = |o: usize| u32::from_le_bytes(fixed[o..o + 4].try_into().unwrap_or([0; 4]));
@@ -237,6 +237,7 @@ impl Run {
                 tx: u64::from_le_bytes(fixed[3..11].try_into().unwrap_or([0; 8])),
                 deleted: fixed[2] & Version::FLAG_DELETED != 0,
                 expiring: fixed[2] & Version::FLAG_EXPIRING != 0,
+                reference: fixed[2] & Version::FLAG_REFERENCE != 0,
                 value: ValueRef {
                     segment: u32_at(11),
                     offset: u32_at(15),

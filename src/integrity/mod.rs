@@ -9,6 +9,7 @@
 
 mod digest;
 pub mod hex;
+pub mod kv;
 pub mod map;
 pub mod merkle;
 pub mod proof;

@@ -35,6 +35,9 @@ pub struct EntryMeta {
     /// The entry expires at this time (seconds since the Unix epoch): from then on reads by
     /// key treat it as absent; its history still shows it.
     pub expires_at: Option<u64>,
+    /// A reference: the value names another key ([`super::kv::reference_value`]), and a
+    /// read of this key resolves to that key's version.
+    pub reference: bool,
 }
 
 /// Why a metadata combination is refused.
@@ -48,6 +51,8 @@ pub enum MetaError {
     NotIndexedExpiry,
     /// An expiry time of 0.
     ZeroExpiry,
+    /// A reference that is also a delete, left out of the index, or expiring.
+    ReferenceWithMetadata,
 }
 
 impl std::fmt::Display for MetaError {
@@ -57,6 +62,9 @@ impl std::fmt::Display for MetaError {
             MetaError::DeleteWithMetadata => "a delete cannot expire or be left out of the index",
             MetaError::NotIndexedExpiry => "an entry left out of the index cannot expire",
             MetaError::ZeroExpiry => "an expiry time of 0",
+            MetaError::ReferenceWithMetadata => {
+                "a reference cannot be a delete, expire or be left out of the index"
+            }
         })
     }
 }
@@ -65,13 +73,24 @@ impl EntryMeta {
     pub const FLAG_DELETED: u8 = 0x01;
     pub const FLAG_NOT_INDEXED: u8 = 0x02;
     pub const FLAG_EXPIRES: u8 = 0x04;
-    const KNOWN: u8 = Self::FLAG_DELETED | Self::FLAG_NOT_INDEXED | Self::FLAG_EXPIRES;
+    pub const FLAG_REFERENCE: u8 = 0x08;
+    const KNOWN: u8 =
+        Self::FLAG_DELETED | Self::FLAG_NOT_INDEXED | Self::FLAG_EXPIRES | Self::FLAG_REFERENCE;
 
     /// A logical delete.
     pub const DELETE: EntryMeta = EntryMeta {
         deleted: true,
         not_indexed: false,
         expires_at: None,
+        reference: false,
+    };
+
+    /// A reference.
+    pub const REFERENCE: EntryMeta = EntryMeta {
+        deleted: false,
+        not_indexed: false,
+        expires_at: None,
+        reference: true,
     };
 
     pub fn to_flags(self) -> u8 {
@@ -84,6 +103,9 @@ impl EntryMeta {
         }
         if self.expires_at.is_some() {
             f |= Self::FLAG_EXPIRES;
+        }
+        if self.reference {
+            f |= Self::FLAG_REFERENCE;
         }
         f
     }
@@ -105,6 +127,7 @@ impl EntryMeta {
             } else {
                 None
             },
+            reference: flags & Self::FLAG_REFERENCE != 0,
         };
         meta.check()?;
         Ok(meta)
@@ -112,6 +135,9 @@ impl EntryMeta {
 
     /// Refuses the combinations docs/format.md forbids.
     pub fn check(self) -> Result<(), MetaError> {
+        if self.reference && (self.deleted || self.not_indexed || self.expires_at.is_some()) {
+            return Err(MetaError::ReferenceWithMetadata);
+        }
         if self.deleted && (self.not_indexed || self.expires_at.is_some()) {
             return Err(MetaError::DeleteWithMetadata);
         }
@@ -407,6 +433,7 @@ mod tests {
                 },
                 &vh,
             ),
+            entry_digest(b"k", EntryMeta::REFERENCE, &vh),
         ];
         for (i, a) in digests.iter().enumerate() {
             for b in &digests[i + 1..] {
@@ -431,7 +458,16 @@ mod tests {
     #[test]
     fn metadata_decoding_refuses_what_the_format_forbids() {
         let none = || None;
-        assert_eq!(EntryMeta::decode(0x08, none), Err(MetaError::UnknownFlags));
+        assert_eq!(EntryMeta::decode(0x10, none), Err(MetaError::UnknownFlags));
+        assert_eq!(EntryMeta::decode(0x08, none), Ok(EntryMeta::REFERENCE));
+        assert_eq!(
+            EntryMeta::decode(0x09, none),
+            Err(MetaError::ReferenceWithMetadata)
+        );
+        assert_eq!(
+            EntryMeta::decode(0x0c, || Some(5)),
+            Err(MetaError::ReferenceWithMetadata)
+        );
         assert_eq!(EntryMeta::decode(0x01, none), Ok(EntryMeta::DELETE));
         assert_eq!(
             EntryMeta::decode(0x03, none),

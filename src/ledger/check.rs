@@ -198,6 +198,7 @@ pub fn check_and_collect(
                             crate::index::Version::flags_of(
                                 e.meta.deleted,
                                 e.meta.expires_at.is_some(),
+                                e.meta.reference,
                             ),
                             *id,
                             len_u32(usize_of(body_at) + e.value_hash_at),

@@ -125,6 +125,9 @@ pub enum LedgerError {
     TxTooLarge { bytes: usize, max: usize },
     #[error("entry {index}: a delete carries no value")]
     DeleteWithValue { index: usize },
+    /// A reference whose value does not name a key (docs/format.md, "References").
+    #[error("entry {index}: a reference's value must be u64 at_tx then the referenced key")]
+    BadReference { index: usize },
     /// An entry's metadata is a combination the format forbids.
     #[error("entry {index}: {reason}")]
     BadMetadata {

@@ -153,8 +153,8 @@ pub struct KeyValue {
     /// The value was dropped by a truncation (in a scan; a get fails with
     /// [`LedgerError::ValueTruncated`] instead).
     pub value_truncated: bool,
-    /// The value's expiry time (seconds since the Unix epoch), if it has one.
-    pub expires_at: Option<u64>,
+    /// The version's metadata (an expiry time, a reference).
+    pub meta: EntryMeta,
 }
 
 /// One version in the history of a key.
@@ -162,8 +162,8 @@ pub struct KeyValue {
 pub struct KeyVersion {
     pub tx: TxId,
     pub deleted: bool,
-    /// The version's expiry time (seconds since the Unix epoch), if it has one.
-    pub expires_at: Option<u64>,
+    /// The version's metadata (`deleted` included).
+    pub meta: EntryMeta,
     /// Empty when `value_truncated`.
     pub value: Vec<u8>,
     /// The value was dropped by a truncation: the version is still in the history.

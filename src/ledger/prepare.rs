@@ -7,7 +7,9 @@ use super::{
     VALUE_BYTES_MAX,
 };
 use crate::integrity::map::MapLeaf;
-use crate::integrity::{entry_digest, tx::entries_root, value_hash, Digest, EntryMeta, TxHeader};
+use crate::integrity::{
+    entry_digest, kv, tx::entries_root, value_hash, Digest, EntryMeta, TxHeader,
+};
 use crate::storage::len_u32;
 use bytes::Bytes;
 use std::collections::HashSet;
@@ -37,7 +39,7 @@ pub(crate) struct Prepared {
 }
 
 /// The prefix of the keys the database writes itself.
-pub(crate) const RESERVED_PREFIX: &[u8] = b"\0chainlog/";
+pub(crate) const RESERVED_PREFIX: &[u8] = kv::RESERVED_PREFIX;
 /// The key of the marker tx that starts an epoch; its value is the epoch, in decimal.
 pub(crate) const EPOCH_KEY: &[u8] = b"\0chainlog/epoch";
 
@@ -149,11 +151,22 @@ fn check_tx_size(count: usize, bytes: usize) -> Result<()> {
 /// Checks limits and hashes everything that does not depend on the tx's position; a key the
 /// database reserves for itself is refused.
 pub(crate) fn prepare(entries: Vec<NewEntry>) -> Result<Prepared> {
+    // Under the reserved prefix, only sorted-set members (which a ZAdd writes): a plain entry
+    // of their canonical form, with no value.
+    let member = |e: &NewEntry| {
+        kv::parse_zset_key(&e.key).is_some() && e.value.is_empty() && e.meta == EntryMeta::default()
+    };
     if let Some(index) = entries
         .iter()
-        .position(|e| e.key.starts_with(RESERVED_PREFIX))
+        .position(|e| e.key.starts_with(RESERVED_PREFIX) && !member(e))
     {
         return Err(LedgerError::ReservedKey { index });
+    }
+    if let Some(index) = entries
+        .iter()
+        .position(|e| e.meta.reference && kv::parse_reference(&e.value).is_none())
+    {
+        return Err(LedgerError::BadReference { index });
     }
     prepare_unchecked(entries)
 }

@@ -5,13 +5,13 @@ use super::{
     LedgerError, Order, Result, Tx, TxEntry, TxFault,
 };
 use crate::index::Version;
-use crate::integrity::{value_hash, Digest, EntryMeta, TxHeader, TxId};
+use crate::integrity::{kv, value_hash, Digest, EntryMeta, TxHeader, TxId};
 use crate::storage::segment::SegmentReader;
 use crate::storage::{usize_of, Corruption, StorageError};
 use bytes::Bytes;
 
-/// A live key, its version and the version's expiry time.
-type LiveKey = (Vec<u8>, Version, Option<u64>);
+/// A live key, its version and the version's metadata.
+type LiveKey = (Vec<u8>, Version, EntryMeta);
 
 impl Ledger {
     /// The live value of `key`, or `None` if it was never set or is deleted.
@@ -46,7 +46,7 @@ impl Ledger {
             value: self.value(key, &v)?,
             tx: v.tx,
             value_truncated: false,
-            expires_at: meta.expires_at,
+            meta,
         }))
     }
 
@@ -67,7 +67,7 @@ impl Ledger {
                 Ok(KeyVersion {
                     tx: v.tx,
                     deleted: v.deleted,
-                    expires_at: self.meta_of(key, v)?.expires_at,
+                    meta: self.meta_of(key, v)?,
                     value,
                     value_truncated,
                 })
@@ -87,14 +87,14 @@ impl Ledger {
     ) -> Result<Vec<KeyValue>> {
         self.live_keys(prefix, after, limit, order, as_of)?
             .into_iter()
-            .map(|(key, v, expires_at)| {
+            .map(|(key, v, meta)| {
                 let (value, value_truncated) = self.value_or_truncated(&key, &v)?;
                 Ok(KeyValue {
                     value,
                     key,
                     tx: v.tx,
                     value_truncated,
-                    expires_at,
+                    meta,
                 })
             })
             .collect()
@@ -121,6 +121,11 @@ impl Ledger {
         let mut out = Vec::new();
         let now = now_secs();
         let mut after = after.map(<[u8]>::to_vec);
+        // The database's own keys (sorted-set members, the epoch marker) are listed only
+        // when the prefix asks for them (they are skipped, not jumped: a user's key may sort
+        // on either side of them).
+        let own = |k: &[u8]| k.starts_with(kv::RESERVED_PREFIX);
+        let skip_own = !own(prefix);
         while out.len() < limit {
             let want = limit - out.len();
             let found = lock_poisoned(self.shared.index.read()).scan(
@@ -133,9 +138,12 @@ impl Ledger {
             let n = found.len();
             for (key, v) in found {
                 after = Some(key.clone());
+                if skip_own && own(&key) {
+                    continue;
+                }
                 let meta = self.meta_of(&key, &v)?;
                 if !meta.expired_at(now) {
-                    out.push((key, v, meta.expires_at));
+                    out.push((key, v, meta));
                 }
             }
             if n < want {
@@ -149,10 +157,10 @@ impl Ledger {
     /// expiry time (the index keeps only that it has one).
     fn meta_of(&self, key: &[u8], v: &Version) -> Result<EntryMeta> {
         if !v.expiring {
-            return Ok(if v.deleted {
-                EntryMeta::DELETE
-            } else {
-                EntryMeta::default()
+            return Ok(EntryMeta {
+                deleted: v.deleted,
+                reference: v.reference,
+                ..EntryMeta::default()
             });
         }
         self.read_tx(v.tx, |r| {

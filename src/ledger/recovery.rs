@@ -133,6 +133,7 @@ impl Replay<'_> {
                     tx: id,
                     deleted: e.meta.deleted,
                     expiring: e.meta.expires_at.is_some(),
+                    reference: e.meta.reference,
                     value,
                 },
             );

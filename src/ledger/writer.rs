@@ -453,6 +453,7 @@ impl Writer {
                         tx: id,
                         deleted: meta.deleted,
                         expiring: meta.expires_at.is_some(),
+                        reference: meta.reference,
                         value,
                     },
                 ));

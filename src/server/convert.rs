@@ -179,10 +179,8 @@ pub(crate) fn entry_wire(kv: KeyValue) -> wire::Entry {
         deleted: false,
         value_truncated: kv.value_truncated,
         value_hash: Vec::new(),
-        metadata: wire::metadata_wire(crate::integrity::EntryMeta {
-            expires_at: kv.expires_at,
-            ..Default::default()
-        }),
+        metadata: wire::metadata_wire(kv.meta),
+        referenced_by: None,
     }
 }
 
@@ -200,6 +198,7 @@ pub(crate) fn tx_wire(tx: ledger::Tx) -> wire::Tx {
                 tx: id,
                 deleted: e.meta.deleted,
                 metadata: wire::metadata_wire(e.meta),
+                referenced_by: None,
                 value_truncated: e.dropped,
                 value_hash: if e.dropped {
                     e.value_hash.0.to_vec()

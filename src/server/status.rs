@@ -21,6 +21,7 @@ pub fn ledger(e: LedgerError) -> Status {
         | E::TxTooLarge { .. }
         | E::DeleteWithValue { .. }
         | E::BadMetadata { .. }
+        | E::BadReference { .. }
         | E::BadRecord { .. }
         | E::StateOrder { .. }
         | E::ReservedKey { .. }

@@ -44,21 +44,35 @@ pub fn entry_value_hash(e: &pb::Entry) -> Result<Digest, WireError> {
 
 /// An entry's metadata as the wire carries it: unset for an ordinary entry or a delete.
 pub fn metadata_wire(meta: integrity::EntryMeta) -> Option<pb::KvMetadata> {
-    (meta.expires_at.is_some() || meta.not_indexed).then(|| pb::KvMetadata {
+    (meta.expires_at.is_some() || meta.not_indexed || meta.reference).then(|| pb::KvMetadata {
         expires_at: meta.expires_at.unwrap_or(0),
         non_indexable: meta.not_indexed,
+        reference: meta.reference,
     })
 }
 
-/// The metadata of an entry to write (`deleted` for a delete).
+/// The metadata of an entry to write with Set, VerifiableSet or ExecAll's `kv` (a reference
+/// is written with SetReference, which checks what it references).
 pub fn new_entry_meta(
     deleted: bool,
     m: Option<&pb::KvMetadata>,
 ) -> Result<integrity::EntryMeta, WireError> {
+    let meta = meta_of(deleted, m)?;
+    if meta.reference {
+        return Err(WireError {
+            field: "metadata.reference",
+            reason: "write references with SetReference",
+        });
+    }
+    Ok(meta)
+}
+
+fn meta_of(deleted: bool, m: Option<&pb::KvMetadata>) -> Result<integrity::EntryMeta, WireError> {
     let meta = integrity::EntryMeta {
         deleted,
         not_indexed: m.is_some_and(|m| m.non_indexable),
         expires_at: m.map(|m| m.expires_at).filter(|t| *t != 0),
+        reference: m.is_some_and(|m| m.reference),
     };
     meta.check().map_err(|e| WireError {
         field: "metadata",
@@ -67,6 +81,9 @@ pub fn new_entry_meta(
             integrity::MetaError::DeleteWithMetadata => "a delete cannot carry metadata",
             integrity::MetaError::NotIndexedExpiry => "a non-indexable entry cannot expire",
             integrity::MetaError::ZeroExpiry => "an expiry time of 0",
+            integrity::MetaError::ReferenceWithMetadata => {
+                "a reference cannot be a delete, expire or be non-indexable"
+            }
         },
     })?;
     Ok(meta)
@@ -74,7 +91,7 @@ pub fn new_entry_meta(
 
 /// The metadata an entry's digest takes, from the entry as the wire carries it.
 pub fn entry_meta(e: &pb::Entry) -> Result<integrity::EntryMeta, WireError> {
-    new_entry_meta(e.deleted, e.metadata.as_ref())
+    meta_of(e.deleted, e.metadata.as_ref())
 }
 
 /// A required message field.

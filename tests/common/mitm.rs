@@ -147,6 +147,55 @@ impl data_server::Data for Proxy {
         self.data.clone().count(upstream(req)).await
     }
 
+    async fn set_reference(
+        &self,
+        req: Request<wire::ReferenceRequest>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        self.data.clone().set_reference(upstream(req)).await
+    }
+
+    async fn z_add(
+        &self,
+        req: Request<wire::ZAddRequest>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        self.data.clone().z_add(upstream(req)).await
+    }
+
+    async fn z_scan(
+        &self,
+        req: Request<wire::ZScanRequest>,
+    ) -> Result<Response<wire::ZScanResponse>, Status> {
+        self.data.clone().z_scan(upstream(req)).await
+    }
+
+    async fn verifiable_set_reference(
+        &self,
+        req: Request<wire::VerifiableReferenceRequest>,
+    ) -> Result<Response<wire::VerifiableTx>, Status> {
+        let mut answer = self
+            .data
+            .clone()
+            .verifiable_set_reference(upstream(req))
+            .await?
+            .into_inner();
+        apply(&self.hooks.verifiable_tx, &mut answer);
+        Ok(Response::new(answer))
+    }
+
+    async fn verifiable_z_add(
+        &self,
+        req: Request<wire::VerifiableZAddRequest>,
+    ) -> Result<Response<wire::VerifiableTx>, Status> {
+        let mut answer = self
+            .data
+            .clone()
+            .verifiable_z_add(upstream(req))
+            .await?
+            .into_inner();
+        apply(&self.hooks.verifiable_tx, &mut answer);
+        Ok(Response::new(answer))
+    }
+
     async fn verifiable_set(
         &self,
         req: Request<wire::VerifiableSetRequest>,

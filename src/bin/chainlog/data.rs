@@ -1,7 +1,7 @@
 //! Reads, writes and verified calls on --db.
 
 use crate::input;
-use crate::out::{entry_json, header_json, put_bytes, rfc3339_ms, text, Out};
+use crate::out::{entry_json, header_json, put_bytes, rfc3339_ms, text, value_text, Out};
 use crate::session::Session;
 use crate::Failure;
 use chainlog::client::{Put, VerifiedRead};
@@ -96,11 +96,7 @@ pub async fn get_all(
         || {
             let mut lines = vec![format!("as of tx {}", r.at_tx)];
             for e in &r.entries {
-                let v = if e.value_truncated {
-                    "(value truncated)".to_string()
-                } else {
-                    text(&e.value)
-                };
+                let v = value_text(e);
                 lines.push(format!("{}\t{v}\t(tx {})", text(&e.key), e.tx));
             }
             lines.join("\n")
@@ -120,10 +116,16 @@ pub async fn vget_all(session: &Session, out: &Out, keys: &[String]) -> Result<(
     let mut lines = Vec::new();
     for (k, r) in raw.iter().zip(reads) {
         rows.push(read_json(k, &r));
+        let (r, via) = through_reference(&r);
+        let k = &k[..];
         lines.push(match r {
-            VerifiedRead::Value(e) => {
-                format!("{}\t{}\t(tx {}, verified)", text(k), text(&e.value), e.tx)
-            }
+            VerifiedRead::Value(e) => format!(
+                "{}\t{}\t(tx {}, verified{via})",
+                text(k),
+                text(&e.value),
+                e.tx
+            ),
+            VerifiedRead::Reference { .. } => format!("{}\ta reference to a reference", text(k)),
             VerifiedRead::Truncated { tx, .. } => {
                 format!("{}\t(value truncated)\t(tx {tx}, verified)", text(k))
             }
@@ -246,7 +248,7 @@ pub async fn get(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result<
         .await?
         .ok_or_else(|| Failure::Error(format!("key {key:?} not found")))?;
     out.print(entry_json(&e), || {
-        format!("{}\t(tx {})", text(&e.value), e.tx)
+        format!("{}\t(tx {})", value_text(&e), e.tx)
     });
     Ok(())
 }
@@ -287,15 +289,7 @@ pub async fn history(
         .await?;
     out.print(json!(es.iter().map(entry_json).collect::<Vec<_>>()), || {
         es.iter()
-            .map(|e| {
-                if e.deleted {
-                    format!("tx {}\t(deleted)", e.tx)
-                } else if e.value_truncated {
-                    format!("tx {}\t(value truncated)", e.tx)
-                } else {
-                    format!("tx {}\t{}", e.tx, text(&e.value))
-                }
-            })
+            .map(|e| format!("tx {}\t{}", e.tx, value_text(e)))
             .collect::<Vec<_>>()
             .join("\n")
     });
@@ -324,14 +318,7 @@ pub async fn scan(
         .await?;
     out.print(json!(es.iter().map(entry_json).collect::<Vec<_>>()), || {
         es.iter()
-            .map(|e| {
-                let v = if e.value_truncated {
-                    "(value truncated)".to_string()
-                } else {
-                    text(&e.value)
-                };
-                format!("{}\t{v}", text(&e.key))
-            })
+            .map(|e| format!("{}\t{}", text(&e.key), value_text(e)))
             .collect::<Vec<_>>()
             .join("\n")
     });
@@ -354,13 +341,7 @@ pub async fn tx(session: &Session, out: &Out, id: u64) -> Result<(), Failure> {
                 s.push_str(&format!(
                     "\n{}\t{}",
                     text(&e.key),
-                    if e.deleted {
-                        "(deleted)".into()
-                    } else if e.value_truncated {
-                        "(value truncated)".into()
-                    } else {
-                        text(&e.value)
-                    }
+                    value_text(e)
                 ));
             }
             s
@@ -401,16 +382,22 @@ pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result
         .await?;
     let k = input::key(key)?;
     let j = read_json(&k, &read);
-    let (text_line, found) = match &read {
+    let (read, via) = through_reference(&read);
+    let (text_line, found) = match read {
         VerifiedRead::Value(e) => (
             format!(
-                "{}\t(tx {}, verified in state {})",
+                "{}\t(tx {}, verified in state {}{via}{})",
                 text(&e.value),
                 e.tx,
-                e.state_tx
+                e.state_tx,
+                e.expires_at.map_or(String::new(), |t| format!(
+                    "; expires {}",
+                    rfc3339_ms(t.saturating_mul(1000))
+                ))
             ),
             true,
         ),
+        VerifiedRead::Reference { .. } => ("a reference to a reference".to_string(), false),
         VerifiedRead::Deleted {
             tx,
             at_tx,
@@ -452,11 +439,62 @@ pub async fn vget(session: &Session, out: &Out, key: &str, at_tx: u64) -> Result
     }
 }
 
-/// A verified read of `key` as JSON, the same for `vget` and `get-all --verify`.
+/// The read a reference led to, and words that say so (empty for a plain read).
+fn through_reference(read: &VerifiedRead) -> (&VerifiedRead, String) {
+    match read {
+        VerifiedRead::Reference {
+            key,
+            tx,
+            referenced_key,
+            bound_tx,
+            target: Some(t),
+            ..
+        } => {
+            let bound = if *bound_tx == 0 {
+                String::new()
+            } else {
+                format!(" bound to tx {bound_tx}")
+            };
+            (
+                t,
+                format!(
+                    ", through reference {} -> {} (tx {tx}{bound}, verified)",
+                    text(key),
+                    text(referenced_key)
+                ),
+            )
+        }
+        _ => (read, String::new()),
+    }
+}
+
+/// A verified read of `key` as JSON, the same for `vget` and `get-all --verify`; a
+/// reference's is its target's, with `referenced_by`.
 fn read_json(key: &[u8], read: &VerifiedRead) -> serde_json::Value {
+    if let VerifiedRead::Reference {
+        key: rkey,
+        tx,
+        referenced_key,
+        bound_tx,
+        target: Some(t),
+        ..
+    } = read
+    {
+        let mut j = read_json(referenced_key, t);
+        let mut r = serde_json::Map::new();
+        put_bytes(&mut r, "key", rkey);
+        r.insert("tx_id".into(), json!(tx));
+        r.insert("bound_tx_id".into(), json!(bound_tx));
+        j["referenced_by"] = serde_json::Value::Object(r);
+        return j;
+    }
     let mut o = serde_json::Map::new();
     put_bytes(&mut o, "key", key);
     match read {
+        VerifiedRead::Reference { .. } => {
+            o.insert("found".into(), json!(false));
+            o.insert("reference_to_reference".into(), json!(true));
+        }
         VerifiedRead::Value(e) => {
             put_bytes(&mut o, "value", &e.value);
             o.insert("tx_id".into(), json!(e.tx));

@@ -8,6 +8,7 @@ mod input;
 mod out;
 mod replication;
 mod session;
+mod sets;
 mod users;
 mod verify;
 
@@ -235,6 +236,76 @@ enum Command {
         /// as of the state the server answers with)
         #[arg(long, conflicts_with = "at_tx")]
         verify: bool,
+    },
+    /// Make KEY a reference to TARGET (immudb's SetReference)
+    ///
+    /// Reading KEY (get, get-all, vget) then gives TARGET's value: as of --at-tx when given
+    /// (bound), else as of the read. TARGET must have a live value and not be a reference.
+    ///
+    /// Examples:
+    ///
+    ///     chainlog reference latest-report report:2026-12
+    ///
+    ///     chainlog reference --verify pinned config --at-tx 40   # config as of tx 40
+    #[command(visible_alias = "ref")]
+    Reference {
+        key: String,
+        target: String,
+        /// Bind to TARGET's version as of this tx (0: unbound)
+        #[arg(long, default_value_t = 0)]
+        at_tx: u64,
+        /// Verify that the tx holds exactly this reference (VerifiableSetReference)
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Add KEY to the sorted set SET with SCORE (immudb's ZAdd)
+    ///
+    /// KEY must have a live value; a key may be in a set with several scores.
+    ///
+    /// Examples:
+    ///
+    ///     chainlog zadd board 42.5 player:ann
+    ///
+    ///     chainlog zadd --verify board -- -3 player:bob   # a negative score after --
+    Zadd {
+        set: String,
+        #[arg(allow_negative_numbers = true)]
+        score: f64,
+        key: String,
+        /// Bind the member to KEY's version as of this tx (0: unbound)
+        #[arg(long, default_value_t = 0)]
+        at_tx: u64,
+        /// Verify that the tx holds exactly this member (VerifiableZAdd)
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Members of the sorted set SET by score, with their keys' values (immudb's ZScan)
+    ///
+    /// Examples:
+    ///
+    ///     chainlog zscan board --min 10 --max 100
+    ///
+    ///     chainlog zscan board --desc --limit 3   # the top three
+    Zscan {
+        set: String,
+        /// Lowest score (inclusive)
+        #[arg(long, allow_negative_numbers = true)]
+        min: Option<f64>,
+        /// Highest score (inclusive)
+        #[arg(long, allow_negative_numbers = true)]
+        max: Option<f64>,
+        /// At most this many (1 to 1000)
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Highest score first
+        #[arg(long)]
+        desc: bool,
+        /// As of this tx (0: the last)
+        #[arg(long, default_value_t = 0)]
+        at_tx: u64,
+        /// Continue after this cursor (printed as the next page's)
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
     },
     /// How many live keys start with PREFIX
     Count {
@@ -663,6 +734,31 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             verify: false,
         } => data::get_all(s, &out, keys, *at_tx).await,
         Command::Count { prefix, at_tx } => data::count(s, &out, prefix, *at_tx).await,
+        Command::Reference {
+            key,
+            target,
+            at_tx,
+            verify,
+        } => sets::reference(s, &out, key, target, *at_tx, *verify).await,
+        Command::Zadd {
+            set,
+            score,
+            key,
+            at_tx,
+            verify,
+        } => sets::zadd(s, &out, set, *score, key, *at_tx, *verify).await,
+        Command::Zscan {
+            set,
+            min,
+            max,
+            limit,
+            desc,
+            at_tx,
+            after,
+        } => {
+            let page = (*limit, *desc, *at_tx);
+            sets::zscan(s, &out, set, (*min, *max), page, after.as_deref()).await
+        }
         Command::Txs { from, limit, desc } => data::txs(s, &out, *from, *limit, *desc).await,
         Command::Info => data::info(s, &out).await,
         Command::Get { key, at_tx } => data::get(s, &out, key, *at_tx).await,
@@ -761,9 +857,12 @@ struct MetaArgs {
 impl MetaArgs {
     fn to_meta(&self) -> Result<chainlog::integrity::EntryMeta, Failure> {
         let expires_at = match (self.expires_in, self.expires_at) {
-            (Some(d), _) => Some(std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()).saturating_add(d.max(1))),
+            (Some(d), _) => Some(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+                    .saturating_add(d.max(1)),
+            ),
             (None, Some(0)) => {
                 return Err(Failure::Error(
                     "--expires-at 0: give a time after 1970".into(),
@@ -775,6 +874,7 @@ impl MetaArgs {
             deleted: false,
             not_indexed: self.no_index,
             expires_at,
+            reference: false,
         })
     }
 }

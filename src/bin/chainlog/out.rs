@@ -68,8 +68,49 @@ pub fn entry_json(e: &wire::Entry) -> serde_json::Value {
         if m.non_indexable {
             o.insert("non_indexable".into(), json!(true));
         }
+        if m.reference {
+            let mut r = serde_json::Map::new();
+            if let Some((target, bound)) = chainlog::integrity::kv::parse_reference(&e.value) {
+                put_bytes(&mut r, "referenced_key", target);
+                r.insert("bound_tx_id".into(), json!(bound));
+            }
+            o.insert("reference".into(), serde_json::Value::Object(r));
+        }
+    }
+    if let Some(r) = &e.referenced_by {
+        let mut j = serde_json::Map::new();
+        put_bytes(&mut j, "key", &r.key);
+        j.insert("tx_id".into(), json!(r.tx));
+        j.insert("bound_tx_id".into(), json!(r.at_tx));
+        o.insert("referenced_by".into(), serde_json::Value::Object(j));
     }
     serde_json::Value::Object(o)
+}
+
+/// An entry's value for people: its text, `(deleted)`, `(value truncated)` or `-> KEY` for a
+/// reference, then its expiry time when it has one.
+pub fn value_text(e: &wire::Entry) -> String {
+    let m = e.metadata.unwrap_or_default();
+    let mut s = if e.deleted {
+        "(deleted)".to_string()
+    } else if e.value_truncated {
+        "(value truncated)".to_string()
+    } else if m.reference {
+        match chainlog::integrity::kv::parse_reference(&e.value) {
+            Some((target, 0)) => format!("-> {}", text(target)),
+            Some((target, at)) => format!("-> {} as of tx {at}", text(target)),
+            None => text(&e.value),
+        }
+    } else {
+        text(&e.value)
+    };
+    if m.expires_at != 0 {
+        s.push_str(&format!(
+            "\t(expires {})",
+            rfc3339_ms(m.expires_at.saturating_mul(1000))
+        ));
+    }
+    s
 }
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC (`2026-12-06T19:43:41.123Z`).

@@ -1,12 +1,12 @@
 //! `Data`: reads, writes and verified calls.
 
-use super::Service;
+use super::{kv, Service};
 use crate::integrity::TxId;
 use crate::ledger::{LedgerError, NewEntry, Order, Precondition};
 use crate::server::auth::Permission;
 use crate::server::catalog::Database;
 use crate::server::convert::{entry_wire, tx_wire};
-use crate::server::status::{self, blocking};
+use crate::server::status::{self, blocking, offload};
 use crate::wire::{self, data_server, Reason, PAGE_LIMIT_MAX};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +46,21 @@ impl Service {
         entries: Vec<NewEntry>,
     ) -> Result<(Arc<Database>, crate::integrity::TxHeader), Status> {
         self.commit_if(db, entries, Vec::new()).await
+    }
+
+    /// Commits the one entry `make` builds from the database (a reference, a sorted-set
+    /// member), with the condition it puts on the key it names.
+    async fn write_one(
+        &self,
+        db: Arc<Database>,
+        make: impl FnOnce(&crate::ledger::Ledger) -> Result<(NewEntry, Option<Precondition>), Status>
+            + Send
+            + 'static,
+    ) -> Result<(Arc<Database>, crate::integrity::TxHeader), Status> {
+        let d = db.clone();
+        let (entry, condition) = offload(move || make(&d.ledger), |s: Status| s).await?;
+        self.commit_if(db, vec![entry], condition.into_iter().collect())
+            .await
     }
 
     /// [`Service::commit`] with preconditions, checked by the writer in commit order.
@@ -111,6 +126,13 @@ fn learn_epoch(db: &Database, known: u64) {
     }
 }
 
+/// An ExecAll operation that names another key: its entry and condition are made once the
+/// request is decoded.
+enum Named {
+    Reference(wire::ReferenceRequest),
+    ZAdd(wire::ZAddRequest),
+}
+
 fn puts(entries: Vec<wire::KeyValue>) -> Result<Vec<NewEntry>, Status> {
     entries
         .into_iter()
@@ -158,11 +180,14 @@ impl data_server::Data for Service {
                 });
             }
             let at = if r.at_tx == 0 { TxId::MAX } else { r.at_tx };
-            db.ledger.get_at(&r.key, at)
+            match db.ledger.get_at(&r.key, at)? {
+                Some(kv) => kv::resolve(&db.ledger, kv, at),
+                None => Ok(None),
+            }
         })
         .await?;
-        let kv = kv.ok_or_else(|| Reason::KeyNotFound.status("key not found"))?;
-        Ok(Response::new(entry_wire(kv)))
+        let e = kv.ok_or_else(|| Reason::KeyNotFound.status("key not found"))?;
+        Ok(Response::new(e))
     }
 
     async fn delete(
@@ -199,10 +224,8 @@ impl data_server::Data for Service {
                 deleted: v.deleted,
                 value_truncated: v.value_truncated,
                 value_hash: Vec::new(),
-                metadata: wire::metadata_wire(crate::integrity::EntryMeta {
-                    expires_at: v.expires_at,
-                    ..Default::default()
-                }),
+                metadata: wire::metadata_wire(v.meta),
+                referenced_by: None,
             })
             .collect();
         Ok(Response::new(wire::HistoryResponse { entries }))
@@ -248,10 +271,13 @@ impl data_server::Data for Service {
         let r = req.into_inner();
         let mut entries = Vec::with_capacity(r.operations.len());
         let mut deletes = Vec::new();
+        let mut named = Vec::new();
         for (i, op) in r.operations.into_iter().enumerate() {
             match op.op {
                 Some(wire::op::Op::Kv(kv)) => entries.push(put(i, kv)?),
                 Some(wire::op::Op::DeleteKey(k)) => deletes.push(k),
+                Some(wire::op::Op::Ref(r)) => named.push(Named::Reference(r)),
+                Some(wire::op::Op::Zadd(z)) => named.push(Named::ZAdd(z)),
                 None => {
                     return Err(Status::invalid_argument(format!(
                         "operation {i} is empty: set kv or delete_key"
@@ -280,6 +306,26 @@ impl data_server::Data for Service {
             let d = db.clone();
             entries.extend(blocking(move || d.ledger.deletes(&deletes)).await?);
         }
+        if !named.is_empty() {
+            let d = db.clone();
+            let made = offload(
+                move || {
+                    named
+                        .iter()
+                        .map(|n| match n {
+                            Named::Reference(r) => kv::reference(&d.ledger, r),
+                            Named::ZAdd(z) => kv::zadd(&d.ledger, z),
+                        })
+                        .collect::<Result<Vec<_>, Status>>()
+                },
+                |s: Status| s,
+            )
+            .await?;
+            for (entry, condition) in made {
+                entries.push(entry);
+                conditions.extend(condition);
+            }
+        }
         let (_, h) = self.commit_if(db, entries, conditions).await?;
         Ok(Response::new((&h).into()))
     }
@@ -304,8 +350,11 @@ impl data_server::Data for Service {
             };
             let mut out = Vec::with_capacity(r.keys.len());
             for key in &r.keys {
-                match db.ledger.get_at(key, at) {
-                    Ok(Some(kv)) => out.push(entry_wire(kv)),
+                match db.ledger.get_at(key, at).and_then(|kv| match kv {
+                    Some(kv) => kv::resolve(&db.ledger, kv, at),
+                    None => Ok(None),
+                }) {
+                    Ok(Some(e)) => out.push(e),
                     Ok(None) => {}
                     Err(LedgerError::ValueTruncated { tx, .. }) => out.push(wire::Entry {
                         key: key.clone(),
@@ -384,6 +433,74 @@ impl data_server::Data for Service {
         })
         .await?;
         Ok(Response::new(wire::CountResponse { count, at_tx: at }))
+    }
+
+    async fn set_reference(
+        &self,
+        req: Request<wire::ReferenceRequest>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        let db = self.writable(&req, &req.get_ref().database)?;
+        let r = req.into_inner();
+        let (_, h) = self.write_one(db, move |l| kv::reference(l, &r)).await?;
+        Ok(Response::new((&h).into()))
+    }
+
+    async fn z_add(
+        &self,
+        req: Request<wire::ZAddRequest>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        let db = self.writable(&req, &req.get_ref().database)?;
+        let r = req.into_inner();
+        let (_, h) = self.write_one(db, move |l| kv::zadd(l, &r)).await?;
+        Ok(Response::new((&h).into()))
+    }
+
+    async fn z_scan(
+        &self,
+        req: Request<wire::ZScanRequest>,
+    ) -> Result<Response<wire::ZScanResponse>, Status> {
+        let db = self.database(&req, &req.get_ref().database, Permission::Read)?;
+        let r = req.into_inner();
+        let answer = offload(move || kv::zscan(&db.ledger, &r), |s: Status| s).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn verifiable_set_reference(
+        &self,
+        req: Request<wire::VerifiableReferenceRequest>,
+    ) -> Result<Response<wire::VerifiableTx>, Status> {
+        let inner = wire::required("request", &req.get_ref().request)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .clone();
+        let (trusted, known) = (req.get_ref().trusted_tx_id, req.get_ref().known_epoch);
+        if let Ok(db) = self.database(&req, &inner.database, Permission::ReadWrite) {
+            learn_epoch(&db, known);
+        }
+        let db = self.writable(&req, &inner.database)?;
+        let (db, h) = self
+            .write_one(db, move |l| kv::reference(l, &inner))
+            .await?;
+        let this = self.clone();
+        let v = blocking(move || this.verifiable_tx(&db, h.id, trusted, false)).await?;
+        Ok(Response::new(v))
+    }
+
+    async fn verifiable_z_add(
+        &self,
+        req: Request<wire::VerifiableZAddRequest>,
+    ) -> Result<Response<wire::VerifiableTx>, Status> {
+        let inner = wire::required("request", &req.get_ref().request)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .clone();
+        let (trusted, known) = (req.get_ref().trusted_tx_id, req.get_ref().known_epoch);
+        if let Ok(db) = self.database(&req, &inner.database, Permission::ReadWrite) {
+            learn_epoch(&db, known);
+        }
+        let db = self.writable(&req, &inner.database)?;
+        let (db, h) = self.write_one(db, move |l| kv::zadd(l, &inner)).await?;
+        let this = self.clone();
+        let v = blocking(move || this.verifiable_tx(&db, h.id, trusted, false)).await?;
+        Ok(Response::new(v))
     }
 
     async fn verifiable_set(

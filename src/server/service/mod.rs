@@ -5,6 +5,7 @@
 mod auth;
 mod data;
 mod databases;
+mod kv;
 mod replication;
 mod users;
 
@@ -193,6 +194,7 @@ impl Service {
                     tx: leaf.tx_id,
                     deleted: entry.meta.deleted,
                     metadata: wire::metadata_wire(entry.meta),
+                    referenced_by: None,
                     value_truncated: entry.dropped,
                     value_hash: if entry.dropped {
                         entry.value_hash.0.to_vec()
