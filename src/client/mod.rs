@@ -6,6 +6,7 @@
 //! replaced through the `fs` layer like every file chainlog writes.
 #![deny(missing_docs)]
 
+mod stream;
 mod verified;
 
 pub use verified::{
@@ -58,6 +59,9 @@ pub enum ClientError {
     /// not encode); nothing was sent.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// Reading a value to send, or writing one received, failed.
+    #[error("{0}")]
+    Io(String),
     /// A call that needs a session was made before [`Client::login`].
     #[error("not logged in")]
     NotLoggedIn,
@@ -364,7 +368,7 @@ impl Client {
     pub fn data(&self) -> data_client::DataClient<Authed> {
         data_client::DataClient::with_interceptor(self.channel.clone(), self.bearer())
             .max_decoding_message_size(wire::MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(wire::MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(wire::REQUEST_BYTES_MAX)
     }
 
     /// The raw `Replication` service stub (follow, export and push streams), with message

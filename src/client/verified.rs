@@ -104,6 +104,9 @@ pub enum TamperReason {
     /// version replayed, a delete hidden, a version that is not the key's).
     #[error("the entry returned is not the key's latest version as the key map proves it")]
     NotLatest,
+    /// A streamed value does not hash to the value hash its proven entry takes.
+    #[error("the streamed value does not hash to the value hash of the proven entry")]
+    ValueHash,
     /// The answer says the key has no version, but does not prove it (a hidden key).
     #[error("the server says the key has no version but does not prove it")]
     UnprovenAbsence,
@@ -684,7 +687,7 @@ impl VerifiedClient {
             }
             Err(s) => return Err(ev.status(s)),
         };
-        self.verify_read(db, ev, &ve, key, at_tx).await
+        self.verify_read(db, ev, &ve, key, at_tx, false).await
     }
 
     /// Reads the latest values of `keys` in one call (`VerifiableGetAll`), all as of one tx
@@ -719,7 +722,7 @@ impl VerifiedClient {
         let mut out = Vec::with_capacity(keys.len());
         for (key, ve) in keys.iter().zip(&answer.entries) {
             let ev = self.evidence(db, self.trusted(db).await);
-            let read = self.verify_read(db, ev, ve, key, at).await?;
+            let read = self.verify_read(db, ev, ve, key, at, false).await?;
             out.push(self.follow(db, read).await?);
         }
         Ok(out)
@@ -733,6 +736,7 @@ impl VerifiedClient {
         ve: &wire::VerifiableEntry,
         key: &[u8],
         at_tx: TxId,
+        streamed: bool,
     ) -> Result<VerifiedRead> {
         let vt = ev.need(wire::required("tx", &ve.tx))?;
         let proof: MapProof =
@@ -763,7 +767,13 @@ impl VerifiedClient {
             (Latest::Absent, None) => None,
             (Latest::Version(leaf), Some(e)) => {
                 let meta = ev.need(wire::entry_meta(e))?;
-                let d = entry_digest(&e.key, meta, &ev.need(wire::entry_value_hash(e))?);
+                // A streamed value's bytes come after the proof, and only where asked for.
+                let vh = if streamed && e.value_streamed {
+                    wire::streamed_value_hash(e)
+                } else {
+                    wire::entry_value_hash(e)
+                };
+                let d = entry_digest(&e.key, meta, &ev.need(vh)?);
                 if e.key != key
                     || meta.not_indexed
                     || e.tx != leaf.tx_id
@@ -1001,14 +1011,132 @@ impl VerifiedClient {
             .await
             .map_err(|e| ev.status(e))?
             .into_inner();
+        self.check_written(db, ev, &digests_sent, vt).await
+    }
+
+    /// A verified write's answer: the tx must hold exactly the entries of `digests_sent`, in
+    /// a state that extends the trusted one.
+    async fn check_written(
+        &self,
+        db: &str,
+        ev: Evidence<'_>,
+        digests_sent: &[Digest],
+        vt: wire::VerifiableTx,
+    ) -> Result<integrity::TxHeader> {
         let header =
             ev.need(wire::required("tx", &vt.tx).and_then(|t| header(&t.header, "tx.header")))?;
-        if integrity::tx::entries_root(&digests_sent) != header.entries_root
+        if integrity::tx::entries_root(digests_sent) != header.entries_root
             || header.entry_count as usize != digests_sent.len()
         {
             return Err(ev.of(TamperReason::Entries));
         }
         self.accept(db, &vt).await
+    }
+
+    /// Writes `len` bytes read from `value` as the value of `key` (VerifiableStreamSet), a
+    /// chunk at a time, hashing them as they go; then verifies that the tx holds exactly that
+    /// entry, in a state that extends the trusted one.
+    pub async fn stream_set(
+        &self,
+        db: &str,
+        key: &[u8],
+        meta: integrity::EntryMeta,
+        value: impl std::io::Read + Send + 'static,
+        len: u64,
+    ) -> Result<integrity::TxHeader> {
+        let trusted = self.trusted(db).await;
+        let mut h = crate::client::stream::header(db, key, meta, len);
+        h.trusted_tx_id = trusted.as_ref().map_or(0, |t| t.tx_id);
+        h.known_epoch = trusted.as_ref().map_or(0, |t| t.epoch);
+        let ev = self.evidence(db, trusted);
+        let (chunks, done) = crate::client::stream::chunks(h, value);
+        let answer = self.client.data().verifiable_stream_set(chunks).await;
+        let vh = crate::client::stream::value_read(done).await?;
+        let vt = answer.map_err(|e| ev.status(e))?.into_inner();
+        let vh = vh.ok_or_else(|| ClientError::Invalid("the value was not read whole".into()))?;
+        let digest = entry_digest(key, meta, &vh);
+        self.check_written(db, ev, &[digest], vt).await
+    }
+
+    /// Reads the value of `key` as of `at_tx` (0: the state answered) into `out` a chunk at
+    /// a time (VerifiableStreamGet): the entry is proven first, as [`VerifiedClient::get`]
+    /// proves it, then the chunks must hash to its proven value hash (else tamper evidence;
+    /// `out` then holds bytes that are not the value, so write to a temporary file). A
+    /// [`VerifiedRead::Value`] carries an empty `value`: the value went to `out`. A reference
+    /// is followed to its target, streamed the same way.
+    pub async fn stream_get(
+        &self,
+        db: &str,
+        key: &[u8],
+        at_tx: TxId,
+        out: &mut (impl std::io::Write + Send),
+    ) -> Result<VerifiedRead> {
+        let trusted = self.trusted(db).await;
+        let ev = self.evidence(db, trusted.clone());
+        let answer = self
+            .client
+            .data()
+            .verifiable_stream_get(wire::VerifiableGetRequest {
+                database: db.to_string(),
+                key: key.to_vec(),
+                at_tx,
+                trusted_tx_id: trusted.as_ref().map_or(0, |t| t.tx_id),
+                known_epoch: trusted.as_ref().map_or(0, |t| t.epoch),
+            })
+            .await;
+        let mut stream = match answer {
+            Ok(s) => s.into_inner(),
+            Err(s) if super::is_key_not_found(&s) => {
+                return Err(ev.of(TamperReason::UnprovenAbsence));
+            }
+            Err(s) => return Err(ev.status(s)),
+        };
+        let first = stream
+            .message()
+            .await
+            .map_err(|s| ev.status(s))?
+            .and_then(|m| m.verifiable);
+        let ve = ev.need(wire::required("verifiable", &first))?.clone();
+        let proven_hash = ve
+            .entry
+            .as_ref()
+            .filter(|e| e.value_streamed)
+            .map(wire::streamed_value_hash)
+            .transpose()
+            .map_err(|e| ev.of(TamperReason::Incomplete(e)))?;
+        let read = self.verify_read(db, ev, &ve, key, at_tx, true).await?;
+        match read {
+            VerifiedRead::Value(e) => {
+                let ev = self.evidence(db, self.trusted(db).await);
+                let got = crate::client::stream::copy_chunks(&mut stream, out).await?;
+                if Some(got) != proven_hash {
+                    return Err(ev.of(TamperReason::ValueHash));
+                }
+                Ok(VerifiedRead::Value(e))
+            }
+            VerifiedRead::Reference {
+                key: rkey,
+                tx,
+                referenced_key,
+                bound_tx,
+                at_tx,
+                state_tx,
+                target: None,
+            } => {
+                let as_of = if bound_tx == 0 { at_tx } else { bound_tx };
+                let target = Box::pin(self.stream_get(db, &referenced_key, as_of, out)).await?;
+                Ok(VerifiedRead::Reference {
+                    key: rkey,
+                    tx,
+                    referenced_key,
+                    bound_tx,
+                    at_tx,
+                    state_tx,
+                    target: Some(Box::new(target)),
+                })
+            }
+            other => Ok(other),
+        }
     }
 
     /// Reads tx `id` with its entries and verifies all of it: the returned entries carry the

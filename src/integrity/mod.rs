@@ -21,6 +21,7 @@ pub use proof::{EntryProof, StateProof, TxProof, VerifyError};
 pub use tx::{
     alh, entry_digest, inner_hash, value_hash, Entry, EntryMeta, MetaError, TxHeader, TxId,
     ALH_GENESIS, ENTRIES_PER_TX_MAX, FORMAT_VERSION, KEY_BYTES_MAX, TX_BYTES_MAX, VALUE_BYTES_MAX,
+    VALUE_UNARY_BYTES_MAX,
 };
 
 /// Leaf of a Merkle tree (RFC 6962 `0x00`).

@@ -12,12 +12,15 @@ pub const FORMAT_VERSION: u16 = 2;
 
 /// Longest key, in bytes (keys are 1..=this).
 pub const KEY_BYTES_MAX: usize = 1024;
-/// Largest value, in bytes.
-pub const VALUE_BYTES_MAX: usize = 32 << 20;
+/// Largest value, in bytes (above [`VALUE_UNARY_BYTES_MAX`], written and read by streaming).
+pub const VALUE_BYTES_MAX: usize = 256 << 20;
+/// Largest value a unary call (Set, Get) carries; larger ones go through StreamSet and
+/// StreamGet.
+pub const VALUE_UNARY_BYTES_MAX: usize = 32 << 20;
 /// Most entries in one transaction.
 pub const ENTRIES_PER_TX_MAX: usize = 1024;
 /// Largest encoded transaction record, in bytes (keys, values, hashes and headers).
-pub const TX_BYTES_MAX: usize = 128 << 20;
+pub const TX_BYTES_MAX: usize = 257 << 20;
 
 /// Alh(0): the value the first transaction chains from.
 pub const ALH_GENESIS: Digest = Digest::ZERO;

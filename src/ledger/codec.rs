@@ -41,6 +41,24 @@ pub fn entry_bytes(key_len: usize, meta: EntryMeta, value_len: usize) -> usize {
     ENTRY_FIXED_BYTES + expiry + key_len + 32 + value_len
 }
 
+/// Appends an entry's head, all that comes before its value hash; returns where the value
+/// hash goes (`out.len()` after it).
+pub fn encode_entry_head(
+    key: &[u8],
+    meta: EntryMeta,
+    value_len: usize,
+    out: &mut Vec<u8>,
+) -> usize {
+    out.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.push(meta.to_flags());
+    out.extend_from_slice(&crate::storage::len_u32(value_len).to_le_bytes());
+    if let Some(t) = meta.expires_at {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    out.extend_from_slice(key);
+    out.len()
+}
+
 /// Appends one entry; returns the offset of its value hash relative to the start of `out`.
 pub fn encode_entry(
     key: &[u8],
@@ -51,14 +69,7 @@ pub fn encode_entry(
 ) -> usize {
     // Callers check keys and values against the limits first (`prepare`); out-of-limit
     // lengths saturate, and such a record fails to decode rather than decoding wrongly.
-    out.extend_from_slice(&u16::try_from(key.len()).unwrap_or(u16::MAX).to_le_bytes());
-    out.push(meta.to_flags());
-    out.extend_from_slice(&crate::storage::len_u32(value.len()).to_le_bytes());
-    if let Some(t) = meta.expires_at {
-        out.extend_from_slice(&t.to_le_bytes());
-    }
-    out.extend_from_slice(key);
-    let at = out.len();
+    let at = encode_entry_head(key, meta, value.len(), out);
     out.extend_from_slice(&value_hash.0);
     out.extend_from_slice(value);
     at

@@ -125,6 +125,12 @@ pub enum LedgerError {
     TxTooLarge { bytes: usize, max: usize },
     #[error("entry {index}: a delete carries no value")]
     DeleteWithValue { index: usize },
+    /// A streamed value whose bytes do not add up to the length announced first.
+    #[error("the value was announced as {announced} bytes and {received} were sent")]
+    ValueLength { announced: usize, received: usize },
+    /// StreamGet of a reference (read it with Get, which follows it).
+    #[error("the key is a reference: read it with Get, or stream the key it references")]
+    StreamReference,
     /// A reference whose value does not name a key (docs/format.md, "References").
     #[error("entry {index}: a reference's value must be u64 at_tx then the referenced key")]
     BadReference { index: usize },

@@ -38,6 +38,7 @@ mod prove;
 mod read;
 mod recovery;
 pub mod stats;
+mod stream;
 mod truncate;
 mod writer;
 
@@ -47,6 +48,7 @@ pub use check::{check, check_and_collect, check_with_progress, CheckReport};
 pub use error::{ChainBreak, Damage, LedgerError, Result, TxFault};
 pub use options::{Durability, Options, Recovery};
 pub use recovery::RecoveryReport;
+pub use stream::{check_value_len, StreamedEntry, ValueSource};
 pub use truncate::{truncate, would_drop, Truncation};
 
 use crate::index::Index;

@@ -225,3 +225,55 @@ fn prepare_unchecked(entries: Vec<NewEntry>) -> Result<Prepared> {
         conditions: Vec::new(),
     })
 }
+
+/// Checks one new entry before its value is taken (a streamed value): the key, the
+/// metadata (a reference is not streamed) and the value's length.
+pub(crate) fn check_new(key: &[u8], meta: EntryMeta, value_len: usize) -> Result<()> {
+    if key.starts_with(RESERVED_PREFIX) {
+        return Err(LedgerError::ReservedKey { index: 0 });
+    }
+    if meta.reference || meta.deleted {
+        return Err(LedgerError::BadMetadata {
+            index: 0,
+            reason: crate::integrity::MetaError::ReferenceWithMetadata,
+        });
+    }
+    let bytes = codec::HEADER_BYTES + check_entry(0, key, value_len, meta, &mut HashSet::new())?;
+    check_tx_size(1, bytes)
+}
+
+/// A one-entry tx whose entry is already encoded in `body` (value hash `vh` at `hash_at`),
+/// checked by [`check_new`].
+pub(crate) fn prepare_encoded(
+    key: Vec<u8>,
+    meta: EntryMeta,
+    vh: Digest,
+    hash_at: usize,
+    value_len: usize,
+    body: Vec<u8>,
+) -> Prepared {
+    let d = entry_digest(&key, meta, &vh);
+    let leaves = if meta.not_indexed {
+        Vec::new()
+    } else {
+        chain::map_leaves(0, std::iter::once((key.as_slice(), false, d)))
+    };
+    let refs = if meta.not_indexed {
+        Vec::new()
+    } else {
+        vec![(key, meta, hash_at, len_u32(value_len))]
+    };
+    let mut body_crc = crc32fast::Hasher::new();
+    body_crc.update(&body);
+    Prepared {
+        entry_count: 1,
+        entries_root: entries_root(&[d]),
+        body: body.into(),
+        body_crc,
+        refs,
+        leaves,
+        fixed: None,
+        epoch: None,
+        conditions: Vec::new(),
+    }
+}

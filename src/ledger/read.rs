@@ -155,7 +155,7 @@ impl Ledger {
 
     /// The metadata of the entry a version points at: read from its tx when it has an
     /// expiry time (the index keeps only that it has one).
-    fn meta_of(&self, key: &[u8], v: &Version) -> Result<EntryMeta> {
+    pub(super) fn meta_of(&self, key: &[u8], v: &Version) -> Result<EntryMeta> {
         if !v.expiring {
             return Ok(EntryMeta {
                 deleted: v.deleted,
@@ -177,7 +177,7 @@ impl Ledger {
         })
     }
 
-    fn segment(&self, id: u32) -> Result<SegmentReader> {
+    pub(super) fn segment(&self, id: u32) -> Result<SegmentReader> {
         let view = lock_poisoned(self.shared.view.read());
         view.segments.get(&id).cloned().ok_or_else(|| {
             LedgerError::Storage(StorageError::corrupt(
@@ -426,7 +426,7 @@ impl Tx {
 
 /// Seconds since the Unix epoch by this machine's clock (0 before it): what expiry times are
 /// judged against.
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

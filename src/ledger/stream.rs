@@ -97,7 +97,15 @@ impl Ledger {
     /// then. The entry's key, flags and length are checked against the index's version; the
     /// value is checked against its hash by whoever reads it whole (the frame's checksum,
     /// which would need the whole frame read, is not).
-    pub fn value_source(&self, key: &[u8], as_of: TxId) -> Result<Option<ValueSource>> {
+    ///
+    /// With `judge_expiry` false, an expired version is still given (a verified read, whose
+    /// client judges expiry by its own clock).
+    pub fn value_source(
+        &self,
+        key: &[u8],
+        as_of: TxId,
+        judge_expiry: bool,
+    ) -> Result<Option<ValueSource>> {
         let as_of = as_of.min(self.state().tx_id);
         let v = lock_poisoned(self.shared.index.read()).get(key, as_of)?;
         let mapped = self.shared.map.latest(key, as_of)?;
@@ -108,7 +116,7 @@ impl Ledger {
             return Ok(None);
         };
         let meta = self.meta_of(key, &v)?;
-        if meta.expired_at(super::read::now_secs()) {
+        if judge_expiry && meta.expired_at(super::read::now_secs()) {
             return Ok(None);
         }
         if meta.reference {
@@ -123,8 +131,7 @@ impl Ledger {
         }
         let seg = self.segment(v.value.segment)?;
         let hash_at = u64::from(v.value.offset);
-        let (segment, offset, frame_len) =
-            decode_location(&self.shared.locations.read(v.tx - 1)?);
+        let (segment, offset, frame_len) = decode_location(&self.shared.locations.read(v.tx - 1)?);
         let payload_at = offset + FRAME_HEADER_BYTES as u64;
         let value_end = hash_at + 32 + u64::from(v.value.len);
         if segment != v.value.segment

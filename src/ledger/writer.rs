@@ -56,6 +56,9 @@ fn announce(shared: &Shared) {
     shared.done_signal.notify_all();
 }
 
+/// A tx body at least this long goes to the segment straight from the prepared tx.
+const DIRECT_BODY_BYTES_MIN: usize = 1 << 20;
+
 #[derive(Default)]
 pub(crate) struct Queue {
     pending: VecDeque<Pending>,
@@ -431,7 +434,16 @@ impl Writer {
             let offset = self.segment.len() + buf.len() as u64;
             head.clear();
             codec::encode_header(&header, &alh, &mut head);
-            frame::encode_parts(&mut buf, &head, &tx.body, &tx.body_crc);
+            if tx.body.len() >= DIRECT_BODY_BYTES_MIN {
+                // A large body (a streamed value) is written from where it is, not copied
+                // into the group's buffer first.
+                frame::encode_parts_head(&mut buf, &head, &tx.body, &tx.body_crc);
+                self.segment.append(&buf)?;
+                buf.clear();
+                self.segment.append(&tx.body)?;
+            } else {
+                frame::encode_parts(&mut buf, &head, &tx.body, &tx.body_crc);
+            }
             let segment = self.segment.header().id;
             self.locations
                 .push(&encode_location(segment, offset, len_u32(frame_len)));

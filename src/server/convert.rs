@@ -181,6 +181,7 @@ pub(crate) fn entry_wire(kv: KeyValue) -> wire::Entry {
         value_hash: Vec::new(),
         metadata: wire::metadata_wire(kv.meta),
         referenced_by: None,
+        value_streamed: false,
     }
 }
 
@@ -199,6 +200,7 @@ pub(crate) fn tx_wire(tx: ledger::Tx) -> wire::Tx {
                 deleted: e.meta.deleted,
                 metadata: wire::metadata_wire(e.meta),
                 referenced_by: None,
+                value_streamed: false,
                 value_truncated: e.dropped,
                 value_hash: if e.dropped {
                     e.value_hash.0.to_vec()

@@ -27,7 +27,8 @@ pub use metrics::{serve_metrics, Metrics};
 
 use crate::fs;
 use crate::wire::{
-    auth_server, data_server, databases_server, replication_server, users_server, MESSAGE_BYTES_MAX,
+    auth_server, data_server, databases_server, replication_server, users_server,
+    MESSAGE_BYTES_MAX, REQUEST_BYTES_MAX,
 };
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -316,7 +317,7 @@ pub async fn serve(
         .add_service(
             data_server::DataServer::new(svc)
                 .accept_compressed(gzip)
-                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_decoding_message_size(REQUEST_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
         .serve_with_incoming_shutdown(conn::accept(listener, config.limits), {

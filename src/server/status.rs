@@ -22,6 +22,8 @@ pub fn ledger(e: LedgerError) -> Status {
         | E::DeleteWithValue { .. }
         | E::BadMetadata { .. }
         | E::BadReference { .. }
+        | E::ValueLength { .. }
+        | E::StreamReference
         | E::BadRecord { .. }
         | E::StateOrder { .. }
         | E::ReservedKey { .. }

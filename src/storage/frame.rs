@@ -10,9 +10,8 @@ use super::Corruption;
 
 pub const FRAME_HEADER_BYTES: usize = 12;
 
-/// Largest payload a frame may carry (one transaction: up to 1024 values of 32 MiB would not
-/// fit; the ledger limits a tx to this).
-pub const FRAME_PAYLOAD_BYTES_MAX: u32 = 256 << 20;
+/// Largest payload a frame may carry (one transaction: the ledger limits a tx to less).
+pub const FRAME_PAYLOAD_BYTES_MAX: u32 = 512 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {
@@ -36,6 +35,18 @@ const COMBINE_BYTES_MIN: usize = 4096;
 /// Appends one frame whose payload is `head || body`, given the crc32 state of `body`
 /// computed earlier (on another thread, say): only `head` is checksummed here.
 pub fn encode_parts(out: &mut Vec<u8>, head: &[u8], body: &[u8], body_crc: &crc32fast::Hasher) {
+    encode_parts_head(out, head, body, body_crc);
+    out.extend_from_slice(body);
+}
+
+/// [`encode_parts`] without the body: the frame header and `head`, for a caller that writes
+/// a large body straight from where it is instead of copying it.
+pub fn encode_parts_head(
+    out: &mut Vec<u8>,
+    head: &[u8],
+    body: &[u8],
+    body_crc: &crc32fast::Hasher,
+) {
     let len = super::len_u32(head.len() + body.len());
     let mut pcrc = crc32fast::Hasher::new();
     pcrc.update(head);
@@ -48,7 +59,6 @@ pub fn encode_parts(out: &mut Vec<u8>, head: &[u8], body: &[u8], body_crc: &crc3
     }
     out.extend_from_slice(&header(len, pcrc.finalize()));
     out.extend_from_slice(head);
-    out.extend_from_slice(body);
 }
 
 /// Appends one frame to `out` whose payload `write` appends in place (no extra copy).

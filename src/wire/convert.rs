@@ -30,6 +30,12 @@ pub fn digests(field: &'static str, v: &[Vec<u8>]) -> Result<Vec<Digest>, WireEr
 /// The value hash an entry's digest takes: its value's hash, or the hash it carries when
 /// its value was truncated (then it carries no value).
 pub fn entry_value_hash(e: &pb::Entry) -> Result<Digest, WireError> {
+    if e.value_streamed {
+        return Err(WireError {
+            field: "entry.value_streamed",
+            reason: "a streamed value outside a stream",
+        });
+    }
     if !e.value_truncated {
         return Ok(integrity::value_hash(&e.value));
     }
@@ -37,6 +43,17 @@ pub fn entry_value_hash(e: &pb::Entry) -> Result<Digest, WireError> {
         return Err(WireError {
             field: "entry.value",
             reason: "a truncated value with bytes",
+        });
+    }
+    digest("entry.value_hash", &e.value_hash)
+}
+
+/// The value hash of the entry that starts a StreamGet: the value follows in chunks.
+pub fn streamed_value_hash(e: &pb::Entry) -> Result<Digest, WireError> {
+    if !e.value_streamed || e.value_truncated || !e.value.is_empty() {
+        return Err(WireError {
+            field: "entry.value_streamed",
+            reason: "not the entry of a streamed value",
         });
     }
     digest("entry.value_hash", &e.value_hash)

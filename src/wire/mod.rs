@@ -12,7 +12,7 @@ mod reason;
 
 pub use convert::{
     digest, digests, entry_meta, entry_value_hash, metadata_wire, new_entry_meta, required,
-    WireError,
+    streamed_value_hash, WireError,
 };
 pub use reason::{Reason, PRIMARY_KEY, REASON_KEY};
 
@@ -27,8 +27,16 @@ pub use generated::*;
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/chainlog_descriptor.bin"));
 
-/// Largest gRPC message, either way: one maximal transaction and its framing.
+/// Largest gRPC message, either way: one maximal transaction and its framing (a tx record on
+/// a replication stream, a TxById answer).
 pub const MESSAGE_BYTES_MAX: usize = crate::integrity::TX_BYTES_MAX + (1 << 20);
+
+/// Largest request a unary `Data` call takes (Set, ExecAll…): 128 MiB of entries and their
+/// framing. A larger value goes through StreamSet.
+pub const REQUEST_BYTES_MAX: usize = (128 << 20) + (1 << 20);
+
+/// Largest chunk of a streamed value (StreamSet, StreamGet).
+pub const CHUNK_BYTES_MAX: usize = 4 << 20;
 
 /// The name of the system database: a server's users and databases, recorded by the server
 /// itself (docs/replication.md, "A whole server").

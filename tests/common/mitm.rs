@@ -24,6 +24,8 @@ pub struct Hooks {
     pub consistency_proof: Hook<wire::StateProof>,
     /// Get's answer; `Err` to answer with a status instead.
     pub get: Hook<Result<wire::Entry, Status>>,
+    /// Each message of a VerifiableStreamGet answer, in order.
+    pub stream_get: Hook<wire::StreamGetResponse>,
 }
 
 /// Sets `hook` to `f`.
@@ -52,6 +54,49 @@ struct Proxy {
 fn upstream<T>(req: Request<T>) -> Request<T> {
     let (md, _, msg) = req.into_parts();
     let mut up = Request::new(msg);
+    if let Some(a) = md.get("authorization") {
+        up.metadata_mut().insert("authorization", a.clone());
+    }
+    up
+}
+
+/// A streamed answer relayed to the client.
+type Answer = tokio_stream::wrappers::ReceiverStream<Result<wire::StreamGetResponse, Status>>;
+
+/// Relays `up`'s messages, each through `hook` when given.
+fn relay(
+    mut up: tonic::Streaming<wire::StreamGetResponse>,
+    hook: Option<Hook<wire::StreamGetResponse>>,
+) -> Answer {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        loop {
+            let m = match up.message().await {
+                Ok(Some(mut m)) => {
+                    if let Some(h) = &hook {
+                        apply(h, &mut m);
+                    }
+                    Ok(m)
+                }
+                Ok(None) => return,
+                Err(s) => Err(s),
+            };
+            let stop = m.is_err();
+            if tx.send(m).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A client's request stream, forwarded upstream with its authorization.
+fn forward(
+    req: Request<tonic::Streaming<wire::StreamSetRequest>>,
+) -> Request<impl tokio_stream::Stream<Item = wire::StreamSetRequest>> {
+    use tokio_stream::StreamExt;
+    let (md, _, stream) = req.into_parts();
+    let mut up = Request::new(stream.map_while(Result::ok));
     if let Some(a) = md.get("authorization") {
         up.metadata_mut().insert("authorization", a.clone());
     }
@@ -145,6 +190,57 @@ impl data_server::Data for Proxy {
         req: Request<wire::CountRequest>,
     ) -> Result<Response<wire::CountResponse>, Status> {
         self.data.clone().count(upstream(req)).await
+    }
+
+    async fn stream_set(
+        &self,
+        req: Request<tonic::Streaming<wire::StreamSetRequest>>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        self.data.clone().stream_set(forward(req)).await
+    }
+
+    type StreamGetStream = Answer;
+
+    async fn stream_get(&self, req: Request<wire::GetRequest>) -> Result<Response<Answer>, Status> {
+        let up = self
+            .data
+            .clone()
+            .stream_get(upstream(req))
+            .await?
+            .into_inner();
+        Ok(Response::new(relay(up, None)))
+    }
+
+    async fn verifiable_stream_set(
+        &self,
+        req: Request<tonic::Streaming<wire::StreamSetRequest>>,
+    ) -> Result<Response<wire::VerifiableTx>, Status> {
+        let mut answer = self
+            .data
+            .clone()
+            .verifiable_stream_set(forward(req))
+            .await?
+            .into_inner();
+        apply(&self.hooks.verifiable_tx, &mut answer);
+        Ok(Response::new(answer))
+    }
+
+    type VerifiableStreamGetStream = Answer;
+
+    async fn verifiable_stream_get(
+        &self,
+        req: Request<wire::VerifiableGetRequest>,
+    ) -> Result<Response<Answer>, Status> {
+        let up = self
+            .data
+            .clone()
+            .verifiable_stream_get(upstream(req))
+            .await?
+            .into_inner();
+        Ok(Response::new(relay(
+            up,
+            Some(self.hooks.stream_get.clone()),
+        )))
     }
 
     async fn set_reference(

@@ -639,3 +639,163 @@ pub async fn forget(session: &Session, out: &Out, db: Option<&str>) -> Result<()
     );
     Ok(())
 }
+
+/// `set KEY --value-file F` above the unary limit, and `vset KEY --value-file F`: the file
+/// streamed (StreamSet, or VerifiableStreamSet when verified).
+pub async fn set_from_file(
+    session: &Session,
+    out: &Out,
+    key: &str,
+    file: &std::path::Path,
+    meta: EntryMeta,
+    verified: bool,
+) -> Result<(), Failure> {
+    let f = std::fs::File::open(file)
+        .map_err(|e| Failure::Error(format!("{}: {e}", file.display())))?;
+    let len = f
+        .metadata()
+        .map_err(|e| Failure::Error(format!("{}: {e}", file.display())))?
+        .len();
+    let key = input::key(key)?;
+    let reader = std::io::BufReader::with_capacity(1 << 20, f);
+    if verified {
+        let h = session
+            .verified()
+            .await?
+            .stream_set(&session.db, &key, meta, reader, len)
+            .await?;
+        out.print(
+            json!({"tx_id": h.id, "value_len": len, "verified": true}),
+            || format!("tx {} ({len} bytes streamed, verified)", h.id),
+        );
+    } else {
+        let h = session
+            .connect()
+            .await?
+            .stream_set(&session.db, &key, meta, reader, len)
+            .await?;
+        let mut j = header_json(&h);
+        j["value_len"] = json!(len);
+        out.print(j, || format!("tx {} ({len} bytes streamed)", h.id));
+    }
+    Ok(())
+}
+
+/// A file written under a temporary name next to `path`, renamed over it only when whole
+/// (and, for a verified read, verified).
+struct PendingFile {
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl PendingFile {
+    fn create(path: &std::path::Path) -> Result<PendingFile, Failure> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| Failure::Error(format!("{}: not a file name", path.display())))?;
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.part",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| Failure::Error(format!("{}: {e}", tmp.display())))?
+        };
+        Ok(PendingFile {
+            tmp,
+            path: path.to_path_buf(),
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+        })
+    }
+
+    fn keep(self) -> Result<(), Failure> {
+        let fail = |e: std::io::Error| Failure::Error(format!("{}: {e}", self.tmp.display()));
+        let file = self.file.into_inner().map_err(|e| fail(e.into_error()))?;
+        file.sync_all().map_err(fail)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(fail)
+    }
+
+    fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// `get KEY --out FILE`: StreamGet into FILE.
+pub async fn get_to_file(
+    session: &Session,
+    out: &Out,
+    key: &str,
+    at_tx: u64,
+    file: &std::path::Path,
+) -> Result<(), Failure> {
+    let client = session.connect().await?;
+    let mut pending = PendingFile::create(file)?;
+    let got = client
+        .stream_get(&session.db, &input::key(key)?, at_tx, &mut pending.file)
+        .await;
+    match got {
+        Ok(Some(e)) => {
+            pending.keep()?;
+            let mut j = entry_json(&e);
+            j["file"] = json!(file.display().to_string());
+            out.print(j, || format!("{} (tx {})", file.display(), e.tx));
+            Ok(())
+        }
+        Ok(None) => {
+            pending.discard();
+            Err(Failure::Error(format!("key {key:?} not found")))
+        }
+        Err(e) => {
+            pending.discard();
+            Err(e.into())
+        }
+    }
+}
+
+/// `vget KEY --out FILE`: VerifiableStreamGet into FILE, kept only when verified.
+pub async fn vget_to_file(
+    session: &Session,
+    out: &Out,
+    key: &str,
+    at_tx: u64,
+    file: &std::path::Path,
+) -> Result<(), Failure> {
+    let verified = session.verified().await?;
+    let k = input::key(key)?;
+    let mut pending = PendingFile::create(file)?;
+    let read = match verified
+        .stream_get(&session.db, &k, at_tx, &mut pending.file)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            pending.discard();
+            return Err(e.into());
+        }
+    };
+    let (target, via) = through_reference(&read);
+    if let VerifiedRead::Value(e) = target {
+        pending.keep()?;
+        let mut j = read_json(&k, &read);
+        j["file"] = json!(file.display().to_string());
+        out.print(j, || {
+            format!(
+                "{}\t(tx {}, verified in state {}{via})",
+                file.display(),
+                e.tx,
+                e.state_tx
+            )
+        });
+        return Ok(());
+    }
+    pending.discard();
+    out.print(read_json(&k, &read), || "not found (proven)".to_string());
+    Err(Failure::NotFound)
+}

@@ -190,6 +190,8 @@ enum Command {
     User(UserCmd),
     /// Set KEY to VALUE (one transaction)
     ///
+    /// With --value-file, a file above 32 MiB (up to 256 MiB) is streamed (StreamSet).
+    ///
     /// With several KEY VALUE pairs, all are written in one tx. With conditions
     /// (--must-exist, --must-not-exist, --not-modified-after), the tx is written only if all
     /// hold when it is committed (immudb's ExecAll with preconditions): else nothing is
@@ -343,6 +345,10 @@ enum Command {
         /// Value as of this tx [default: 0, the latest]
         #[arg(long, default_value_t = 0)]
         at_tx: u64,
+        /// Write the value to FILE (streamed, any size up to 256 MiB; needed above 32 MiB)
+        /// and print the entry without it
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Logically delete KEY (its history stays)
     ///
@@ -410,7 +416,11 @@ enum Command {
     ///     chainlog vset session:42 token --expires-in 30m
     Vset {
         key: String,
-        value: String,
+        #[arg(required_unless_present = "value_file")]
+        value: Option<String>,
+        /// The value is this file's content (streamed, VerifiableStreamSet; up to 256 MiB)
+        #[arg(long, value_name = "FILE", conflicts_with = "value")]
+        value_file: Option<PathBuf>,
         #[command(flatten)]
         meta: MetaArgs,
     },
@@ -427,6 +437,10 @@ enum Command {
         /// The latest value as of this tx (0: as of the state the server answers with)
         #[arg(long, default_value_t = 0)]
         at_tx: u64,
+        /// Write the value to FILE (streamed, VerifiableStreamGet): FILE appears only once
+        /// the value is verified
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Transaction ID, verified against the trusted state
     ///
@@ -707,6 +721,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         "with --value-file, give one KEY and no VALUE".into(),
                     ));
                 }
+                let size = std::fs::metadata(f)
+                    .map_err(|e| Failure::Error(format!("{}: {e}", f.display())))?
+                    .len();
+                if size > chainlog::integrity::VALUE_UNARY_BYTES_MAX as u64 {
+                    if !(must_exist.is_empty()
+                        && must_not_exist.is_empty()
+                        && not_modified_after.is_empty())
+                    {
+                        return Err(Failure::Error(format!(
+                            "{}: {size} bytes is streamed (above 32 MiB), and a streamed value takes no conditions",
+                            f.display()
+                        )));
+                    }
+                    return data::set_from_file(s, &out, &pairs[0], f, meta.to_meta()?, false)
+                        .await;
+                }
                 let bytes = std::fs::read(f)
                     .map_err(|e| Failure::Error(format!("{}: {e}", f.display())))?;
                 input::set_file_value(bytes);
@@ -761,7 +791,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Txs { from, limit, desc } => data::txs(s, &out, *from, *limit, *desc).await,
         Command::Info => data::info(s, &out).await,
-        Command::Get { key, at_tx } => data::get(s, &out, key, *at_tx).await,
+        Command::Get {
+            key,
+            at_tx,
+            out: Some(file),
+        } => data::get_to_file(s, &out, key, *at_tx, file).await,
+        Command::Get { key, at_tx, .. } => data::get(s, &out, key, *at_tx).await,
         Command::Delete { keys } => data::delete(s, &out, keys).await,
         Command::History {
             key,
@@ -776,10 +811,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             after,
         } => data::scan(s, &out, prefix, *limit, *desc, after.as_deref()).await,
         Command::Tx { id } => data::tx(s, &out, *id).await,
-        Command::Vset { key, value, meta } => {
-            data::vset(s, &out, key, value, meta.to_meta()?).await
-        }
-        Command::Vget { key, at_tx } => data::vget(s, &out, key, *at_tx).await,
+        Command::Vset {
+            key,
+            value_file: Some(f),
+            meta,
+            ..
+        } => data::set_from_file(s, &out, key, f, meta.to_meta()?, true).await,
+        Command::Vset {
+            key,
+            value: Some(value),
+            meta,
+            ..
+        } => data::vset(s, &out, key, value, meta.to_meta()?).await,
+        Command::Vset { .. } => Err(Failure::Error("give VALUE or --value-file".into())),
+        Command::Vget {
+            key,
+            at_tx,
+            out: Some(file),
+        } => data::vget_to_file(s, &out, key, *at_tx, file).await,
+        Command::Vget { key, at_tx, .. } => data::vget(s, &out, key, *at_tx).await,
         Command::Vtx { id } => data::vtx(s, &out, *id).await,
         Command::State {
             action: Some(StateCmd::Forget),

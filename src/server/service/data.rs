@@ -1,7 +1,7 @@
 //! `Data`: reads, writes and verified calls.
 
-use super::{kv, Service};
-use crate::integrity::TxId;
+use super::{kv, stream, Service};
+use crate::integrity::{TxId, VALUE_UNARY_BYTES_MAX};
 use crate::ledger::{LedgerError, NewEntry, Order, Precondition};
 use crate::server::auth::Permission;
 use crate::server::catalog::Database;
@@ -141,8 +141,26 @@ fn puts(entries: Vec<wire::KeyValue>) -> Result<Vec<NewEntry>, Status> {
         .collect()
 }
 
+/// A value a unary answer may carry; a larger one is read with StreamGet.
+fn unary_value(e: Option<&wire::Entry>) -> Result<(), Status> {
+    match e {
+        Some(e) if e.value.len() > VALUE_UNARY_BYTES_MAX => Err(Status::out_of_range(format!(
+            "the value of {:?} is {} bytes, more than a unary answer carries ({VALUE_UNARY_BYTES_MAX}): read it with StreamGet (chainlog get --out FILE)",
+            String::from_utf8_lossy(&e.key),
+            e.value.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Entry `index` of a write, with its metadata.
 fn put(index: usize, kv: wire::KeyValue) -> Result<NewEntry, Status> {
+    if kv.value.len() > VALUE_UNARY_BYTES_MAX {
+        return Err(Status::invalid_argument(format!(
+            "entry {index}: a value of {} bytes, more than a unary call carries ({VALUE_UNARY_BYTES_MAX}): write it with StreamSet (chainlog set KEY --value-file FILE)",
+            kv.value.len()
+        )));
+    }
     let meta = wire::new_entry_meta(false, kv.metadata.as_ref())
         .map_err(|e| Status::invalid_argument(format!("entry {index}: {e}")))?;
     Ok(NewEntry {
@@ -187,6 +205,7 @@ impl data_server::Data for Service {
         })
         .await?;
         let e = kv.ok_or_else(|| Reason::KeyNotFound.status("key not found"))?;
+        unary_value(Some(&e))?;
         Ok(Response::new(e))
     }
 
@@ -226,6 +245,7 @@ impl data_server::Data for Service {
                 value_hash: Vec::new(),
                 metadata: wire::metadata_wire(v.meta),
                 referenced_by: None,
+                value_streamed: false,
             })
             .collect();
         Ok(Response::new(wire::HistoryResponse { entries }))
@@ -368,6 +388,9 @@ impl data_server::Data for Service {
             Ok((out, at))
         })
         .await?;
+        for e in &entries {
+            unary_value(Some(e))?;
+        }
         Ok(Response::new(wire::GetAllResponse { entries, at_tx: at }))
     }
 
@@ -433,6 +456,47 @@ impl data_server::Data for Service {
         })
         .await?;
         Ok(Response::new(wire::CountResponse { count, at_tx: at }))
+    }
+
+    async fn stream_set(
+        &self,
+        req: Request<tonic::Streaming<wire::StreamSetRequest>>,
+    ) -> Result<Response<wire::TxHeader>, Status> {
+        let (_, h, _) = self.receive_streamed(req).await?;
+        Ok(Response::new((&h).into()))
+    }
+
+    type StreamGetStream = stream::ChunkStream;
+
+    async fn stream_get(
+        &self,
+        req: Request<wire::GetRequest>,
+    ) -> Result<Response<Self::StreamGetStream>, Status> {
+        Ok(Response::new(self.send_streamed(req).await?))
+    }
+
+    async fn verifiable_stream_set(
+        &self,
+        req: Request<tonic::Streaming<wire::StreamSetRequest>>,
+    ) -> Result<Response<wire::VerifiableTx>, Status> {
+        let (db, h, header) = self.receive_streamed(req).await?;
+        learn_epoch(&db, header.known_epoch);
+        let this = self.clone();
+        let v =
+            blocking(move || this.verifiable_tx(&db, h.id, header.trusted_tx_id, false)).await?;
+        Ok(Response::new(v))
+    }
+
+    type VerifiableStreamGetStream = stream::ChunkStream;
+
+    async fn verifiable_stream_get(
+        &self,
+        req: Request<wire::VerifiableGetRequest>,
+    ) -> Result<Response<Self::VerifiableStreamGetStream>, Status> {
+        if let Ok(db) = self.database(&req, &req.get_ref().database, Permission::Read) {
+            learn_epoch(&db, req.get_ref().known_epoch);
+        }
+        Ok(Response::new(self.send_streamed_verified(req).await?))
     }
 
     async fn set_reference(
@@ -528,7 +592,9 @@ impl data_server::Data for Service {
         let r = req.into_inner();
         let this = self.clone();
         let v =
-            blocking(move || this.verifiable_entry(&db, &r.key, r.at_tx, r.trusted_tx_id)).await?;
+            blocking(move || this.verifiable_entry(&db, &r.key, r.at_tx, r.trusted_tx_id, false))
+                .await?;
+        unary_value(v.entry.as_ref())?;
         Ok(Response::new(v))
     }
 
@@ -551,10 +617,13 @@ impl data_server::Data for Service {
             let at = db.ledger.state().tx_id;
             r.keys
                 .iter()
-                .map(|k| this.verifiable_entry(&db, k, at, r.trusted_tx_id))
+                .map(|k| this.verifiable_entry(&db, k, at, r.trusted_tx_id, false))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;
+        for e in &entries {
+            unary_value(e.entry.as_ref())?;
+        }
         Ok(Response::new(wire::VerifiableGetAllResponse { entries }))
     }
 

@@ -7,6 +7,7 @@ mod data;
 mod databases;
 mod kv;
 mod replication;
+mod stream;
 mod users;
 
 use super::auth::Permission;
@@ -143,6 +144,7 @@ impl Service {
         key: &[u8],
         at_tx: TxId,
         trusted: TxId,
+        streamed: bool,
     ) -> Result<wire::VerifiableEntry, LedgerError> {
         let ledger = &db.ledger;
         if key.is_empty() {
@@ -188,19 +190,23 @@ impl Service {
                         reason: crate::ledger::Damage::MapNode,
                     });
                 }
+                // A streamed value's bytes follow the proof; its hash stands for it here.
+                let streamed =
+                    streamed && !entry.dropped && !entry.meta.deleted && !entry.meta.reference;
                 out.entry = Some(wire::Entry {
                     key: entry.key,
-                    value: entry.value,
+                    value: if streamed { Vec::new() } else { entry.value },
                     tx: leaf.tx_id,
                     deleted: entry.meta.deleted,
                     metadata: wire::metadata_wire(entry.meta),
                     referenced_by: None,
                     value_truncated: entry.dropped,
-                    value_hash: if entry.dropped {
+                    value_hash: if entry.dropped || streamed {
                         entry.value_hash.0.to_vec()
                     } else {
                         Vec::new()
                     },
+                    value_streamed: streamed,
                 });
                 out.entry_index = p.index;
                 out.entry_path = p.path.iter().map(|d| d.0.to_vec()).collect();
