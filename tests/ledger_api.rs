@@ -105,7 +105,7 @@ fn limits_are_typed_errors_and_nothing_is_written() {
     ));
     db.commit(vec![NewEntry::put(vec![b'k'; 1024], "v")])
         .unwrap();
-    let big = vec![0u8; (32 << 20) + 1];
+    let big = vec![0u8; chainlog::ledger::VALUE_BYTES_MAX + 1];
     assert!(matches!(
         db.commit(vec![NewEntry::put("k", big)]),
         Err(LedgerError::ValueTooLarge { .. })

@@ -7,6 +7,15 @@
 //! cargo run --release --example server_load -- [--addr URL] [--password P] [--secs S] get
 //! cargo run --release --example server_load -- [--addr URL] [--password P] [--secs S] getall
 //! ```
+//! cargo run --release --example server_load -- [--addr URL] [--password P] stream [MIB] [ROUNDS]
+//! ```
+//! `stream`: a value of MIB MiB (default 256) written with StreamSet and VerifiableStreamSet
+//! and read with StreamGet and VerifiableStreamGet, ROUNDS times (default 3): time and MB/s
+//! of each, the client's peak RSS and, when this program started the server, the server's
+//! peak RSS (VmHWM) after each kind of call. The value is generated as it is sent and
+//! discarded as it is read, so the client holds only chunks.
+//!
+//! ```text
 //! `getall`: 100 keys read and verified with one VerifiableGetAll against 100 VerifiableGets,
 //! both through `VerifiedClient` (every proof checked), in alternating rounds.
 //! Without --addr it starts `chainlogd` itself (target/release/chainlogd, so build it first
@@ -161,6 +170,160 @@ async fn getall_load(addr: &str, password: &str, secs: u64) {
     }
 }
 
+/// Peak and current resident memory of a process, in MiB, from /proc.
+fn rss_mib(pid: Option<u32>) -> (u64, u64) {
+    let path = pid.map_or("/proc/self/status".to_string(), |p| {
+        format!("/proc/{p}/status")
+    });
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// The anonymous (heap) resident memory of a process in MiB, from /proc: unlike VmHWM it
+/// leaves out file pages, such as the server's memory-mapped segments, which the kernel can
+/// drop at will.
+fn anon_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// Samples `anon_mib(pid)` every 5 ms until the returned flag is set; the join gives the
+/// highest seen.
+fn sample_anon(
+    pid: u32,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u64>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let h = std::thread::spawn(move || {
+        let mut max = 0;
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            max = max.max(anon_mib(pid));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        max.max(anon_mib(pid))
+    });
+    (stop, h)
+}
+
+/// Pseudo-random bytes, generated as they are read.
+struct Generated {
+    state: u64,
+    left: u64,
+}
+
+impl std::io::Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX))
+            & !7;
+        let n = if n == 0 {
+            buf.len().min(self.left as usize)
+        } else {
+            n
+        };
+        for chunk in buf[..n].chunks_mut(8) {
+            self.state = self
+                .state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let b = self.state.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+async fn stream_load(addr: &str, password: &str, mib: u64, rounds: usize, server_pid: Option<u32>) {
+    let client = Client::connect(addr, None).await.expect("connect");
+    client.login("admin", password).await.expect("login");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let verified =
+        chainlog::client::VerifiedClient::new(client.clone(), dir.path().join("state.json"), None)
+            .expect("verified client");
+    let len = mib << 20;
+    let meta = chainlog::integrity::EntryMeta::default();
+    let sampler = || server_pid.map(sample_anon);
+    let report = |what: &str,
+                  t: Duration,
+                  s: Option<(
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<u64>,
+    )>| {
+        let (chwm, _) = rss_mib(None);
+        let server = match (server_pid, s) {
+            (Some(p), Some((stop, h))) => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let peak_anon = h.join().unwrap_or(0);
+                let (hwm, _) = rss_mib(Some(p));
+                format!("server: peak heap (RssAnon) during the call {peak_anon} MiB, VmHWM {hwm} MiB (mapped segments included)")
+            }
+            _ => "server not ours".to_string(),
+        };
+        println!(
+            "{what:<22} {mib} MiB in {:>6.2} s = {:>6.1} MB/s   client peak RSS {chwm} MiB   {server}",
+            t.as_secs_f64(),
+            len as f64 / 1e6 / t.as_secs_f64()
+        );
+    };
+    if let Some(p) = server_pid {
+        let (hwm, rss) = rss_mib(Some(p));
+        println!("server at start: peak RSS {hwm} MiB, now {rss} MiB");
+    }
+    for round in 0..rounds {
+        let gen = || Generated {
+            state: round as u64 + 1,
+            left: len,
+        };
+        let s = sampler();
+        let t = Instant::now();
+        client
+            .stream_set("defaultdb", b"big", meta, gen(), len)
+            .await
+            .expect("StreamSet");
+        report("StreamSet", t.elapsed(), s);
+        let s = sampler();
+        let t = Instant::now();
+        verified
+            .stream_set("defaultdb", b"big-v", meta, gen(), len)
+            .await
+            .expect("VerifiableStreamSet");
+        report("VerifiableStreamSet", t.elapsed(), s);
+        let s = sampler();
+        let t = Instant::now();
+        client
+            .stream_get("defaultdb", b"big", 0, &mut std::io::sink())
+            .await
+            .expect("StreamGet")
+            .expect("present");
+        report("StreamGet", t.elapsed(), s);
+        let s = sampler();
+        let t = Instant::now();
+        let r = verified
+            .stream_get("defaultdb", b"big-v", 0, &mut std::io::sink())
+            .await
+            .expect("VerifiableStreamGet");
+        assert!(matches!(r, chainlog::client::VerifiedRead::Value(_)));
+        report("VerifiableStreamGet", t.elapsed(), s);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -172,6 +335,7 @@ async fn main() {
     let addr = take("--addr");
     let password = take("--password").unwrap_or_else(|| launcher::ADMIN_PASSWORD.into());
     let secs: u64 = take("--secs").and_then(|s| s.parse().ok()).unwrap_or(10);
+    let mut server_pid = None;
     let _server;
     let _dir;
     let addr = match addr {
@@ -180,6 +344,7 @@ async fn main() {
             let dir = tempfile::tempdir().expect("temp dir");
             let server = launcher::Server::start(dir.path(), &["--log", "warn"]);
             let addr = server.addr.clone();
+            server_pid = Some(server.pid());
             (_server, _dir) = (server, dir);
             addr
         }
@@ -192,8 +357,13 @@ async fn main() {
         }
         Some("get") => get_load(&addr, &password, secs).await,
         Some("getall") => getall_load(&addr, &password, secs).await,
+        Some("stream") => {
+            let mib = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
+            let rounds = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+            stream_load(&addr, &password, mib, rounds, server_pid).await;
+        }
         _ => eprintln!(
-            "usage: server_load [--addr URL] [--password P] [--secs S] set CLIENTS... | get | getall"
+            "usage: server_load [--addr URL] [--password P] [--secs S] set CLIENTS... | get | getall | stream [MIB] [ROUNDS]"
         ),
     }
 }

@@ -10,6 +10,9 @@ use crate::storage::segment::SegmentReader;
 use crate::storage::{usize_of, Corruption, StorageError};
 use bytes::Bytes;
 
+/// A record at least this long is not read whole for its header.
+const HEADER_ONLY_FRAME_BYTES_MIN: usize = 4 << 20;
+
 /// A live key, its version and the version's metadata.
 type LiveKey = (Vec<u8>, Version, EntryMeta);
 
@@ -372,9 +375,33 @@ impl Ledger {
         Ok(lo)
     }
 
-    /// The header of tx `id`.
+    /// The header of tx `id`. A large record (a streamed value) is not read whole for it:
+    /// its header is, and checked against its stored Alh.
     pub fn header(&self, id: TxId) -> Result<TxHeader> {
-        self.read_tx(id, |r| r.header)
+        self.check_committed(id)?;
+        let (segment, offset, frame_len) = decode_location(&self.shared.locations.read(id - 1)?);
+        if (frame_len as usize) < HEADER_ONLY_FRAME_BYTES_MIN {
+            return self.read_tx(id, |r| r.header);
+        }
+        let seg = self.segment(segment)?;
+        let bad = |reason| LedgerError::BadTx {
+            tx: id,
+            path: seg.path().to_path_buf(),
+            offset,
+            reason,
+        };
+        let head = seg.read(
+            offset + crate::storage::frame::FRAME_HEADER_BYTES as u64,
+            codec::HEADER_BYTES,
+        )?;
+        let (header, alh) = codec::decode_header(&head).map_err(|r| bad(TxFault::Decode(r)))?;
+        if header.id != id {
+            return Err(bad(TxFault::Chain(ChainBreak::Id)));
+        }
+        if header.alh() != alh {
+            return Err(bad(TxFault::Chain(ChainBreak::Alh)));
+        }
+        Ok(header)
     }
 
     /// Tx `id` with all its entries.

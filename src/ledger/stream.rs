@@ -4,8 +4,14 @@
 
 use super::prepare::{self, Prepared};
 use super::{
-    codec, decode_location, lock_poisoned, Damage, Ledger, LedgerError, Result, VALUE_BYTES_MAX,
+    codec, decode_location, lock_poisoned, ChainBreak, Damage, Ledger, LedgerError, Result,
+    TxEntry, TxFault, VALUE_BYTES_MAX,
 };
+use crate::integrity::{merkle, EntryProof};
+
+/// A frame at least this long is walked a head at a time by
+/// [`Ledger::entry_proof_without_value`] instead of read whole.
+const HEADS_ONLY_FRAME_BYTES_MIN: usize = 4 << 20;
 use crate::index::Version;
 use crate::integrity::{Digest, EntryMeta, TxHeader, TxId, TAG_VALUE};
 use crate::storage::segment::SegmentReader;
@@ -158,6 +164,88 @@ impl Ledger {
             seg,
             value_at: hash_at + 32,
         }))
+    }
+
+    /// [`Ledger::entry_proof`] without reading values: for a large tx (a streamed value),
+    /// the record's header and each entry's head and value hash are read, the value bytes
+    /// skipped; the entries must still hash to the header's entries root, and the header to
+    /// its Alh. The entry comes with an empty value (its hash stands for it).
+    pub fn entry_proof_without_value(&self, id: TxId, key: &[u8]) -> Result<(TxEntry, EntryProof)> {
+        self.check_committed(id)?;
+        let (segment, offset, frame_len) = decode_location(&self.shared.locations.read(id - 1)?);
+        if (frame_len as usize) < HEADS_ONLY_FRAME_BYTES_MIN {
+            return self.entry_proof(id, key);
+        }
+        let seg = self.segment(segment)?;
+        let bad = |reason| LedgerError::BadTx {
+            tx: id,
+            path: seg.path().to_path_buf(),
+            offset,
+            reason,
+        };
+        let mut at = offset + FRAME_HEADER_BYTES as u64;
+        let end = offset + u64::from(frame_len);
+        let head = seg.read(at, codec::HEADER_BYTES)?;
+        let (header, alh) = codec::decode_header(&head).map_err(|r| bad(TxFault::Decode(r)))?;
+        if header.id != id {
+            return Err(bad(TxFault::Chain(ChainBreak::Id)));
+        }
+        if header.alh() != alh {
+            return Err(bad(TxFault::Chain(ChainBreak::Alh)));
+        }
+        at += codec::HEADER_BYTES as u64;
+        let mut entries = Vec::with_capacity(header.entry_count as usize);
+        for _ in 0..header.entry_count {
+            let fixed = seg.read(at, codec::ENTRY_FIXED_BYTES)?;
+            let key_len = usize::from(u16::from_le_bytes([fixed[0], fixed[1]]));
+            let flags = fixed[2];
+            let value_len = u32::from_le_bytes([fixed[3], fixed[4], fixed[5], fixed[6]]);
+            let expiry = if flags & EntryMeta::FLAG_EXPIRES != 0 {
+                8
+            } else {
+                0
+            };
+            let rest = seg.read(at + codec::ENTRY_FIXED_BYTES as u64, expiry + key_len + 32)?;
+            let expires_at =
+                (expiry == 8).then(|| u64::from_le_bytes(rest[..8].try_into().unwrap_or([0; 8])));
+            let meta = EntryMeta::decode(flags, || expires_at)
+                .map_err(|_| bad(TxFault::Decode("entry metadata")))?;
+            let mut vh = [0u8; 32];
+            vh.copy_from_slice(&rest[expiry + key_len..]);
+            let dropped = value_len == codec::VALUE_DROPPED;
+            let skipped = if dropped { 0 } else { u64::from(value_len) };
+            at += (codec::ENTRY_FIXED_BYTES + expiry + key_len + 32) as u64 + skipped;
+            if at > end {
+                return Err(bad(TxFault::Decode("an entry runs past the record")));
+            }
+            entries.push(TxEntry {
+                key: rest[expiry..expiry + key_len].to_vec(),
+                meta,
+                value: Vec::new(),
+                value_hash: Digest(vh),
+                dropped,
+            });
+        }
+        if at != end {
+            return Err(bad(TxFault::Decode("trailing bytes after the last entry")));
+        }
+        let leaves: Vec<Digest> = entries
+            .iter()
+            .map(|e| merkle::leaf_hash(&e.digest().0))
+            .collect();
+        if merkle::root_of_leaves(&leaves) != header.entries_root {
+            return Err(bad(TxFault::Chain(ChainBreak::EntriesRoot)));
+        }
+        let index = entries
+            .iter()
+            .position(|e| e.key == key)
+            .ok_or(LedgerError::KeyNotFound)?;
+        let proof = EntryProof {
+            index: crate::storage::len_u32(index),
+            entry_count: header.entry_count,
+            path: merkle::path_of_leaf(&leaves, index),
+        };
+        Ok((entries.swap_remove(index), proof))
     }
 
     fn index_damage(&self, offset: u64) -> LedgerError {

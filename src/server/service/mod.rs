@@ -181,7 +181,15 @@ impl Service {
         };
         let proven_tx = match latest {
             Latest::Version(leaf) => {
-                let (entry, p) = ledger.entry_proof(leaf.tx_id, key)?;
+                // A streamed read proves the entry without reading its value (a reference's
+                // value, which names its target, is always sent).
+                let (entry, p) = match streamed {
+                    true => match ledger.entry_proof_without_value(leaf.tx_id, key)? {
+                        (e, _) if e.meta.reference => ledger.entry_proof(leaf.tx_id, key)?,
+                        found => found,
+                    },
+                    false => ledger.entry_proof(leaf.tx_id, key)?,
+                };
                 if entry.digest() != leaf.entry_digest || entry.meta.deleted != leaf.deleted {
                     // The chain's map root commits to a version the log does not hold.
                     return Err(LedgerError::Damaged {
