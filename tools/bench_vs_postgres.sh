@@ -7,8 +7,12 @@
 # successes is checked against the txs it committed (a gRPC error is an HTTP 200 that
 # h2load counts as a success).
 #
-#   cargo build --release --bin chainlogd --bin chainlog
+#   cargo build --release --bin chainlogd --bin chainlog --example server_load
 #   tools/bench_vs_postgres.sh [SECONDS] [ROUNDS] [CLIENTS...]     # defaults: 10 3 1 8 64
+#
+# With STREAMS="1 4" (say), each round also runs chainlog's streaming write path: the SDK
+# load program (server_load writestream) on that many WriteStreams, beside pgbench at
+# PG_CLIENTS (default 64) clients, PostgreSQL's best count on this machine.
 #
 # Installs nothing: needs h2load, pgbench and PostgreSQL 15's binaries
 # (apt-get install nghttp2-client postgresql-15). PostgreSQL runs as the `postgres` user in
@@ -117,6 +121,28 @@ for c in "${clients[@]}"; do
   done
 done
 
+declare -A st_rate st_cpu
+pgc=${PG_CLIENTS:-64}
+for s in ${STREAMS:-}; do
+  for r in $(seq "$rounds"); do
+    c0=$(cpu_of "$cpid")
+    sout=$("$bin/examples/server_load" --addr "$addr" --password "$CHAINLOG_ADMIN_PASSWORD" \
+      --secs "$secs" writestream "$s")
+    c1=$(cpu_of "$cpid")
+    stx=$(echo "$sout" | awk '/^writestream/ {print $3}')
+    st_rate[$s]+="$((stx / secs)) "
+    st_cpu[$s]+="$(( (c1 - c0) * 1000000 / hz / (stx > 0 ? stx : 1) )) "
+    p0=$(pg_cpu_now)
+    pout=$(runuser -u postgres -- pgbench -n -M prepared -h "$work" -p "$pgport" -c "$pgc" -j 2 \
+      -T "$secs" -f "$work/insert.sql" postgres 2>&1)
+    sleep 0.5
+    p1=$(pg_cpu_now)
+    ptx=$(echo "$pout" | awk '/number of transactions actually processed/ {split($6, a, "/"); print a[1]}')
+    pg_rate[s$s]+="$((ptx / secs)) "
+    pg_cpu[s$s]+="$(( (p1 - p0) * 1000000 / hz / (ptx > 0 ? ptx : 1) )) "
+  done
+done
+
 echo "durable one-entry writes, ${secs} s rounds x ${rounds}, $(nproc) cores; tx/s and server CPU us/op per round"
 for c in "${clients[@]}"; do
   python3 - "$c" "${cl_rate[$c]}" "${pg_rate[$c]}" "${cl_cpu[$c]}" "${pg_cpu[$c]}" <<'PY'
@@ -127,3 +153,15 @@ print(f"clients {c}: chainlog {cl} tx/s ({clc} us CPU/tx), PostgreSQL {pg} tx/s 
       f"ratio min {ratios[0]:.2f} median {statistics.median(ratios):.2f} max {ratios[-1]:.2f}")
 PY
 done
+for s in ${STREAMS:-}; do
+  python3 - "$s" "$pgc" "${st_rate[$s]}" "${pg_rate[s$s]}" "${st_cpu[$s]}" "${pg_cpu[s$s]}" <<'PY'
+import statistics, sys
+s, pgc, cl, pg, clc, pgc_cpu = sys.argv[1], sys.argv[2], *[list(map(int, a.split())) for a in sys.argv[3:]]
+ratios = sorted(a / b for a, b in zip(cl, pg) if b)
+print(f"WriteStream x{s} (SDK load program): chainlog {cl} tx/s ({clc} us CPU/tx), "
+      f"PostgreSQL pgbench -c {pgc} {pg} tx/s ({pgc_cpu} us CPU/tx); "
+      f"ratio min {ratios[0]:.2f} median {statistics.median(ratios):.2f} max {ratios[-1]:.2f}; "
+      f"against PostgreSQL's best round {max(cl) / max(pg):.2f}")
+PY
+done
+

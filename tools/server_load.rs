@@ -7,6 +7,7 @@
 //! cargo run --release --example server_load -- [--addr URL] [--password P] [--secs S] get
 //! cargo run --release --example server_load -- [--addr URL] [--password P] [--secs S] getall
 //! ```
+//! cargo run --release --example server_load -- [--addr URL] [--password P] [--secs S] writestream STREAMS...
 //! cargo run --release --example server_load -- [--addr URL] [--password P] stream [MIB] [ROUNDS]
 //! ```
 //! `stream`: a value of MIB MiB (default 256) written with StreamSet and VerifiableStreamSet
@@ -16,6 +17,10 @@
 //! discarded as it is read, so the client holds only chunks.
 //!
 //! ```text
+//! `writestream`: STREAMS WriteStreams, each sending one-entry txs (16-byte key, 100-byte
+//! value, durable) as fast as its window (1024 in flight) allows; every answer is awaited and
+//! counted, and the txs the database committed are checked against the count.
+//!
 //! `getall`: 100 keys read and verified with one VerifiableGetAll against 100 VerifiableGets,
 //! both through `VerifiedClient` (every proof checked), in alternating rounds.
 //! Without --addr it starts `chainlogd` itself (target/release/chainlogd, so build it first
@@ -168,6 +173,64 @@ async fn getall_load(addr: &str, password: &str, secs: u64) {
             lat.len()
         );
     }
+}
+
+async fn writestream_load(addr: &str, password: &str, streams: usize, secs: u64) {
+    let admin = Client::connect(addr, None).await.expect("connect");
+    admin.login("admin", password).await.expect("login");
+    let before = admin.current_state("defaultdb").await.expect("state").tx_id;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..streams {
+        let (addr, password) = (addr.to_string(), password.to_string());
+        tasks.push(tokio::spawn(async move {
+            let client = Client::connect(&addr, None).await.expect("connect");
+            client.login("admin", &password).await.expect("login");
+            let mut ws = client.write_stream("defaultdb").await.expect("open");
+            let mut in_flight = std::collections::VecDeque::new();
+            let mut done = 0u64;
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let p = ws
+                    .send(vec![chainlog::client::Put::new(key(c, i), vec![b'v'; 100])])
+                    .await
+                    .expect("send");
+                in_flight.push_back(p);
+                i += 1;
+                if in_flight.len() >= 1024 {
+                    in_flight
+                        .pop_front()
+                        .unwrap()
+                        .header()
+                        .await
+                        .expect("write");
+                    done += 1;
+                }
+            }
+            drop(ws);
+            for p in in_flight {
+                p.header().await.expect("write");
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = admin.current_state("defaultdb").await.expect("state").tx_id;
+    assert_eq!(
+        after - before,
+        total,
+        "answered writes against committed txs"
+    );
+    println!(
+        "writestream {streams}: {total} txs in {elapsed:.2} s = {:.0} tx/s",
+        total as f64 / elapsed
+    );
 }
 
 /// Peak and current resident memory of a process, in MiB, from /proc.
@@ -357,13 +420,18 @@ async fn main() {
         }
         Some("get") => get_load(&addr, &password, secs).await,
         Some("getall") => getall_load(&addr, &password, secs).await,
+        Some("writestream") => {
+            for n in &args[1..] {
+                writestream_load(&addr, &password, n.parse().expect("stream count"), secs).await;
+            }
+        }
         Some("stream") => {
             let mib = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
             let rounds = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
             stream_load(&addr, &password, mib, rounds, server_pid).await;
         }
         _ => eprintln!(
-            "usage: server_load [--addr URL] [--password P] [--secs S] set CLIENTS... | get | getall | stream [MIB] [ROUNDS]"
+            "usage: server_load [--addr URL] [--password P] [--secs S] set CLIENTS... | get | getall | writestream STREAMS... | stream [MIB] [ROUNDS]"
         ),
     }
 }

@@ -8,11 +8,13 @@
 
 mod stream;
 mod verified;
+mod write_stream;
 
 pub use verified::{
     read_trusted_states, CosignedState, TamperError, TamperReason, TrustedState, VerifiedClient,
     VerifiedEntry, VerifiedRead,
 };
+pub use write_stream::{PendingWrite, WriteStream};
 
 use crate::integrity;
 use crate::wire::{

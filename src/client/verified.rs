@@ -167,6 +167,9 @@ pub struct VerifiedEntry {
     pub state_tx: TxId,
 }
 
+/// Most verified writes [`VerifiedClient::write_all`] keeps in flight (the server's window).
+const WRITE_WINDOW: usize = 1024;
+
 /// The data client a verified write calls with.
 type DataClient = wire::data_client::DataClient<crate::client::Authed>;
 /// A verified write's call in flight.
@@ -330,6 +333,11 @@ pub struct VerifiedClient {
     /// If set, every state must carry a valid signature by this key; otherwise the first
     /// state seen for a database is trusted on first use.
     server_key: Option<ed25519_dalek::VerifyingKey>,
+    /// While set (a verified write stream), states trusted are kept in memory and saved once
+    /// at its end ([`VerifiedClient::flush`]), not each time.
+    defer_saves: std::sync::atomic::AtomicBool,
+    /// States trusted while saves were deferred, by slot.
+    unsaved: std::sync::Mutex<BTreeMap<String, TrustedState>>,
 }
 
 fn state_file_error(path: &Path, e: impl std::fmt::Display) -> ClientError {
@@ -394,6 +402,8 @@ impl VerifiedClient {
             path,
             states: Mutex::new(states),
             server_key,
+            defer_saves: std::sync::atomic::AtomicBool::new(false),
+            unsaved: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -560,6 +570,19 @@ impl VerifiedClient {
         }
         states.names.insert(slot.clone(), ours.uuid.clone());
         states.keep_newer(ours.clone());
+        if self.defer_saves.load(std::sync::atomic::Ordering::Relaxed) {
+            self.unsaved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(slot, ours);
+            return Ok(());
+        }
+        self.save(states, slot, ours)
+    }
+
+    /// Saves `ours` as the state of `slot` in the file, under its lock, merged with what
+    /// other processes saved meanwhile.
+    fn save(&self, states: &mut StateFile, slot: String, ours: TrustedState) -> Result<()> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::fs::create_dir_all(dir).map_err(|e| state_file_error(&self.path, e))?;
         }
@@ -575,6 +598,88 @@ impl VerifiedClient {
             serde_json::to_vec_pretty(&on_disk).map_err(|e| state_file_error(&self.path, e))?;
         crate::fs::replace(&self.path, &bytes, crate::fs::PRIVATE_MODE)
             .map_err(|e| state_file_error(&self.path, e))
+    }
+
+    /// Saves the states trusted while saves were deferred.
+    async fn flush(&self) -> Result<()> {
+        let unsaved = std::mem::take(
+            &mut *self
+                .unsaved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut states = self.states.lock().await;
+        for (slot, ours) in unsaved {
+            self.save(&mut states, slot, ours)?;
+        }
+        Ok(())
+    }
+
+    /// Writes each of `txs` as its own tx on one WriteStream, pipelined (up to the server's
+    /// window in flight), and verifies every answer as [`VerifiedClient::set_entries`] does:
+    /// the tx holds exactly the entries sent, in a state that extends the one before. The
+    /// states are trusted in order as they verify and saved to the state file once, at the
+    /// end. A write the server refused is an `Err` in its place; an answer that does not
+    /// verify stops everything (tamper evidence).
+    pub async fn write_all(
+        &self,
+        db: &str,
+        txs: Vec<Vec<Put>>,
+    ) -> Result<Vec<Result<integrity::TxHeader>>> {
+        let trusted = self.trusted(db).await;
+        let first = wire::WriteRequest {
+            database: db.to_string(),
+            verify: true,
+            trusted_tx_id: trusted.as_ref().map_or(0, |t| t.tx_id),
+            known_epoch: trusted.as_ref().map_or(0, |t| t.epoch),
+            entries: Vec::new(),
+        };
+        let mut stream = self.client.open_write_stream(first).await?;
+        self.defer_saves
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let written = async {
+            let mut pending = std::collections::VecDeque::new();
+            let mut out = Vec::with_capacity(txs.len());
+            for puts in txs {
+                let digests: Vec<Digest> = puts.iter().map(Put::digest).collect();
+                pending.push_back((stream.send(puts).await?, digests));
+                if pending.len() >= WRITE_WINDOW {
+                    if let Some((p, d)) = pending.pop_front() {
+                        out.push(self.verified_answer(db, p, d).await?);
+                    }
+                }
+            }
+            drop(stream);
+            while let Some((p, d)) = pending.pop_front() {
+                out.push(self.verified_answer(db, p, d).await?);
+            }
+            Ok(out)
+        }
+        .await;
+        self.defer_saves
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.flush().await?;
+        written
+    }
+
+    /// One answer of a verified write stream: `Ok(Err(..))` for a write the server refused.
+    async fn verified_answer(
+        &self,
+        db: &str,
+        pending: crate::client::PendingWrite,
+        digests: Vec<Digest>,
+    ) -> Result<Result<integrity::TxHeader>> {
+        let r = pending.response().await?;
+        if r.code != 0 || r.header.is_none() {
+            return Ok(Err(ClientError::Status(
+                crate::client::write_stream::refusal(&r),
+            )));
+        }
+        let ev = self.evidence(db, self.trusted(db).await);
+        let vt = ev
+            .need(wire::required("verifiable", &r.verifiable))?
+            .clone();
+        self.check_written(db, ev, &digests, vt).await.map(Ok)
     }
 
     /// Holds `<state file>.lock` while the file is read, changed and replaced: other

@@ -104,6 +104,17 @@ impl NewEntry {
     }
 }
 
+/// A tx queued by [`Ledger::enqueue`], on its way to being committed.
+pub struct Committing(tokio::sync::oneshot::Receiver<Result<TxHeader>>);
+
+impl Committing {
+    /// The tx's header once it is committed (durable as the database's durability says), or
+    /// why it was not.
+    pub async fn wait(self) -> Result<TxHeader> {
+        self.0.await.unwrap_or(Err(LedgerError::Closed))
+    }
+}
+
 /// A condition on the database as it is when a tx is committed (immudb's preconditions):
 /// the writer checks it in commit order, so no other tx can come between the check and the
 /// commit. A tx whose condition fails is refused with [`LedgerError::PreconditionFailed`]
@@ -486,6 +497,15 @@ impl Ledger {
         prepared.conditions = conditions;
         let done = writer::submit_async(&self.shared, prepared)?;
         done.await.unwrap_or(Err(LedgerError::Closed))
+    }
+
+    /// Prepares `entries` as one tx on the calling thread and queues it for the writer
+    /// without waiting: the returned [`Committing`] gives its outcome. Txs queued one after
+    /// another are committed in that order and share group commits, so a caller can keep many
+    /// in flight (a pipeline) and still learn each outcome in order.
+    pub fn enqueue(&self, entries: Vec<NewEntry>) -> Result<Committing> {
+        let prepared = prepare::prepare(entries)?;
+        Ok(Committing(writer::submit_async(&self.shared, prepared)?))
     }
 
     /// [`Ledger::commit`] for async callers: the task waits, no thread does. Validation and

@@ -26,6 +26,8 @@ pub struct Hooks {
     pub get: Hook<Result<wire::Entry, Status>>,
     /// Each message of a VerifiableStreamGet answer, in order.
     pub stream_get: Hook<wire::StreamGetResponse>,
+    /// Each answer of a WriteStream, in order.
+    pub write_answers: Hook<wire::WriteResponse>,
 }
 
 /// Sets `hook` to `f`.
@@ -190,6 +192,43 @@ impl data_server::Data for Proxy {
         req: Request<wire::CountRequest>,
     ) -> Result<Response<wire::CountResponse>, Status> {
         self.data.clone().count(upstream(req)).await
+    }
+
+    type WriteStreamStream =
+        tokio_stream::wrappers::ReceiverStream<Result<wire::WriteResponse, Status>>;
+
+    async fn write_stream(
+        &self,
+        req: Request<tonic::Streaming<wire::WriteRequest>>,
+    ) -> Result<Response<Self::WriteStreamStream>, Status> {
+        use tokio_stream::StreamExt;
+        let (md, _, stream) = req.into_parts();
+        let mut up = Request::new(stream.map_while(Result::ok));
+        if let Some(a) = md.get("authorization") {
+            up.metadata_mut().insert("authorization", a.clone());
+        }
+        let mut answers = self.data.clone().write_stream(up).await?.into_inner();
+        let hook = self.hooks.write_answers.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            loop {
+                let m = match answers.message().await {
+                    Ok(Some(mut m)) => {
+                        apply(&hook, &mut m);
+                        Ok(m)
+                    }
+                    Ok(None) => return,
+                    Err(s) => Err(s),
+                };
+                let stop = m.is_err();
+                if tx.send(m).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn stream_set(

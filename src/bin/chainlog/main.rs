@@ -4,6 +4,7 @@
 mod backup;
 mod data;
 mod databases;
+mod import;
 mod input;
 mod out;
 mod replication;
@@ -238,6 +239,27 @@ enum Command {
         /// as of the state the server answers with)
         #[arg(long, conflicts_with = "at_tx")]
         verify: bool,
+    },
+    /// Load a file of entries, pipelined on one WriteStream: each line its own tx (or
+    /// --batch lines a tx), many in flight, answers in order
+    ///
+    /// A line that does not parse, or a write the server refuses, is reported on stderr
+    /// with its line number and the rest go on (exit 1 at the end if any failed). A progress
+    /// line shows on a terminal.
+    ///
+    /// Examples:
+    ///
+    ///     chainlog import users.jsonl          # {"key": "u1", "value": "ann"} a line
+    ///
+    ///     chainlog import prices.csv --format csv --batch 100
+    Import {
+        /// The file (- for stdin)
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: import::Format,
+        /// Lines per tx (1 to 1024)
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
     /// Make KEY a reference to TARGET (immudb's SetReference)
     ///
@@ -764,6 +786,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             verify: false,
         } => data::get_all(s, &out, keys, *at_tx).await,
         Command::Count { prefix, at_tx } => data::count(s, &out, prefix, *at_tx).await,
+        Command::Import {
+            file,
+            format,
+            batch,
+        } => import::run(s, &out, file, *format, *batch).await,
         Command::Reference {
             key,
             target,

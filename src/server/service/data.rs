@@ -1,6 +1,6 @@
 //! `Data`: reads, writes and verified calls.
 
-use super::{kv, stream, Service};
+use super::{kv, stream, write_stream, Service};
 use crate::integrity::{TxId, VALUE_UNARY_BYTES_MAX};
 use crate::ledger::{LedgerError, NewEntry, Order, Precondition};
 use crate::server::auth::Permission;
@@ -116,7 +116,7 @@ impl Service {
 
 /// A verified client knows of epoch `known` for `db`: above this database's, this primary was
 /// replaced, and fences itself (writes are refused from now on).
-fn learn_epoch(db: &Database, known: u64) {
+pub(super) fn learn_epoch(db: &Database, known: u64) {
     let epoch = db.ledger.epoch();
     if known > epoch
         && !db.settings.replication.is_replica()
@@ -133,7 +133,7 @@ enum Named {
     ZAdd(wire::ZAddRequest),
 }
 
-fn puts(entries: Vec<wire::KeyValue>) -> Result<Vec<NewEntry>, Status> {
+pub(super) fn puts(entries: Vec<wire::KeyValue>) -> Result<Vec<NewEntry>, Status> {
     entries
         .into_iter()
         .enumerate()
@@ -456,6 +456,15 @@ impl data_server::Data for Service {
         })
         .await?;
         Ok(Response::new(wire::CountResponse { count, at_tx: at }))
+    }
+
+    type WriteStreamStream = write_stream::Answers;
+
+    async fn write_stream(
+        &self,
+        req: Request<tonic::Streaming<wire::WriteRequest>>,
+    ) -> Result<Response<Self::WriteStreamStream>, Status> {
+        Ok(Response::new(self.write_stream_answers(req).await?))
     }
 
     async fn stream_set(

@@ -9,6 +9,7 @@ mod kv;
 mod replication;
 mod stream;
 mod users;
+mod write_stream;
 
 use super::auth::Permission;
 use super::catalog::Database;
