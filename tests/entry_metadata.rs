@@ -12,24 +12,12 @@ mod common;
 use chainlog::client::{ClientError, Put};
 use chainlog::wire;
 use common::mitm;
-use common::{cli, Server, ADMIN_PASSWORD};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use common::Server;
+use std::time::Duration;
 
-fn json(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
-}
+use common::json;
 
-async fn run(addr: &str, state: &Path, args: &[&str]) -> (i32, String, String) {
-    let (addr, state) = (addr.to_string(), state.to_path_buf());
-    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli(&addr, &state, &a)
-    })
-    .await
-    .unwrap()
-}
+use common::cli_async as run;
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -132,38 +120,7 @@ async fn expiring_and_unindexed_entries_read_as_documented_through_restart_and_r
 
     // A replica copies and verifies both kinds.
     let b = Server::start(&dir.path().join("b"), &[]);
-    let p = port.to_string();
-    expect(
-        run(
-            &b.addr,
-            &st,
-            &[
-                "database",
-                "create",
-                "r",
-                "--replication-is-replica",
-                "--replication-primary-host",
-                "127.0.0.1",
-                "--replication-primary-port",
-                &p,
-                "--replication-primary-database",
-                "defaultdb",
-                "--replication-primary-username",
-                "admin",
-                "--replication-primary-password",
-                ADMIN_PASSWORD,
-            ],
-        )
-        .await,
-        0,
-        "create the replica",
-    );
-    let cb = common::admin(&b).await;
-    let start = Instant::now();
-    while cb.current_state("r").await.map_or(0, |s| s.tx_id) < 4 {
-        assert!(start.elapsed() < Duration::from_secs(60), "replica stalled");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::replica_of_defaultdb(&b.addr, &st, "r", port, 4).await;
 
     // After the time: absent to every read by key; history keeps the version.
     sleep_until(t).await;

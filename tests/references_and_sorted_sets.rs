@@ -10,23 +10,11 @@ mod common;
 
 use chainlog::client::ClientError;
 use chainlog::wire::{self, Reason};
-use common::{cli, mitm, Server};
-use std::path::Path;
+use common::{mitm, Server};
 
-fn json(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
-}
+use common::json;
 
-async fn run(addr: &str, state: &Path, args: &[&str]) -> (i32, String, String) {
-    let (addr, state) = (addr.to_string(), state.to_path_buf());
-    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli(&addr, &state, &a)
-    })
-    .await
-    .unwrap()
-}
+use common::cli_async as run;
 
 fn ok((c, out, err): (i32, String, String), what: &str) -> String {
     assert_eq!(c, 0, "{what}: {out}{err}");

@@ -11,26 +11,14 @@ mod common;
 
 use chainlog::client::ClientError;
 use chainlog::wire;
-use common::{cli, mitm, Server, ADMIN_PASSWORD};
+use common::{mitm, Server};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 const BIG: usize = 40 << 20;
 
-fn json(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
-}
+use common::json;
 
-async fn run(addr: &str, state: &Path, args: &[&str]) -> (i32, String, String) {
-    let (addr, state) = (addr.to_string(), state.to_path_buf());
-    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli(&addr, &state, &a)
-    })
-    .await
-    .unwrap()
-}
+use common::cli_async as run;
 
 fn ok((c, out, err): (i32, String, String), what: &str) -> String {
     assert_eq!(c, 0, "{what}: {out}{err}");
@@ -170,41 +158,8 @@ async fn values_above_the_message_size_stream_both_ways_verified_and_replicated(
 
     // A replica copies the large txs and serves them.
     let b = Server::start(&d.join("b"), &[]);
-    let p = port.to_string();
-    ok(
-        run(
-            &b.addr,
-            &st,
-            &[
-                "database",
-                "create",
-                "r",
-                "--replication-is-replica",
-                "--replication-primary-host",
-                "127.0.0.1",
-                "--replication-primary-port",
-                &p,
-                "--replication-primary-database",
-                "defaultdb",
-                "--replication-primary-username",
-                "admin",
-                "--replication-primary-password",
-                ADMIN_PASSWORD,
-            ],
-        )
-        .await,
-        "create the replica",
-    );
-    let cb = common::admin(&b).await;
     let head = admin.current_state("defaultdb").await.unwrap().tx_id;
-    let start = Instant::now();
-    while cb.current_state("r").await.map_or(0, |s| s.tx_id) < head {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "replica stalled"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::replica_of_defaultdb(&b.addr, &st, "r", port, head).await;
     let o = d.join("o4");
     ok(
         run(

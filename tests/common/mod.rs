@@ -38,3 +38,71 @@ pub async fn admin(server: &Server) -> chainlog::client::Client {
     c.login("admin", ADMIN_PASSWORD).await.expect("login");
     c
 }
+
+/// [`cli`] from an async test, on a blocking thread.
+pub async fn cli_async(
+    server_addr: &str,
+    state_file: &Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let (addr, state) = (server_addr.to_string(), state_file.to_path_buf());
+    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&addr, &state, &a)
+    })
+    .await
+    .unwrap()
+}
+
+/// One line of JSON output, parsed (the test fails naming the text when it is not JSON).
+pub fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+/// Creates, through the CLI on `server_addr`, the database `name` as a replica of
+/// `defaultdb` on the server listening on 127.0.0.1:`primary_port`, then waits until it
+/// holds `primary_tx` txs (at most two minutes).
+pub async fn replica_of_defaultdb(
+    server_addr: &str,
+    state_file: &Path,
+    name: &str,
+    primary_port: u16,
+    primary_tx: u64,
+) {
+    let port = primary_port.to_string();
+    let (code, out, err) = cli_async(
+        server_addr,
+        state_file,
+        &[
+            "database",
+            "create",
+            name,
+            "--replication-is-replica",
+            "--replication-primary-host",
+            "127.0.0.1",
+            "--replication-primary-port",
+            &port,
+            "--replication-primary-database",
+            "defaultdb",
+            "--replication-primary-username",
+            "admin",
+            "--replication-primary-password",
+            ADMIN_PASSWORD,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "create the replica: {out}{err}");
+    let c = chainlog::client::Client::connect(server_addr, None)
+        .await
+        .unwrap();
+    c.login("admin", ADMIN_PASSWORD).await.unwrap();
+    let start = std::time::Instant::now();
+    while c.current_state(name).await.map_or(0, |s| s.tx_id) < primary_tx {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "the replica stalled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

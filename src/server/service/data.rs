@@ -63,6 +63,27 @@ impl Service {
             .await
     }
 
+    /// [`Service::write_one`], answered as VerifiableSet is: the tx proven in the current
+    /// state, extending the caller's trusted state (`(known_epoch, trusted_tx_id)`).
+    async fn write_one_verified<T>(
+        &self,
+        req: &Request<T>,
+        name: &str,
+        (known, trusted): (u64, TxId),
+        make: impl FnOnce(&crate::ledger::Ledger) -> Result<(NewEntry, Option<Precondition>), Status>
+            + Send
+            + 'static,
+    ) -> Result<Response<wire::VerifiableTx>, Status> {
+        if let Ok(db) = self.database(req, name, Permission::ReadWrite) {
+            learn_epoch(&db, known);
+        }
+        let db = self.writable(req, name)?;
+        let (db, h) = self.write_one(db, make).await?;
+        let this = self.clone();
+        let v = blocking(move || this.verifiable_tx(&db, h.id, trusted, false)).await?;
+        Ok(Response::new(v))
+    }
+
     /// [`Service::commit`] with preconditions, checked by the writer in commit order.
     async fn commit_if(
         &self,
@@ -542,38 +563,28 @@ impl data_server::Data for Service {
         &self,
         req: Request<wire::VerifiableReferenceRequest>,
     ) -> Result<Response<wire::VerifiableTx>, Status> {
-        let inner = wire::required("request", &req.get_ref().request)
+        let r = req.get_ref();
+        let inner = wire::required("request", &r.request)
             .map_err(|e| Status::invalid_argument(e.to_string()))?
             .clone();
-        let (trusted, known) = (req.get_ref().trusted_tx_id, req.get_ref().known_epoch);
-        if let Ok(db) = self.database(&req, &inner.database, Permission::ReadWrite) {
-            learn_epoch(&db, known);
-        }
-        let db = self.writable(&req, &inner.database)?;
-        let (db, h) = self
-            .write_one(db, move |l| kv::reference(l, &inner))
-            .await?;
-        let this = self.clone();
-        let v = blocking(move || this.verifiable_tx(&db, h.id, trusted, false)).await?;
-        Ok(Response::new(v))
+        let (db, known, trusted) = (inner.database.clone(), r.known_epoch, r.trusted_tx_id);
+        self.write_one_verified(&req, &db, (known, trusted), move |l| {
+            kv::reference(l, &inner)
+        })
+        .await
     }
 
     async fn verifiable_z_add(
         &self,
         req: Request<wire::VerifiableZAddRequest>,
     ) -> Result<Response<wire::VerifiableTx>, Status> {
-        let inner = wire::required("request", &req.get_ref().request)
+        let r = req.get_ref();
+        let inner = wire::required("request", &r.request)
             .map_err(|e| Status::invalid_argument(e.to_string()))?
             .clone();
-        let (trusted, known) = (req.get_ref().trusted_tx_id, req.get_ref().known_epoch);
-        if let Ok(db) = self.database(&req, &inner.database, Permission::ReadWrite) {
-            learn_epoch(&db, known);
-        }
-        let db = self.writable(&req, &inner.database)?;
-        let (db, h) = self.write_one(db, move |l| kv::zadd(l, &inner)).await?;
-        let this = self.clone();
-        let v = blocking(move || this.verifiable_tx(&db, h.id, trusted, false)).await?;
-        Ok(Response::new(v))
+        let (db, known, trusted) = (inner.database.clone(), r.known_epoch, r.trusted_tx_id);
+        self.write_one_verified(&req, &db, (known, trusted), move |l| kv::zadd(l, &inner))
+            .await
     }
 
     async fn verifiable_set(
