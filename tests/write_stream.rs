@@ -227,4 +227,24 @@ fn import_loads_json_lines_and_csv_and_names_bad_lines() {
     );
     let (_, out, _) = run(&server.addr, &st, &["get", "b,2"]);
     assert!(out.starts_with("say \"hi\""), "{out}");
+
+    // Verified: every write proven, the trusted state saved at the end.
+    let (c, out, err) = run(
+        &server.addr,
+        &st,
+        &[
+            "--json",
+            "import",
+            csv.to_str().unwrap(),
+            "--format",
+            "csv",
+            "--verify",
+        ],
+    );
+    assert_eq!(c, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["txs"], 3, "{v}");
+    let last = v["last_tx_id"].as_u64().unwrap();
+    let saved = chainlog::client::read_trusted_states(&st).unwrap();
+    assert!(saved.values().any(|t| t.tx_id == last), "{saved:?}");
 }

@@ -117,20 +117,104 @@ struct Tally {
 
 impl Tally {
     async fn settle(&mut self, s: Sent, out: &Out) {
-        match s.answer.header().await {
-            Ok(h) => {
+        let (line, entries) = (s.first_line, s.entries);
+        let outcome = s.answer.header().await.map(|h| h.id);
+        self.count(line, entries, outcome, out);
+    }
+
+    fn count(
+        &mut self,
+        line: u64,
+        entries: usize,
+        outcome: Result<u64, chainlog::client::ClientError>,
+        out: &Out,
+    ) {
+        match outcome {
+            Ok(id) => {
                 self.txs += 1;
-                self.entries += s.entries as u64;
+                self.entries += entries as u64;
                 if self.first_tx == 0 {
-                    self.first_tx = h.id;
+                    self.first_tx = id;
                 }
-                self.last_tx = h.id;
+                self.last_tx = id;
             }
             Err(e) => {
                 self.failed += 1;
-                report(out, s.first_line, &e.to_string());
+                report(out, line, &e.to_string());
             }
         }
+    }
+}
+
+/// Where the txs go: a WriteStream, its answers awaited as the window fills; or, with
+/// --verify, chunks of txs written and verified with `VerifiedClient::write_all`.
+enum Sink {
+    Plain {
+        stream: chainlog::client::WriteStream,
+        in_flight: VecDeque<Sent>,
+    },
+    Verified {
+        client: Box<chainlog::client::VerifiedClient>,
+        db: String,
+        chunk: Vec<(u64, Vec<Put>)>,
+    },
+}
+
+/// Txs verified together, one WriteStream and one save of the trusted state each.
+const VERIFIED_CHUNK: usize = 10_000;
+
+impl Sink {
+    async fn push(
+        &mut self,
+        line: u64,
+        puts: Vec<Put>,
+        tally: &mut Tally,
+        out: &Out,
+    ) -> Result<(), Failure> {
+        match self {
+            Sink::Plain { stream, in_flight } => {
+                let entries = puts.len();
+                let answer = stream.send(puts).await?;
+                in_flight.push_back(Sent {
+                    first_line: line,
+                    entries,
+                    answer,
+                });
+                while in_flight.len() >= IN_FLIGHT {
+                    if let Some(s) = in_flight.pop_front() {
+                        tally.settle(s, out).await;
+                    }
+                }
+            }
+            Sink::Verified { chunk, .. } => {
+                chunk.push((line, puts));
+                if chunk.len() >= VERIFIED_CHUNK {
+                    self.flush(tally, out).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, tally: &mut Tally, out: &Out) -> Result<(), Failure> {
+        match self {
+            Sink::Plain { in_flight, .. } => {
+                while let Some(s) = in_flight.pop_front() {
+                    tally.settle(s, out).await;
+                }
+            }
+            Sink::Verified { client, db, chunk } => {
+                let txs = std::mem::take(chunk);
+                let lines: Vec<(u64, usize)> = txs.iter().map(|(l, p)| (*l, p.len())).collect();
+                let written = client
+                    .write_all(db, txs.into_iter().map(|(_, p)| p).collect())
+                    .await?;
+                for ((line, entries), w) in lines.into_iter().zip(written) {
+                    tally.count(line, entries, w.map(|h| h.id), out);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -151,6 +235,7 @@ pub async fn run(
     file: &std::path::Path,
     format: Format,
     batch: usize,
+    verify: bool,
 ) -> Result<(), Failure> {
     if batch == 0 || batch > chainlog::integrity::ENTRIES_PER_TX_MAX {
         return Err(Failure::Error(format!(
@@ -165,7 +250,18 @@ pub async fn run(
             .map_err(|e| Failure::Error(format!("{}: {e}", file.display())))?;
         Box::new(std::io::BufReader::with_capacity(1 << 20, f))
     };
-    let mut stream = session.connect().await?.write_stream(&session.db).await?;
+    let mut sink = if verify {
+        Sink::Verified {
+            client: Box::new(session.verified().await?),
+            db: session.db.clone(),
+            chunk: Vec::new(),
+        }
+    } else {
+        Sink::Plain {
+            stream: session.connect().await?.write_stream(&session.db).await?,
+            in_flight: VecDeque::new(),
+        }
+    };
     let started = Instant::now();
     let progress = std::io::stderr().is_terminal() && !out.json;
     let mut last_shown = Instant::now();
@@ -176,7 +272,6 @@ pub async fn run(
         first_tx: 0,
         last_tx: 0,
     };
-    let mut in_flight: VecDeque<Sent> = VecDeque::new();
     let mut puts = Vec::with_capacity(batch);
     let mut first_line = 0;
     let mut lines = 0u64;
@@ -200,18 +295,8 @@ pub async fn run(
         }
         puts.push(put);
         if puts.len() == batch {
-            let entries = puts.len();
-            let answer = stream.send(std::mem::take(&mut puts)).await?;
-            in_flight.push_back(Sent {
-                first_line,
-                entries,
-                answer,
-            });
-        }
-        while in_flight.len() >= IN_FLIGHT {
-            if let Some(s) = in_flight.pop_front() {
-                tally.settle(s, out).await;
-            }
+            sink.push(first_line, std::mem::take(&mut puts), &mut tally, out)
+                .await?;
         }
         if progress && last_shown.elapsed().as_millis() >= 200 {
             last_shown = Instant::now();
@@ -226,18 +311,10 @@ pub async fn run(
         }
     }
     if !puts.is_empty() {
-        let entries = puts.len();
-        let answer = stream.send(puts).await?;
-        in_flight.push_back(Sent {
-            first_line,
-            entries,
-            answer,
-        });
+        sink.push(first_line, puts, &mut tally, out).await?;
     }
-    drop(stream);
-    while let Some(s) = in_flight.pop_front() {
-        tally.settle(s, out).await;
-    }
+    sink.flush(&mut tally, out).await?;
+    drop(sink);
     if progress {
         let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }

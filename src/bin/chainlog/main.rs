@@ -260,6 +260,10 @@ enum Command {
         /// Lines per tx (1 to 1024)
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Verify every write as vset does (the trusted state kept in --state-file, saved
+        /// every 10,000 txs); an answer that does not prove itself stops the import (exit 3)
+        #[arg(long)]
+        verify: bool,
     },
     /// Make KEY a reference to TARGET (immudb's SetReference)
     ///
@@ -790,7 +794,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             file,
             format,
             batch,
-        } => import::run(s, &out, file, *format, *batch).await,
+            verify,
+        } => import::run(s, &out, file, *format, *batch, *verify).await,
         Command::Reference {
             key,
             target,
