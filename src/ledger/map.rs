@@ -124,18 +124,21 @@ impl MapNodes for Published<'_> {
 }
 
 /// How the writer reaches a node of the current tree: in its memory (every node it made or
-/// moved since the database was opened), or only on disk (read when first needed).
+/// moved since the database was opened: its slot, and where its record is), or only on disk
+/// (read when first needed). A handle names its record either way, so making a parent never
+/// reads the sibling's slot (a cache miss per level).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Handle {
-    Mem(u32),
+    Mem { slot: u32, disk: NodeRef },
     Disk(NodeRef),
 }
 
-/// A node of the current tree in the writer's memory, and where its record is.
-#[derive(Clone, Copy)]
-struct Held {
-    node: Node<Handle>,
-    disk: NodeRef,
+impl Handle {
+    fn disk(self) -> NodeRef {
+        match self {
+            Handle::Mem { disk, .. } | Handle::Disk(disk) => disk,
+        }
+    }
 }
 
 /// The writer's copy of the current tree. Path copying replaces every node on a changed path,
@@ -143,7 +146,7 @@ struct Held {
 /// here. Nodes of older trees are dropped from memory (they stay on disk, for proofs).
 #[derive(Default)]
 struct HeldTree {
-    nodes: Vec<Held>,
+    nodes: Vec<Node<Handle>>,
     /// Slots of nodes dropped by txs already accepted.
     free: Vec<u32>,
     /// Slots filled and slots dropped by the tx being applied: freed, or given back, once it
@@ -160,19 +163,12 @@ struct Writing<'a> {
     dir: &'a Path,
 }
 
-fn disk_of(held: &HeldTree, h: Option<Handle>) -> Option<NodeRef> {
-    h.map(|h| match h {
-        Handle::Mem(i) => held.nodes[i as usize].disk,
-        Handle::Disk(r) => r,
-    })
-}
-
 impl MapNodes for Writing<'_> {
     type Ref = Handle;
     type Error = LedgerError;
     fn node(&self, at: Handle) -> Result<Node<Handle>> {
         let r = match at {
-            Handle::Mem(i) => return Ok(self.held.nodes[i as usize].node),
+            Handle::Mem { slot, .. } => return Ok(self.held.nodes[slot as usize]),
             Handle::Disk(r) => r,
         };
         let n = match self.writer.pending(r) {
@@ -207,34 +203,33 @@ impl MapNodesMut for Writing<'_> {
             Node::Internal { left, right } => Node::Internal {
                 left: Child {
                     hash: left.hash,
-                    node: disk_of(self.held, left.node),
+                    node: left.node.map(Handle::disk),
                 },
                 right: Child {
                     hash: right.hash,
-                    node: disk_of(self.held, right.node),
+                    node: right.node.map(Handle::disk),
                 },
             },
         };
         let disk = self.writer.push(&encode_node(&record));
-        let held = Held { node, disk };
         let slot = match self.held.free.pop() {
             Some(i) => {
-                self.held.nodes[i as usize] = held;
+                self.held.nodes[i as usize] = node;
                 i
             }
             None => {
-                self.held.nodes.push(held);
+                self.held.nodes.push(node);
                 // The current tree of a database has fewer than 2^32 nodes.
                 u32::try_from(self.held.nodes.len() - 1).unwrap_or(u32::MAX)
             }
         };
         self.held.filled.push(slot);
-        Ok(Handle::Mem(slot))
+        Ok(Handle::Mem { slot, disk })
     }
 
     fn retire(&mut self, at: Handle) {
-        if let Handle::Mem(i) = at {
-            self.held.dropped.push(i);
+        if let Handle::Mem { slot, .. } = at {
+            self.held.dropped.push(slot);
         }
     }
 }
@@ -449,7 +444,7 @@ impl MapWriter {
         held.filled.clear();
         let record = Child {
             hash: root.hash,
-            node: disk_of(held, root.node),
+            node: root.node.map(Handle::disk),
         };
         self.roots.push(&encode_root(&record));
         self.root = root;

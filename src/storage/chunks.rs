@@ -333,7 +333,9 @@ impl<const N: usize> ChunkWriter<N> {
                 // Full: never written again, so it may be mapped.
                 let map = SealedMap::sealed(&self.file, &self.active_path, lock)?;
                 chunks.sealed.push(map);
-                chunks.active = Vec::with_capacity(usize_of(per * rb));
+                // Its copy in memory is now the map's to serve; the buffer, its pages already
+                // faulted in, takes the next chunk's records.
+                chunks.active.clear();
                 drop(chunks);
                 self.active_path = self.store.dir.join(file_name(at / per + 1));
                 self.file = Arc::new(fs::open_rw(&self.active_path, true)?);
