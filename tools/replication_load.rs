@@ -34,6 +34,28 @@ async fn start(dir: &Path, port: u16) -> (Server, Client) {
     (server, c)
 }
 
+/// CPU time (user + system) a process has used so far, in microseconds, from /proc.
+fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    ticks * 1_000_000 / clock_ticks()
+}
+
+fn clock_ticks() -> u64 {
+    let out = std::process::Command::new("getconf").arg("CLK_TCK").output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
 /// Sets from `clients` clients for `secs` seconds; returns txs per second.
 async fn set_throughput(c: &Client, clients: u64, secs: u64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -171,9 +193,10 @@ async fn catchup(txs: u64) {
         }
         db.close().expect("close");
     }
-    let (_p, p) = start(&pdir, pport).await;
-    let (_r, r) = start(&rdir, port()).await;
+    let (pserver, p) = start(&pdir, pport).await;
+    let (rserver, r) = start(&rdir, port()).await;
     let head = p.current_state("defaultdb").await.expect("state");
+    let (p0, r0) = (cpu_us(pserver.pid()), cpu_us(rserver.pid()));
     let t = Instant::now();
     create_replica(&r, pport).await;
     loop {
@@ -185,10 +208,13 @@ async fn catchup(txs: u64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = t.elapsed().as_secs_f64();
+    let per_tx = |before: u64, pid: u32| (cpu_us(pid) - before) as f64 / head.tx_id as f64;
     println!(
-        "catchup: {} txs in {secs:.2} s = {:.0} tx/s (verified and applied)",
+        "catchup: {} txs in {secs:.2} s = {:.0} tx/s (verified and applied); CPU per tx: replica {:.2} us, primary {:.2} us",
         head.tx_id,
-        head.tx_id as f64 / secs
+        head.tx_id as f64 / secs,
+        per_tx(r0, rserver.pid()),
+        per_tx(p0, pserver.pid()),
     );
 }
 
