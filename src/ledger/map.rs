@@ -450,7 +450,8 @@ impl MapWriter {
         self.root = root;
     }
 
-    /// Writes the pending nodes and roots and makes them readable (unsynced).
+    /// Makes the pending nodes and roots readable and writes them (unsynced; the nodes from
+    /// the chunk store's flusher thread).
     pub(crate) fn publish(&mut self, lock: &fs::DirLock) -> Result<(), StorageError> {
         self.nodes.publish(lock)?;
         self.roots.flush()
@@ -462,10 +463,10 @@ impl MapWriter {
     }
 
     /// Handles that sync everything written since the last call.
-    pub(crate) fn sync_handles(&mut self) -> Vec<fs::SyncHandle> {
-        let mut out = self.nodes.sync_handles();
+    pub(crate) fn sync_handles(&mut self) -> Result<Vec<fs::SyncHandle>, StorageError> {
+        let mut out = self.nodes.sync_handles()?;
         out.push(self.roots.sync_handle());
-        out
+        Ok(out)
     }
 
     /// Cuts off roots after those applied (recovery, once the log checked out).

@@ -560,7 +560,7 @@ impl Writer {
             self.history.sync_handle(),
             self.locations.sync_handle(),
         ];
-        syncs.extend(self.map.sync_handles());
+        syncs.extend(self.map.sync_handles()?);
         let job = Job {
             shared: self.shared.clone(),
             memtable,

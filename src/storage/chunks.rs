@@ -6,8 +6,11 @@
 //!
 //! A full chunk is *sealed*: never written again, and memory-mapped (`storage::mmap`). The
 //! chunk being filled is held in memory as well as written to its file, so no reader ever
-//! maps a file that is still growing. Records reach the files unsynced; the caller syncs them
-//! at its checkpoints ([`ChunkWriter::sync_handles`]).
+//! maps a file that is still growing. Records reach the files unsynced, written by a thread of
+//! the writer's own (the flusher), so the writer's thread does not pay the kernel's copy into
+//! the page cache; the caller syncs them at its checkpoints ([`ChunkWriter::sync_handles`],
+//! which first waits for the flusher), and a chunk is sealed only once the flusher has written
+//! all of it. A write that fails is reported by the writer's next call.
 //!
 //! Opening keeps the first `keep` records and drops the rest. A chunk that must lose records
 //! is replaced by a copy of what it keeps (a new file renamed over it), never truncated in
@@ -20,7 +23,8 @@ use crate::fs;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 fn crc(index: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -141,6 +145,7 @@ impl<const N: usize> ChunkStore<N> {
             pending: Vec::new(),
             count: keep,
             published: keep,
+            flusher: Flusher::spawn(dir)?,
         };
         Ok((store, writer))
     }
@@ -258,6 +263,129 @@ pub struct ChunkWriter<const N: usize> {
     /// Records published plus pending.
     count: u64,
     published: u64,
+    flusher: Flusher,
+}
+
+/// Published records on their way to a chunk file.
+struct Write {
+    file: Arc<File>,
+    path: PathBuf,
+    bytes: Vec<u8>,
+    at: u64,
+}
+
+#[derive(Default)]
+struct Flushed {
+    submitted: u64,
+    done: u64,
+    /// The first write that failed (sticky: the files are behind from then on).
+    failed: Option<(PathBuf, std::io::ErrorKind, String)>,
+    /// Buffers written out, for the writer to fill again.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Writes to fall this far behind before the writer waits.
+const FLUSH_QUEUE: usize = 4;
+const SPARE_BUFFERS: usize = FLUSH_QUEUE + 1;
+
+/// The thread that writes published records to their files, in the order given.
+struct Flusher {
+    jobs: Option<SyncSender<Write>>,
+    state: Arc<(Mutex<Flushed>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn spawn(dir: &Path) -> Result<Flusher> {
+        let (jobs, rx) = sync_channel::<Write>(FLUSH_QUEUE);
+        let state = Arc::new((Mutex::new(Flushed::default()), Condvar::new()));
+        let shared = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("chainlog-flush".into())
+            .spawn(move || {
+                for mut w in rx {
+                    let r = w.file.write_all_at(&w.bytes, w.at);
+                    let (lock, signal) = &*shared;
+                    let mut f = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Err(e) = r {
+                        f.failed
+                            .get_or_insert_with(|| (w.path, e.kind(), e.to_string()));
+                    }
+                    f.done += 1;
+                    if f.spare.len() < SPARE_BUFFERS {
+                        w.bytes.clear();
+                        f.spare.push(w.bytes);
+                    }
+                    drop(f);
+                    signal.notify_all();
+                }
+            })
+            .map_err(|e| StorageError::io(dir, e))?;
+        Ok(Flusher {
+            jobs: Some(jobs),
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    fn failure(f: &Flushed) -> Result<()> {
+        match &f.failed {
+            Some((path, kind, msg)) => Err(StorageError::io(
+                path,
+                std::io::Error::new(*kind, msg.clone()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Flushed> {
+        self.state.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An empty buffer, one written out if there is one.
+    fn spare(&self) -> Vec<u8> {
+        self.lock().spare.pop().unwrap_or_default()
+    }
+
+    fn submit(&self, w: Write) -> Result<()> {
+        {
+            let mut f = self.lock();
+            Self::failure(&f)?;
+            f.submitted += 1;
+        }
+        let path = w.path.clone();
+        let sent = self.jobs.as_ref().map(|j| j.send(w));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(StorageError::io(
+                path,
+                std::io::Error::other("the chunk flusher thread is gone"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits until every write submitted is done; the first that failed, if one did.
+    fn wait(&self) -> Result<()> {
+        let mut f = self.lock();
+        while f.done < f.submitted {
+            f = self
+                .state
+                .1
+                .wait(f)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        Self::failure(&f)
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has written what is queued.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl<const N: usize> ChunkWriter<N> {
@@ -301,42 +429,63 @@ impl<const N: usize> ChunkWriter<N> {
         &self.store
     }
 
-    /// Writes the pending records to their chunk files and makes them readable; a chunk that
-    /// fills up is sealed and mapped, and the next one created. `lock` holds the database
-    /// directory.
+    /// Makes the pending records readable and hands them to the flusher for their chunk
+    /// files; a chunk that fills up is sealed (once the flusher has written it) and mapped,
+    /// and the next one created. `lock` holds the database directory.
     pub fn publish(&mut self, lock: &fs::DirLock) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let rb = ChunkStore::<N>::RECORD_BYTES;
         let per = self.store.per_chunk;
+        let total = self.pending.len();
         let mut from = 0usize;
         let mut at = self.published;
-        while from < self.pending.len() {
+        while from < total {
             let slot = at % per;
             let room = usize_of((per - slot) * rb);
-            let part = &self.pending[from..self.pending.len().min(from + room)];
-            self.file
-                .write_all_at(part, slot * rb)
-                .map_err(|e| StorageError::io(&self.active_path, e))?;
-            let records = part.len() as u64 / rb;
-            let mut chunks = self
-                .store
-                .chunks
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            chunks.active.extend_from_slice(part);
-            chunks.count = at + records;
-            from += part.len();
+            let len = (total - from).min(room);
+            let records = len as u64 / rb;
+            {
+                let mut chunks = self
+                    .store
+                    .chunks
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                chunks
+                    .active
+                    .extend_from_slice(&self.pending[from..from + len]);
+                chunks.count = at + records;
+            }
+            let bytes = if len == total {
+                std::mem::replace(&mut self.pending, self.flusher.spare())
+            } else {
+                self.pending[from..from + len].to_vec()
+            };
+            self.flusher.submit(Write {
+                file: self.file.clone(),
+                path: self.active_path.clone(),
+                bytes,
+                at: slot * rb,
+            })?;
+            from += len;
             at += records;
             if at.is_multiple_of(per) {
-                // Full: never written again, so it may be mapped.
+                // Full: never written again once the flusher is done with it, so it may be
+                // mapped.
+                self.flusher.wait()?;
                 let map = SealedMap::sealed(&self.file, &self.active_path, lock)?;
-                chunks.sealed.push(map);
-                // Its copy in memory is now the map's to serve; the buffer, its pages already
-                // faulted in, takes the next chunk's records.
-                chunks.active.clear();
-                drop(chunks);
+                {
+                    let mut chunks = self
+                        .store
+                        .chunks
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    chunks.sealed.push(map);
+                    // Its copy in memory is now the map's to serve; the buffer, its pages
+                    // already faulted in, takes the next chunk's records.
+                    chunks.active.clear();
+                }
                 self.active_path = self.store.dir.join(file_name(at / per + 1));
                 self.file = Arc::new(fs::open_rw(&self.active_path, true)?);
                 fs::sync_dir(&self.store.dir)?;
@@ -350,15 +499,17 @@ impl<const N: usize> ChunkWriter<N> {
     }
 
     /// Handles that sync every file written since the last call (the chunk being filled is
-    /// always among them).
-    pub fn sync_handles(&mut self) -> Vec<fs::SyncHandle> {
+    /// always among them), once the flusher has written every record published; the first
+    /// write of its that failed, if one did.
+    pub fn sync_handles(&mut self) -> Result<Vec<fs::SyncHandle>> {
+        self.flusher.wait()?;
         let mut out = std::mem::take(&mut self.unsynced);
         self.unsynced
             .push(fs::SyncHandle::new(&self.active_path, self.file.clone()));
         if out.is_empty() {
             out.extend(self.unsynced.iter().cloned());
         }
-        out
+        Ok(out)
     }
 }
 
@@ -422,6 +573,39 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_write_the_flusher_fails_is_reported_by_the_next_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = fs::DirLock::acquire(dir.path()).unwrap();
+        let cdir = dir.path().join("nodes");
+        let (store, mut w) = ChunkStore::<8>::open(&cdir, 4, 0, &lock).unwrap();
+        w.push(&rec(0));
+        w.publish(&lock).unwrap();
+        assert!(w.sync_handles().is_ok());
+        // The chunk file swapped for a device every write to fails with ENOSPC.
+        w.file = Arc::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        );
+        w.push(&rec(1));
+        // Published: readers have it at once; the failed write comes back later.
+        w.publish(&lock).unwrap();
+        assert_eq!(store.read().get(1).unwrap(), rec(1));
+        let err = |r: Result<()>| match r {
+            Err(StorageError::Io { source, .. }) => source.kind(),
+            other => panic!("expected the flusher's error, got {other:?}"),
+        };
+        assert_eq!(
+            err(w.sync_handles().map(drop)),
+            std::io::ErrorKind::StorageFull
+        );
+        // Sticky: the file is behind from then on, so nothing more is taken.
+        w.push(&rec(2));
+        assert_eq!(err(w.publish(&lock)), std::io::ErrorKind::StorageFull);
     }
 
     #[test]
