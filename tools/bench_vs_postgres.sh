@@ -14,6 +14,13 @@
 # load program (server_load writestream) on that many WriteStreams, beside pgbench at
 # PG_CLIENTS (default 64) clients, PostgreSQL's best count on this machine.
 #
+# With H2STREAMS="1" (say), each round also runs the WriteStream with a load generator as light
+# as pgbench: h2load on that many connections, each sending one WriteStream request at a time
+# whose body is H2_WRITES (default 20000) prebuilt one-entry writes (distinct 16-byte keys,
+# 100-byte values), again beside pgbench at PG_CLIENTS clients. The txs chainlog committed are
+# checked against what h2load sent: at least every completed request's writes, at most every
+# started one's.
+#
 # Installs nothing: needs h2load, pgbench and PostgreSQL 15's binaries
 # (apt-get install nghttp2-client postgresql-15). PostgreSQL runs as the `postgres` user in
 # a private cluster under a temporary directory (fsync and synchronous_commit on).
@@ -56,6 +63,25 @@ def field(n, b): return bytes([n << 3 | 2, len(b)]) + b
 kv = field(1, b"k" * 16) + field(2, b"v" * 100)
 msg = field(1, b"defaultdb") + field(2, kv)
 open(sys.argv[1], "wb").write(b"\0" + struct.pack(">I", len(msg)) + msg)
+PY
+# WriteStream request bodies: one gRPC message per write, the first naming the database.
+h2writes=${H2_WRITES:-20000}
+python3 - "$work/stream.bin" "$h2writes" <<'PY'
+import struct, sys
+def varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+def field(n, b): return bytes([n << 3 | 2]) + varint(len(b)) + b
+body = bytearray()
+for i in range(int(sys.argv[2])):
+    kv = field(1, b"h2stream" + i.to_bytes(8, "big")) + field(2, b"v" * 100)
+    msg = (field(1, b"defaultdb") if i == 0 else b"") + field(5, kv)
+    body += b"\0" + struct.pack(">I", len(msg)) + msg
+open(sys.argv[1], "wb").write(body)
 PY
 tx_id() {
   CHAINLOG_PASSWORD=$CHAINLOG_ADMIN_PASSWORD "$bin/chainlog" --addr "$addr" --json state \
@@ -143,6 +169,33 @@ for s in ${STREAMS:-}; do
   done
 done
 
+declare -A h2_rate h2_cpu
+for s in ${H2STREAMS:-}; do
+  for r in $(seq "$rounds"); do
+    before=$(tx_id); c0=$(cpu_of "$cpid")
+    out=$(h2load -c "$s" -m 1 -D "$secs" -H 'content-type: application/grpc' -H 'te: trailers' \
+      -H "authorization: Bearer $token" -d "$work/stream.bin" "$addr/chainlog.v1.Data/WriteStream" 2>&1)
+    c1=$(cpu_of "$cpid"); after=$(tx_id)
+    started=$(echo "$out" | awk '/^requests:/ {print $4}')
+    ok=$(echo "$out" | awk '/^requests:/ {print $8}')
+    txs=$((after - before))
+    if [ $((ok * h2writes)) -gt "$txs" ] || [ "$txs" -gt $((started * h2writes)) ]; then
+      echo "h2load completed $ok and started $started WriteStreams of $h2writes writes; chainlog committed $txs txs" >&2
+      exit 1
+    fi
+    h2_rate[$s]+="$((txs / secs)) "
+    h2_cpu[$s]+="$(( (c1 - c0) * 1000000 / hz / (txs > 0 ? txs : 1) )) "
+    p0=$(pg_cpu_now)
+    pout=$(runuser -u postgres -- pgbench -n -M prepared -h "$work" -p "$pgport" -c "$pgc" -j 2 \
+      -T "$secs" -f "$work/insert.sql" postgres 2>&1)
+    sleep 0.5
+    p1=$(pg_cpu_now)
+    ptx=$(echo "$pout" | awk '/number of transactions actually processed/ {split($6, a, "/"); print a[1]}')
+    pg_rate[h$s]+="$((ptx / secs)) "
+    pg_cpu[h$s]+="$(( (p1 - p0) * 1000000 / hz / (ptx > 0 ? ptx : 1) )) "
+  done
+done
+
 echo "durable one-entry writes, ${secs} s rounds x ${rounds}, $(nproc) cores; tx/s and server CPU us/op per round"
 for c in "${clients[@]}"; do
   python3 - "$c" "${cl_rate[$c]}" "${pg_rate[$c]}" "${cl_cpu[$c]}" "${pg_cpu[$c]}" <<'PY'
@@ -164,4 +217,14 @@ print(f"WriteStream x{s} (SDK load program): chainlog {cl} tx/s ({clc} us CPU/tx
       f"against PostgreSQL's best round {max(cl) / max(pg):.2f}")
 PY
 done
-
+for s in ${H2STREAMS:-}; do
+  python3 - "$s" "$pgc" "${h2_rate[$s]}" "${pg_rate[h$s]}" "${h2_cpu[$s]}" "${pg_cpu[h$s]}" <<'PY'
+import statistics, sys
+s, pgc, cl, pg, clc, pgc_cpu = sys.argv[1], sys.argv[2], *[list(map(int, a.split())) for a in sys.argv[3:]]
+ratios = sorted(a / b for a, b in zip(cl, pg) if b)
+print(f"WriteStream x{s} (h2load): chainlog {cl} tx/s ({clc} us CPU/tx), "
+      f"PostgreSQL pgbench -c {pgc} {pg} tx/s ({pgc_cpu} us CPU/tx); "
+      f"ratio min {ratios[0]:.2f} median {statistics.median(ratios):.2f} max {ratios[-1]:.2f}; "
+      f"against PostgreSQL's best round {max(cl) / max(pg):.2f}")
+PY
+done
