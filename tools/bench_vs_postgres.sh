@@ -8,7 +8,7 @@
 # h2load counts as a success).
 #
 #   cargo build --release --bin chainlogd --bin chainlog --example server_load
-#   tools/bench_vs_postgres.sh [SECONDS] [ROUNDS] [CLIENTS...]     # defaults: 10 3 1 8 64
+#   tools/bench_vs_postgres.sh [SECONDS] [ROUNDS] [CLIENTS...|none]     # defaults: 10 3 1 8 64
 #
 # With STREAMS="1 4" (say), each round also runs chainlog's streaming write path: the SDK
 # load program (server_load writestream) on that many WriteStreams, beside pgbench at
@@ -30,6 +30,7 @@ rounds=${2:-3}
 shift $(( $# > 2 ? 2 : $# )) || true
 clients=("${@:-1 8 64}")
 read -r -a clients <<<"${clients[*]}"
+[ "${clients[*]}" = none ] && clients=() # streaming rounds only
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$root/target/release
 pgbin=/usr/lib/postgresql/15/bin
