@@ -368,11 +368,7 @@ impl Flusher {
     fn wait(&self) -> Result<()> {
         let mut f = self.lock();
         while f.done < f.submitted {
-            f = self
-                .state
-                .1
-                .wait(f)
-                .unwrap_or_else(PoisonError::into_inner);
+            f = self.state.1.wait(f).unwrap_or_else(PoisonError::into_inner);
         }
         Self::failure(&f)
     }
