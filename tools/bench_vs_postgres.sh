@@ -126,6 +126,19 @@ pg_cpu_now() {
 hz=$(getconf CLK_TCK)
 
 declare -A cl_rate pg_rate cl_cpu pg_cpu
+pgc=${PG_CLIENTS:-64}
+# One pgbench round at $1 clients; its rate and CPU per tx are added under the label $2.
+pg_round() {
+  local p0 p1 pout ptx
+  p0=$(pg_cpu_now)
+  pout=$(runuser -u postgres -- pgbench -n -M prepared -h "$work" -p "$pgport" -c "$1" -j 2 \
+    -T "$secs" -f "$work/insert.sql" postgres 2>&1)
+  sleep 0.5 # the postmaster reaps the backends (their CPU joins its children's)
+  p1=$(pg_cpu_now)
+  ptx=$(echo "$pout" | awk '/number of transactions actually processed/ {split($6, a, "/"); print a[1]}')
+  pg_rate[$2]+="$((ptx / secs)) "
+  pg_cpu[$2]+="$(( (p1 - p0) * 1000000 / hz / (ptx > 0 ? ptx : 1) )) "
+}
 for c in "${clients[@]}"; do
   for r in $(seq "$rounds"); do
     before=$(tx_id); c0=$(cpu_of "$cpid")
@@ -137,19 +150,11 @@ for c in "${clients[@]}"; do
     [ "$ok" -le "$txs" ] || { echo "h2load counted $ok successes, chainlog committed $txs txs" >&2; exit 1; }
     cl_rate[$c]+="$((txs / secs)) "
     cl_cpu[$c]+="$(( (c1 - c0) * 1000000 / hz / (txs > 0 ? txs : 1) )) "
-    p0=$(pg_cpu_now)
-    pout=$(runuser -u postgres -- pgbench -n -M prepared -h "$work" -p "$pgport" -c "$c" -j 2 \
-      -T "$secs" -f "$work/insert.sql" postgres 2>&1)
-    sleep 0.5 # the postmaster reaps the backends (their CPU joins its children's)
-    p1=$(pg_cpu_now)
-    ptx=$(echo "$pout" | awk '/number of transactions actually processed/ {split($6, a, "/"); print a[1]}')
-    pg_rate[$c]+="$((ptx / secs)) "
-    pg_cpu[$c]+="$(( (p1 - p0) * 1000000 / hz / (ptx > 0 ? ptx : 1) )) "
+    pg_round "$c" "$c"
   done
 done
 
 declare -A st_rate st_cpu
-pgc=${PG_CLIENTS:-64}
 for s in ${STREAMS:-}; do
   for r in $(seq "$rounds"); do
     c0=$(cpu_of "$cpid")
@@ -159,14 +164,7 @@ for s in ${STREAMS:-}; do
     stx=$(echo "$sout" | awk '/^writestream/ {print $3}')
     st_rate[$s]+="$((stx / secs)) "
     st_cpu[$s]+="$(( (c1 - c0) * 1000000 / hz / (stx > 0 ? stx : 1) )) "
-    p0=$(pg_cpu_now)
-    pout=$(runuser -u postgres -- pgbench -n -M prepared -h "$work" -p "$pgport" -c "$pgc" -j 2 \
-      -T "$secs" -f "$work/insert.sql" postgres 2>&1)
-    sleep 0.5
-    p1=$(pg_cpu_now)
-    ptx=$(echo "$pout" | awk '/number of transactions actually processed/ {split($6, a, "/"); print a[1]}')
-    pg_rate[s$s]+="$((ptx / secs)) "
-    pg_cpu[s$s]+="$(( (p1 - p0) * 1000000 / hz / (ptx > 0 ? ptx : 1) )) "
+    pg_round "$pgc" "s$s"
   done
 done
 
@@ -186,14 +184,7 @@ for s in ${H2STREAMS:-}; do
     fi
     h2_rate[$s]+="$((txs / secs)) "
     h2_cpu[$s]+="$(( (c1 - c0) * 1000000 / hz / (txs > 0 ? txs : 1) )) "
-    p0=$(pg_cpu_now)
-    pout=$(runuser -u postgres -- pgbench -n -M prepared -h "$work" -p "$pgport" -c "$pgc" -j 2 \
-      -T "$secs" -f "$work/insert.sql" postgres 2>&1)
-    sleep 0.5
-    p1=$(pg_cpu_now)
-    ptx=$(echo "$pout" | awk '/number of transactions actually processed/ {split($6, a, "/"); print a[1]}')
-    pg_rate[h$s]+="$((ptx / secs)) "
-    pg_cpu[h$s]+="$(( (p1 - p0) * 1000000 / hz / (ptx > 0 ? ptx : 1) )) "
+    pg_round "$pgc" "h$s"
   done
 done
 
@@ -207,25 +198,21 @@ print(f"clients {c}: chainlog {cl} tx/s ({clc} us CPU/tx), PostgreSQL {pg} tx/s 
       f"ratio min {ratios[0]:.2f} median {statistics.median(ratios):.2f} max {ratios[-1]:.2f}")
 PY
 done
-for s in ${STREAMS:-}; do
-  python3 - "$s" "$pgc" "${st_rate[$s]}" "${pg_rate[s$s]}" "${st_cpu[$s]}" "${pg_cpu[s$s]}" <<'PY'
+# One streaming line: label, streams, then chainlog's and PostgreSQL's rates and CPU.
+stream_report() {
+  python3 - "$@" "$pgc" <<'PY'
 import statistics, sys
-s, pgc, cl, pg, clc, pgc_cpu = sys.argv[1], sys.argv[2], *[list(map(int, a.split())) for a in sys.argv[3:]]
+how, s, cl, pg, clc, pgc_cpu, pgc = sys.argv[1], sys.argv[2], *[list(map(int, a.split())) for a in sys.argv[3:7]], sys.argv[7]
 ratios = sorted(a / b for a, b in zip(cl, pg) if b)
-print(f"WriteStream x{s} (SDK load program): chainlog {cl} tx/s ({clc} us CPU/tx), "
+print(f"WriteStream x{s} ({how}): chainlog {cl} tx/s ({clc} us CPU/tx), "
       f"PostgreSQL pgbench -c {pgc} {pg} tx/s ({pgc_cpu} us CPU/tx); "
       f"ratio min {ratios[0]:.2f} median {statistics.median(ratios):.2f} max {ratios[-1]:.2f}; "
       f"against PostgreSQL's best round {max(cl) / max(pg):.2f}")
 PY
+}
+for s in ${STREAMS:-}; do
+  stream_report "SDK load program" "$s" "${st_rate[$s]}" "${pg_rate[s$s]}" "${st_cpu[$s]}" "${pg_cpu[s$s]}"
 done
 for s in ${H2STREAMS:-}; do
-  python3 - "$s" "$pgc" "${h2_rate[$s]}" "${pg_rate[h$s]}" "${h2_cpu[$s]}" "${pg_cpu[h$s]}" <<'PY'
-import statistics, sys
-s, pgc, cl, pg, clc, pgc_cpu = sys.argv[1], sys.argv[2], *[list(map(int, a.split())) for a in sys.argv[3:]]
-ratios = sorted(a / b for a, b in zip(cl, pg) if b)
-print(f"WriteStream x{s} (h2load): chainlog {cl} tx/s ({clc} us CPU/tx), "
-      f"PostgreSQL pgbench -c {pgc} {pg} tx/s ({pgc_cpu} us CPU/tx); "
-      f"ratio min {ratios[0]:.2f} median {statistics.median(ratios):.2f} max {ratios[-1]:.2f}; "
-      f"against PostgreSQL's best round {max(cl) / max(pg):.2f}")
-PY
+  stream_report h2load "$s" "${h2_rate[$s]}" "${pg_rate[h$s]}" "${h2_cpu[$s]}" "${pg_cpu[h$s]}"
 done
