@@ -282,6 +282,19 @@ struct Flushed {
     failed: Option<(PathBuf, std::io::ErrorKind, String)>,
     /// Buffers written out, for the writer to fill again.
     spare: Vec<Vec<u8>>,
+    /// The thread has ended (its queue closed, or it panicked): nothing more will be done.
+    gone: bool,
+}
+
+/// Marks the flusher gone when its thread ends, however it ends, so that no wait outlives it.
+struct Gone(Arc<(Mutex<Flushed>, Condvar)>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        let (lock, signal) = &*self.0;
+        lock.lock().unwrap_or_else(PoisonError::into_inner).gone = true;
+        signal.notify_all();
+    }
 }
 
 /// Writes to fall this far behind before the writer waits.
@@ -290,6 +303,8 @@ const SPARE_BUFFERS: usize = FLUSH_QUEUE + 1;
 
 /// The thread that writes published records to their files, in the order given.
 struct Flusher {
+    /// The chunk directory, to name in an error when the thread is gone.
+    dir: PathBuf,
     jobs: Option<SyncSender<Write>>,
     state: Arc<(Mutex<Flushed>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -303,6 +318,7 @@ impl Flusher {
         let thread = std::thread::Builder::new()
             .name("chainlog-flush".into())
             .spawn(move || {
+                let _gone = Gone(shared.clone());
                 for mut w in rx {
                     let r = w.file.write_all_at(&w.bytes, w.at);
                     let (lock, signal) = &*shared;
@@ -322,6 +338,7 @@ impl Flusher {
             })
             .map_err(|e| StorageError::io(dir, e))?;
         Ok(Flusher {
+            dir: dir.to_path_buf(),
             jobs: Some(jobs),
             state,
             thread: Some(thread),
@@ -336,6 +353,17 @@ impl Flusher {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Records that the thread is gone with writes undone (a failure from then on).
+    fn lost(f: &mut Flushed, path: &Path) {
+        f.failed.get_or_insert_with(|| {
+            (
+                path.to_path_buf(),
+                std::io::ErrorKind::Other,
+                "the chunk flusher thread ended with records unwritten".into(),
+            )
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Flushed> {
@@ -356,10 +384,10 @@ impl Flusher {
         let path = w.path.clone();
         let sent = self.jobs.as_ref().map(|j| j.send(w));
         if !matches!(sent, Some(Ok(()))) {
-            return Err(StorageError::io(
-                path,
-                std::io::Error::other("the chunk flusher thread is gone"),
-            ));
+            let mut f = self.lock();
+            f.submitted -= 1;
+            Self::lost(&mut f, &path);
+            return Self::failure(&f);
         }
         Ok(())
     }
@@ -367,8 +395,11 @@ impl Flusher {
     /// Waits until every write submitted is done; the first that failed, if one did.
     fn wait(&self) -> Result<()> {
         let mut f = self.lock();
-        while f.done < f.submitted {
+        while f.done < f.submitted && !f.gone {
             f = self.state.1.wait(f).unwrap_or_else(PoisonError::into_inner);
+        }
+        if f.done < f.submitted {
+            Self::lost(&mut f, &self.dir);
         }
         Self::failure(&f)
     }
@@ -602,6 +633,20 @@ mod tests {
         // Sticky: the file is behind from then on, so nothing more is taken.
         w.push(&rec(2));
         assert_eq!(err(w.publish(&lock)), std::io::ErrorKind::StorageFull);
+    }
+
+    #[test]
+    fn a_flusher_thread_gone_fails_the_writer_instead_of_hanging_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = fs::DirLock::acquire(dir.path()).unwrap();
+        let cdir = dir.path().join("nodes");
+        let (_store, mut w) = ChunkStore::<8>::open(&cdir, 4, 0, &lock).unwrap();
+        // The queue closed under the writer: the thread ends.
+        w.flusher.jobs = None;
+        w.flusher.thread.take().unwrap().join().unwrap();
+        w.push(&rec(0));
+        assert!(matches!(w.publish(&lock), Err(StorageError::Io { .. })));
+        assert!(matches!(w.sync_handles(), Err(StorageError::Io { .. })));
     }
 
     #[test]
