@@ -124,6 +124,19 @@ fn distinct_keys(n: u64, dir: Option<String>) {
     );
 }
 
+/// Tx `t` of the ingest modes: 1000 puts of distinct 16-byte keys and 100-byte values, the
+/// same for both modes so that their figures compare.
+fn ingest_tx(t: u64) -> Vec<NewEntry> {
+    (t * 1000..(t + 1) * 1000)
+        .map(|i| {
+            let mut key = [0u8; 16];
+            key[..8].copy_from_slice(b"ingest--");
+            key[8..].copy_from_slice(&i.to_be_bytes());
+            NewEntry::put(key, [5u8; 100])
+        })
+        .collect()
+}
+
 fn ingest(txs: u64, dir: Option<String>) {
     let (dir, _keep) = dir_arg(dir);
     let db = Ledger::open(&dir, Options::default()).expect("open");
@@ -131,14 +144,7 @@ fn ingest(txs: u64, dir: Option<String>) {
     let mut prepare = Duration::ZERO;
     for t in 0..txs {
         let p = Instant::now();
-        let entries: Vec<NewEntry> = (t * 1000..(t + 1) * 1000)
-            .map(|i| {
-                let mut key = [0u8; 16];
-                key[..8].copy_from_slice(b"ingest--");
-                key[8..].copy_from_slice(&i.to_be_bytes());
-                NewEntry::put(key, [5u8; 100])
-            })
-            .collect();
+        let entries = ingest_tx(t);
         prepare += p.elapsed();
         db.commit(entries).expect("commit");
     }
@@ -159,14 +165,7 @@ fn ingest_pipelined(txs: u64, depth: usize, dir: Option<String>) {
     let start = Instant::now();
     let mut queued = std::collections::VecDeque::new();
     for t in 0..txs {
-        let entries: Vec<NewEntry> = (t * 1000..(t + 1) * 1000)
-            .map(|i| {
-                let mut key = [0u8; 16];
-                key[..8].copy_from_slice(b"ingest--");
-                key[8..].copy_from_slice(&i.to_be_bytes());
-                NewEntry::put(key, [5u8; 100])
-            })
-            .collect();
+        let entries = ingest_tx(t);
         queued.push_back(db.enqueue(entries).expect("enqueue"));
         if queued.len() >= depth {
             rt.block_on(queued.pop_front().unwrap().wait())
